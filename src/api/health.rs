@@ -1,0 +1,56 @@
+//! Open endpoints: liveness, readiness, and Prometheus metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or why not.
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "The database answers and the queue schema is current", body = Health),
+        (status = 503, description = "Not ready", body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down".into() }));
+    }
+    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM upkeep.jobs WHERE false")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => (StatusCode::OK, Json(Health { status: "ok".into() })),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: format!("database: {e}") }),
+        ),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT state, kind, count(*) FROM upkeep.jobs GROUP BY state, kind ORDER BY state, kind",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&jobs),
+    ))
+}

@@ -1,0 +1,97 @@
+//! `GET /v1/preflight`: what the daemon sees before an operator runs anything.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use crate::dify::{JOB_TABLES, release_of};
+use crate::vector::Reachability;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Preflight {
+    pub upkeep_version: String,
+    pub database: DatabaseInfo,
+    pub dify: DifyInfo,
+    pub vector_store: Reachability,
+    pub storage: Reachability,
+    /// Sizes of the tables the jobs touch (row counts are Postgres's estimates: exact counts
+    /// of a production table would scan it).
+    pub tables: Vec<TableInfo>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DatabaseInfo {
+    pub reachable: bool,
+    /// The URL with its password hidden.
+    pub url: String,
+    pub server_version: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DifyInfo {
+    /// `alembic_version.version_num`; null when the table is missing or empty.
+    pub revision: Option<String>,
+    /// Whether the revision is the head of a Dify release Upkeep knows.
+    pub known: bool,
+    pub release: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TableInfo {
+    pub table: String,
+    pub exists: bool,
+    pub rows_estimate: Option<i64>,
+    pub total_bytes: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/preflight", tag = "dify",
+    responses((status = 200, body = Preflight), (status = 401, body = ErrorBody)))]
+pub async fn preflight(State(state): State<AppState>) -> Result<Json<Preflight>, ApiError> {
+    let version: Option<String> = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&state.pool)
+        .await
+        .ok();
+    let revision: Option<String> = sqlx::query_scalar(
+        "SELECT version_num::text FROM public.alembic_version LIMIT 1",
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .ok()
+    .flatten();
+    let release = revision.as_deref().and_then(release_of);
+    let tables = sqlx::query_as::<_, TableInfo>(
+        "SELECT t.name AS table, c.oid IS NOT NULL AS exists, \
+            CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate, \
+            CASE WHEN c.oid IS NULL THEN NULL ELSE pg_total_relation_size(c.oid) END AS total_bytes \
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(name, ord) \
+         LEFT JOIN pg_namespace n ON n.nspname = 'public' \
+         LEFT JOIN pg_class c ON c.relname = t.name AND c.relnamespace = n.oid AND c.relkind = 'r' \
+         ORDER BY t.ord",
+    )
+    .bind(JOB_TABLES)
+    .fetch_all(&state.pool)
+    .await
+    .unwrap_or_default();
+    let (vector_store, storage) = tokio::join!(
+        crate::vector::check(&state.settings.vector_store),
+        crate::storage::check(&state.settings.storage)
+    );
+    Ok(Json(Preflight {
+        upkeep_version: env!("CARGO_PKG_VERSION").into(),
+        database: DatabaseInfo {
+            reachable: version.is_some(),
+            url: crate::config::redact_url(&state.settings.database_url),
+            server_version: version,
+        },
+        dify: DifyInfo {
+            known: release.is_some(),
+            release: release.map(str::to_string),
+            revision,
+        },
+        vector_store,
+        storage,
+        tables,
+    }))
+}

@@ -1,0 +1,127 @@
+//! The command line: `serve`, `openapi`, `healthcheck`, `demo`, and `jobs ...`, a thin client
+//! of the API for scripts.
+
+mod client;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "upkeep", version, about = "Maintenance daemon for self-hosted Dify")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: API, queue and workers (configured by Dify's env and UPKEEP_*).
+    Serve {
+        /// Read Dify's `.env` from this file too (process variables win, as in Dify).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Exit 0 when the daemon at UPKEEP_LISTEN answers /healthz (for container health checks).
+    Healthcheck,
+    /// A working local setup in one command: Postgres (the local one, or a throwaway cluster),
+    /// Dify's schema with demo data, a storage folder, and the daemon.
+    Demo(crate::demo::DemoArgs),
+    /// Talk to a running daemon.
+    Jobs {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: client::JobsCommand,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("upkeep: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { env_file } => serve(env_file).await,
+        Command::Openapi => match crate::api::openapi().to_pretty_json() {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("upkeep: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Healthcheck => client::healthcheck().await,
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Jobs { conn, command } => client::run(conn, command).await,
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(env_file: Option<PathBuf>) -> ExitCode {
+    let mut env = match &env_file {
+        Some(path) => match crate::config::read_env_file(path) {
+            Ok(map) => map,
+            Err(e) => {
+                eprintln!("upkeep: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Default::default(),
+    };
+    env.extend(std::env::vars());
+    let settings = match Settings::from_env(&env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("upkeep: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.log_format);
+    let failpoints = match crate::failpoint::FailPoints::parse(
+        env.get("UPKEEP_FAILPOINTS").map(String::as_str).unwrap_or(""),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("upkeep: UPKEEP_FAILPOINTS: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(settings = ?settings, "starting upkeep {}", env!("CARGO_PKG_VERSION"));
+    let grace = settings.shutdown_grace;
+    match crate::daemon::Daemon::start(settings, failpoints).await {
+        Ok(daemon) => {
+            daemon.run_until_signal(grace).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("upkeep: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The one Postgres pool (Dify's database; Upkeep's own tables live in schema `upkeep`),
+//! migrations, and the one helper that quotes identifiers.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL from {source_name}: {message}")]
+    Url {
+        source_name: &'static str,
+        message: String,
+    },
+    #[error("cannot reach the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot apply Upkeep's migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub async fn connect(
+    url: &str,
+    source_name: &'static str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Url {
+        source_name,
+        message: e.to_string(),
+    })?;
+    let options = options.application_name("upkeep");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(DbError::Connect)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Quotes a Postgres identifier (table, schema) so names from configuration or requests can
+/// never be read as SQL. Every identifier that is not a literal in our code goes through here.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table`, both parts quoted.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_hostile_names() {
+        assert_eq!(quote_ident("messages"), "\"messages\"");
+        assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
+        assert_eq!(qualified("public", "Ab"), "\"public\".\"Ab\"");
+    }
+}

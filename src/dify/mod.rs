@@ -1,0 +1,44 @@
+//! What Upkeep knows about Dify's schema: releases by Alembic head, the tables jobs touch,
+//! and the read-only queries behind `/v1/tenants` and `/v1/preflight`.
+
+pub mod tenants;
+
+/// Alembic heads of Dify releases (dify-reference: `alembic_version` per release).
+pub const KNOWN_REVISIONS: &[(&str, &str)] = &[
+    ("c3d4e5f6a7b8", "main @76391b0 (after 1.15.0)"),
+    ("d9e8f7a6b5c4", "1.15.0"),
+    ("a4f2d8c9b731", "1.14.2"),
+    ("6b5f9f8b1a2c", "1.13.3"),
+    ("788d3099ae3a", "1.12.1"),
+    ("905527cc8fd3", "1.11.4"),
+    ("09cfdda155d1", "1.10.1"),
+    ("ae662b25d9bc", "1.9.2"),
+    ("b95962a3885c", "1.8.1"),
+    ("532b3f888abf", "1.7.2"),
+];
+
+pub fn release_of(revision: &str) -> Option<&'static str> {
+    KNOWN_REVISIONS
+        .iter()
+        .find(|(r, _)| *r == revision)
+        .map(|(_, release)| *release)
+}
+
+/// Tables the jobs read or change; preflight reports their sizes.
+pub const JOB_TABLES: &[&str] = &[
+    "tenants",
+    "apps",
+    "conversations",
+    "messages",
+    "message_files",
+    "workflow_runs",
+    "workflow_node_executions",
+    "workflow_app_logs",
+    "datasets",
+    "documents",
+    "document_segments",
+    "child_chunks",
+    "embeddings",
+    "upload_files",
+    "tool_files",
+];

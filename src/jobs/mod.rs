@@ -1,0 +1,240 @@
+//! The job framework: one trait every job kind implements, the registry of kinds, and the
+//! errors a job can end with. One file per kind.
+
+mod context;
+pub mod progress;
+pub mod vacuum;
+
+pub use context::{CtxParts, JobCtx};
+pub use progress::Progress;
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// How a job attempt ended, other than with a result.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    #[error("lease lost")]
+    LeaseLost,
+    #[error("{message}")]
+    Failed {
+        code: &'static str,
+        message: String,
+        /// What was done before the failure, kept as the job's result.
+        result: Option<Value>,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl JobError {
+    pub fn failed(code: &'static str, message: impl Into<String>) -> Self {
+        JobError::Failed {
+            code,
+            message: message.into(),
+            result: None,
+        }
+    }
+}
+
+/// A request's params were wrong, or its kind unknown: a 4xx naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: String,
+        message: String,
+        unknown_field: bool,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl SpecError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            message: message.into(),
+            unknown_field: false,
+        }
+    }
+}
+
+/// One kind of maintenance job.
+pub trait JobKind {
+    const KIND: &'static str;
+    type Params: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Jobs with the same key never run at once (enforced by a unique index).
+    fn resource_key(params: &Self::Params) -> Option<String>;
+
+    /// Checks that need the database (e.g. that named tables exist), before anything is queued.
+    fn validate(
+        params: &Self::Params,
+        pool: &PgPool,
+    ) -> impl Future<Output = Result<(), SpecError>> + Send;
+
+    /// A dry run: reports what `run` would do and touches nothing.
+    fn plan(
+        params: Self::Params,
+        ctx: &mut JobCtx,
+    ) -> impl Future<Output = Result<Value, JobError>> + Send;
+
+    /// The work, in batches that commit their checkpoint with them.
+    fn run(
+        params: Self::Params,
+        ctx: &mut JobCtx,
+    ) -> impl Future<Output = Result<Value, JobError>> + Send;
+}
+
+/// Parses params as JSON into the kind's typed params, naming the offending field on error.
+pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports an unknown field at its container; name the field itself.
+        if let Some(name) = inner
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let field = join_path("params", &path, name);
+            return SpecError::Invalid {
+                message: format!("unknown field {name:?}"),
+                field,
+                unknown_field: true,
+            };
+        }
+        if let Some(name) = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            return SpecError::invalid(join_path("params", &path, name), "is required");
+        }
+        let field = if path == "." {
+            "params".to_string()
+        } else {
+            format!("params.{path}")
+        };
+        SpecError::invalid(field, inner)
+    })
+}
+
+/// serde_path_to_error's path already ends at an unknown field, but stops at the container of
+/// a missing one; either way the result names the field itself.
+fn join_path(root: &str, path: &str, name: &str) -> String {
+    if path == name || path.ends_with(&format!(".{name}")) {
+        format!("{root}.{path}")
+    } else if path == "." || path.is_empty() {
+        format!("{root}.{name}")
+    } else {
+        format!("{root}.{path}.{name}")
+    }
+}
+
+macro_rules! job_kinds {
+    ($($variant:ident = $name:literal => $ty:ty, $params:ty;)+) => {
+        /// A job as requested: its kind and that kind's typed params (for the OpenAPI document).
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        #[serde(tag = "kind", content = "params", rename_all = "snake_case")]
+        pub enum JobRequest {
+            $($variant($params),)+
+        }
+
+        /// The kind names as the OpenAPI document spells them (`rename_all` of `JobRequest`).
+        #[cfg(test)]
+        pub(crate) const REQUEST_NAMES: &[&str] = &[$($name),+];
+
+        /// A job request whose params parsed into the typed params of its kind.
+        #[derive(Debug)]
+        pub enum JobSpec {
+            $($variant(<$ty as JobKind>::Params),)+
+        }
+
+        /// Every kind this daemon runs, by name.
+        pub const KINDS: &[&str] = &[$(<$ty as JobKind>::KIND),+];
+
+        impl JobSpec {
+            pub fn parse(kind: &str, params: Value) -> Result<Self, SpecError> {
+                $(if kind == <$ty as JobKind>::KIND {
+                    return parse_params(params).map(JobSpec::$variant);
+                })+
+                Err(SpecError::UnknownKind(kind.to_string()))
+            }
+
+            pub fn kind(&self) -> &'static str {
+                match self { $(JobSpec::$variant(_) => <$ty as JobKind>::KIND,)+ }
+            }
+
+            pub fn resource_key(&self) -> Option<String> {
+                match self { $(JobSpec::$variant(p) => <$ty as JobKind>::resource_key(p),)+ }
+            }
+
+            pub async fn validate(&self, pool: &PgPool) -> Result<(), SpecError> {
+                match self { $(JobSpec::$variant(p) => <$ty as JobKind>::validate(p, pool).await,)+ }
+            }
+
+            /// The params with every default filled in, as stored and compared for idempotency.
+            pub fn params_json(&self) -> Value {
+                match self {
+                    $(JobSpec::$variant(p) => serde_json::to_value(p).unwrap_or(Value::Null),)+
+                }
+            }
+
+            pub async fn execute(self, ctx: &mut JobCtx) -> Result<Value, JobError> {
+                match self {
+                    $(JobSpec::$variant(p) => if ctx.dry_run {
+                        <$ty as JobKind>::plan(p, ctx).await
+                    } else {
+                        <$ty as JobKind>::run(p, ctx).await
+                    },)+
+                }
+            }
+        }
+    };
+}
+
+job_kinds! {
+    Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_kind_names_are_the_real_ones() {
+        assert_eq!(REQUEST_NAMES, KINDS);
+        let doc = serde_json::to_value(crate::api::openapi()).expect("openapi serialises");
+        let variants = doc["components"]["schemas"]["JobRequest"]["oneOf"]
+            .as_array()
+            .expect("JobRequest is a oneOf");
+        let names: Vec<&str> = variants
+            .iter()
+            .filter_map(|v| v["properties"]["kind"]["enum"][0].as_str())
+            .collect();
+        assert_eq!(names, KINDS);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let err = JobSpec::parse("vacuum", serde_json::json!({"mode": "fast"})).unwrap_err();
+        assert!(matches!(err, SpecError::Invalid { ref field, .. } if field == "params.mode"), "{err:?}");
+        let err = JobSpec::parse("vacuum", serde_json::json!({"tabels": []})).unwrap_err();
+        assert!(
+            matches!(err, SpecError::Invalid { ref field, unknown_field: true, .. } if field == "params.tabels"),
+            "{err:?}"
+        );
+        let err = JobSpec::parse("vacuum", serde_json::json!({"tables": ["a", 3]})).unwrap_err();
+        assert!(matches!(err, SpecError::Invalid { ref field, .. } if field == "params.tables[1]"), "{err:?}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Upkeep: maintenance jobs for a self-hosted Dify, queued in Postgres, run by tokio workers,
+//! observable over REST and resumable after a crash.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod demo;
+pub mod dify;
+pub mod failpoint;
+pub mod jobs;
+pub mod listener;
+pub mod metrics;
+pub mod queue;
+pub mod storage;
+pub mod vector;
+pub mod worker;

@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    upkeep::cli::main(upkeep::cli::Cli::parse())
+}

@@ -1,0 +1,39 @@
+//! Reading jobs for the API: one job, or a filtered page in newest-first order.
+
+use uuid::Uuid;
+
+use super::{JobRow, JobState, QueueError};
+
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    /// Return jobs older than this one (ids are UUIDv7, so id order is creation order).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn get(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> {
+    sqlx::query_as::<_, JobRow>(concat!("SELECT * FROM upkeep.jobs WHERE id = $1"))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(QueueError::NotFound(id))
+}
+
+/// One page plus whether more follow.
+pub async fn list(pool: &sqlx::PgPool, filter: &JobFilter) -> Result<(Vec<JobRow>, bool), QueueError> {
+    let mut rows = sqlx::query_as::<_, JobRow>(concat!("SELECT * FROM upkeep.jobs \
+         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+           AND ($3::uuid IS NULL OR id < $3) \
+         ORDER BY id DESC LIMIT $4"))
+    .bind(filter.state.map(JobState::as_str))
+    .bind(&filter.kind)
+    .bind(filter.before)
+    .bind(filter.limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() as i64 > filter.limit;
+    rows.truncate(filter.limit as usize);
+    Ok((rows, more))
+}

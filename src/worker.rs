@@ -1,0 +1,212 @@
+//! The worker pool: claims jobs, runs each beside its heartbeat, and records how it ended.
+//! A panic in job code fails that job only; shutdown lets jobs reach a batch boundary and
+//! gives them back to the queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::failpoint::FailPoints;
+use crate::jobs::{CtxParts, JobCtx, JobError, JobSpec};
+use crate::listener::Signals;
+use crate::metrics::Metrics;
+use crate::queue::{self, Claimed, FenceError, JobState, Lease};
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub workers: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub job_ttl_days: u32,
+    pub failpoints: Arc<FailPoints>,
+}
+
+#[derive(Clone)]
+pub struct Workers {
+    pub pool: PgPool,
+    pub config: WorkerConfig,
+    pub signals: Signals,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Workers {
+    /// Runs `config.workers` claim loops and the housekeeping loop until `shutdown` fires, then
+    /// waits for running jobs to stop (they requeue themselves at their next batch boundary).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut set = JoinSet::new();
+        for i in 0..self.config.workers {
+            let w = self.clone();
+            let s = shutdown.clone();
+            set.spawn(async move { w.claim_loop(i, s).await });
+        }
+        let w = self.clone();
+        let s = shutdown.clone();
+        set.spawn(async move { w.housekeeping(s).await });
+        while set.join_next().await.is_some() {}
+    }
+
+    async fn claim_loop(&self, index: usize, shutdown: CancellationToken) {
+        let worker = format!("{}/{index}", self.config.name);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // Register for the wake-up before looking, so a job queued in between is not missed.
+            let notified = self.signals.job_queued.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match queue::claim(&self.pool, &worker, self.config.lease).await {
+                Ok(Some(claimed)) => {
+                    self.execute(&worker, claimed, shutdown.clone()).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(worker, error = %e, "claim failed"),
+            }
+            let jitter = Duration::from_millis(fastrand::u64(0..=250));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(self.config.poll_interval + jitter) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn housekeeping(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = queue::fail_exhausted(&self.pool).await {
+                tracing::warn!(error = %e, "failing exhausted jobs");
+            }
+            match queue::prune_finished(&self.pool, self.config.job_ttl_days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past their TTL"),
+                Err(e) => tracing::warn!(error = %e, "pruning finished jobs"),
+            }
+        }
+    }
+
+    async fn execute(&self, worker: &str, claimed: Claimed, shutdown: CancellationToken) {
+        let row = claimed.row;
+        let span = tracing::info_span!("job", job.id = %row.id, job.kind = %row.kind, attempt = row.attempts);
+        async move {
+            let lease = Lease::new(self.pool.clone(), row.id, row.attempts, self.config.lease);
+            match &claimed.rescued_from {
+                Some(owner) => tracing::info!(job.id = %row.id, previous = %owner, worker, "resuming job {} after its lease expired", row.id),
+                None => tracing::info!(job.id = %row.id, worker, "starting job {}", row.id),
+            }
+            if row.cancel_requested_at.is_some() {
+                self.finish(&lease, &row.kind, Instant::now(), Err(JobError::Cancelled)).await;
+                return;
+            }
+            let spec = match JobSpec::parse(&row.kind, row.params.clone()) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    let err = JobError::failed("invalid_params", format!("stored params no longer valid: {e}"));
+                    self.finish(&lease, &row.kind, Instant::now(), Err(err)).await;
+                    return;
+                }
+            };
+            let cancel = CancellationToken::new();
+            let lost = Arc::new(AtomicBool::new(false));
+            self.signals.running.insert(row.id, cancel.clone());
+            let mut ctx = JobCtx::new(CtxParts {
+                lease: lease.clone(),
+                kind: spec.kind(),
+                dry_run: row.dry_run,
+                checkpoint: row.checkpoint.clone(),
+                cancel: cancel.clone(),
+                lost: lost.clone(),
+                shutdown,
+                metrics: self.metrics.clone(),
+                failpoints: self.config.failpoints.clone(),
+            });
+            let heartbeat = tokio::spawn(heartbeat(lease.clone(), cancel.clone(), lost.clone()));
+            let started = Instant::now();
+            let task = tokio::spawn(async move { spec.execute(&mut ctx).await }.in_current_span());
+            let outcome = match task.await {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_panic() => Err(JobError::failed("panicked", panic_message(e.into_panic()))),
+                Err(e) => Err(JobError::failed("internal", e.to_string())),
+            };
+            heartbeat.abort();
+            self.signals.running.remove(row.id);
+            let outcome = if lost.load(Ordering::SeqCst) { Err(JobError::LeaseLost) } else { outcome };
+            self.finish(&lease, &row.kind, started, outcome).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn finish(&self, lease: &Lease, kind: &str, started: Instant, outcome: Result<serde_json::Value, JobError>) {
+        let id = lease.job_id;
+        let (state, written) = match outcome {
+            Ok(result) => (JobState::Succeeded, lease.finish(JobState::Succeeded, Some(&result), None, "job succeeded").await.map(|_| ())),
+            Err(JobError::Cancelled) => (JobState::Cancelled, lease.finish(JobState::Cancelled, None, None, "cancelled at a batch boundary").await.map(|_| ())),
+            Err(JobError::Interrupted) => {
+                tracing::info!(job.id = %id, "job {id} interrupted by shutdown; requeued at its checkpoint");
+                (JobState::Queued, lease.requeue("daemon shutting down; requeued at its last checkpoint").await)
+            }
+            Err(JobError::LeaseLost) => {
+                tracing::warn!(job.id = %id, "lost the lease of job {id}; another worker owns it now");
+                return;
+            }
+            Err(JobError::Failed { code, message, result }) => {
+                let error = json!({"code": code, "message": message});
+                (JobState::Failed, lease.finish(JobState::Failed, result.as_ref(), Some(&error), "job failed").await.map(|_| ()))
+            }
+            Err(JobError::Db(e)) => {
+                let error = json!({"code": "database_error", "message": e.to_string()});
+                (JobState::Failed, lease.finish(JobState::Failed, None, Some(&error), "job failed").await.map(|_| ()))
+            }
+        };
+        match written {
+            Ok(()) => {
+                let elapsed = started.elapsed();
+                self.metrics.observe_duration(kind, state.as_str(), elapsed);
+                tracing::info!(job.id = %id, state = state.as_str(), duration_ms = elapsed.as_millis() as u64, "job {id} ended: {}", state.as_str());
+            }
+            Err(FenceError::Lost) => tracing::warn!(job.id = %id, "job {id} was taken over before its end could be recorded"),
+            Err(FenceError::Db(e)) => tracing::error!(job.id = %id, error = %e, "could not record the end of job {id}; its lease will expire and it will be resumed"),
+        }
+    }
+}
+
+/// Extends the lease while the job runs; a cancel request or a lost lease fires `cancel`.
+async fn heartbeat(lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(lease.duration / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match lease.heartbeat().await {
+            Ok(true) => cancel.cancel(),
+            Ok(false) => {}
+            Err(FenceError::Lost) => {
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Err(FenceError::Db(e)) => tracing::warn!(job.id = %lease.job_id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("the job panicked: {text}")
+}
