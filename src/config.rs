@@ -126,10 +126,7 @@ pub struct Env<'a>(&'a HashMap<String, String>);
 impl Env<'_> {
     /// Dify (pydantic) treats an empty value like an absent one for these settings.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(
@@ -197,7 +194,8 @@ impl Settings {
             }
             _ => {}
         }
-        let workers = env.parse("UPKEEP_WORKERS", 4usize, |n| (1..=64).contains(n), "1..=64")?;
+        // 0 serves the API only (workers run in other daemons on the same database).
+        let workers = env.parse("UPKEEP_WORKERS", 4usize, |n| *n <= 64, "0..=64")?;
         let job_ttl_days = env.parse(
             "UPKEEP_JOB_TTL_DAYS",
             30u32,
@@ -375,7 +373,7 @@ mod tests {
 
     #[test]
     fn names_the_bad_variable() {
-        let err = Settings::from_env(&env(&[("UPKEEP_WORKERS", "0")])).unwrap_err();
+        let err = Settings::from_env(&env(&[("UPKEEP_WORKERS", "65")])).unwrap_err();
         assert_eq!(err.variable, "UPKEEP_WORKERS");
         let err = Settings::from_env(&env(&[("DB_TYPE", "mysql")])).unwrap_err();
         assert_eq!(err.variable, "DB_TYPE");

@@ -65,7 +65,11 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let signals = Signals::default();
         let metrics = Arc::new(Metrics::default());
-        let listener = tokio::spawn(listener::run(pool.clone(), signals.clone(), shutdown.clone()));
+        let listener = tokio::spawn(listener::run(
+            pool.clone(),
+            signals.clone(),
+            shutdown.clone(),
+        ));
         let workers = Workers {
             pool: pool.clone(),
             config: WorkerConfig {
@@ -119,7 +123,10 @@ impl Daemon {
         };
         let clean = tokio::time::timeout(grace, all).await.is_ok();
         if !clean {
-            tracing::warn!(grace_s = grace.as_secs(), "shutdown deadline passed; jobs still running will be resumed elsewhere when their lease expires");
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "shutdown deadline passed; jobs still running will be resumed elsewhere when their lease expires"
+            );
         }
         clean
     }

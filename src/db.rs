@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn quotes_hostile_names() {
         assert_eq!(quote_ident("messages"), "\"messages\"");
-        assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
+        assert_eq!(
+            quote_ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
         assert_eq!(qualified("public", "Ab"), "\"public\".\"Ab\"");
     }
 }

@@ -6,7 +6,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS_S: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0];
+const BUCKETS_S: [f64; 10] = [
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -51,7 +53,9 @@ impl Metrics {
         for (state, kind, n) in jobs {
             let _ = writeln!(out, "upkeep_jobs{{state=\"{state}\",kind=\"{kind}\"}} {n}");
         }
-        out.push_str("# HELP upkeep_job_duration_seconds Wall time of job attempts run by this daemon.\n");
+        out.push_str(
+            "# HELP upkeep_job_duration_seconds Wall time of job attempts run by this daemon.\n",
+        );
         out.push_str("# TYPE upkeep_job_duration_seconds histogram\n");
         if let Ok(m) = self.durations.lock() {
             for ((kind, state), h) in m.iter() {
@@ -69,14 +73,21 @@ impl Metrics {
                     h.count
                 );
                 let _ = writeln!(out, "upkeep_job_duration_seconds_sum{{{labels}}} {}", h.sum);
-                let _ = writeln!(out, "upkeep_job_duration_seconds_count{{{labels}}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "upkeep_job_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
             }
         }
         out.push_str("# HELP upkeep_processed_total Work done by this daemon's jobs, in each job's unit (rows, bytes, points, tables).\n");
         out.push_str("# TYPE upkeep_processed_total counter\n");
         if let Ok(m) = self.processed.lock() {
             for ((kind, unit), n) in m.iter() {
-                let _ = writeln!(out, "upkeep_processed_total{{kind=\"{kind}\",unit=\"{unit}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "upkeep_processed_total{{kind=\"{kind}\",unit=\"{unit}\"}} {n}"
+                );
             }
         }
         out

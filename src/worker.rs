@@ -149,26 +149,75 @@ impl Workers {
         .await
     }
 
-    async fn finish(&self, lease: &Lease, kind: &str, started: Instant, outcome: Result<serde_json::Value, JobError>) {
+    async fn finish(
+        &self,
+        lease: &Lease,
+        kind: &str,
+        started: Instant,
+        outcome: Result<serde_json::Value, JobError>,
+    ) {
         let id = lease.job_id;
         let (state, written) = match outcome {
-            Ok(result) => (JobState::Succeeded, lease.finish(JobState::Succeeded, Some(&result), None, "job succeeded").await.map(|_| ())),
-            Err(JobError::Cancelled) => (JobState::Cancelled, lease.finish(JobState::Cancelled, None, None, "cancelled at a batch boundary").await.map(|_| ())),
+            Ok(result) => (
+                JobState::Succeeded,
+                lease
+                    .finish(JobState::Succeeded, Some(&result), None, "job succeeded")
+                    .await
+                    .map(|_| ()),
+            ),
+            Err(JobError::Cancelled) => (
+                JobState::Cancelled,
+                lease
+                    .finish(
+                        JobState::Cancelled,
+                        None,
+                        None,
+                        "cancelled at a batch boundary",
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
             Err(JobError::Interrupted) => {
                 tracing::info!(job.id = %id, "job {id} interrupted by shutdown; requeued at its checkpoint");
-                (JobState::Queued, lease.requeue("daemon shutting down; requeued at its last checkpoint").await)
+                (
+                    JobState::Queued,
+                    lease
+                        .requeue("daemon shutting down; requeued at its last checkpoint")
+                        .await,
+                )
             }
             Err(JobError::LeaseLost) => {
                 tracing::warn!(job.id = %id, "lost the lease of job {id}; another worker owns it now");
                 return;
             }
-            Err(JobError::Failed { code, message, result }) => {
+            Err(JobError::Failed {
+                code,
+                message,
+                result,
+            }) => {
                 let error = json!({"code": code, "message": message});
-                (JobState::Failed, lease.finish(JobState::Failed, result.as_ref(), Some(&error), "job failed").await.map(|_| ()))
+                (
+                    JobState::Failed,
+                    lease
+                        .finish(
+                            JobState::Failed,
+                            result.as_ref(),
+                            Some(&error),
+                            "job failed",
+                        )
+                        .await
+                        .map(|_| ()),
+                )
             }
             Err(JobError::Db(e)) => {
                 let error = json!({"code": "database_error", "message": e.to_string()});
-                (JobState::Failed, lease.finish(JobState::Failed, None, Some(&error), "job failed").await.map(|_| ()))
+                (
+                    JobState::Failed,
+                    lease
+                        .finish(JobState::Failed, None, Some(&error), "job failed")
+                        .await
+                        .map(|_| ()),
+                )
             }
         };
         match written {
@@ -177,8 +226,12 @@ impl Workers {
                 self.metrics.observe_duration(kind, state.as_str(), elapsed);
                 tracing::info!(job.id = %id, state = state.as_str(), duration_ms = elapsed.as_millis() as u64, "job {id} ended: {}", state.as_str());
             }
-            Err(FenceError::Lost) => tracing::warn!(job.id = %id, "job {id} was taken over before its end could be recorded"),
-            Err(FenceError::Db(e)) => tracing::error!(job.id = %id, error = %e, "could not record the end of job {id}; its lease will expire and it will be resumed"),
+            Err(FenceError::Lost) => {
+                tracing::warn!(job.id = %id, "job {id} was taken over before its end could be recorded")
+            }
+            Err(FenceError::Db(e)) => {
+                tracing::error!(job.id = %id, error = %e, "could not record the end of job {id}; its lease will expire and it will be resumed")
+            }
         }
     }
 }
@@ -197,7 +250,9 @@ async fn heartbeat(lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool
                 cancel.cancel();
                 return;
             }
-            Err(FenceError::Db(e)) => tracing::warn!(job.id = %lease.job_id, error = %e, "heartbeat failed"),
+            Err(FenceError::Db(e)) => {
+                tracing::warn!(job.id = %lease.job_id, error = %e, "heartbeat failed")
+            }
         }
     }
 }

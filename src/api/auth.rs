@@ -29,7 +29,10 @@ pub async fn require_token(
         Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
             Ok(next.run(request).await)
         }
-        Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "invalid bearer token")),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "invalid bearer token",
+        )),
         None => Err(ApiError::new(
             ErrorCode::Unauthorized,
             "missing bearer token: send Authorization: Bearer <UPKEEP_ADMIN_TOKEN>",

@@ -99,7 +99,10 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                ApiError::new(ErrorCode::DatabaseUnavailable, format!("database unavailable: {e}"))
+                ApiError::new(
+                    ErrorCode::DatabaseUnavailable,
+                    format!("database unavailable: {e}"),
+                )
             }
             _ if crate::db::sqlstate(&e).as_deref() == Some("42P01") => ApiError::new(
                 ErrorCode::DifySchemaMissing,

@@ -64,7 +64,11 @@ pub async fn events(
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .ok_or_else(|| {
-                    ApiError::field(ErrorCode::InvalidField, "Last-Event-ID", "must be an event id")
+                    ApiError::field(
+                        ErrorCode::InvalidField,
+                        "Last-Event-ID",
+                        "must be an event id",
+                    )
                 })?,
         ),
     };
@@ -77,7 +81,11 @@ pub async fn events(
     }
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field(ErrorCode::InvalidField, "limit", "must be between 1 and 1000"));
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "limit",
+            "must be between 1 and 1000",
+        ));
     }
     let items = queue::events_after(&state.pool, id, after, limit).await?;
     let next_after = items.last().map(|e| e.id);
@@ -93,7 +101,11 @@ struct Cursor {
     closing: bool,
 }
 
-fn event_stream(state: AppState, job: Uuid, after: i64) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(
+    state: AppState,
+    job: Uuid,
+    after: i64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = state.signals.job_events.subscribe();
     let cursor = Cursor {
         state,
@@ -108,7 +120,10 @@ fn event_stream(state: AppState, job: Uuid, after: i64) -> impl Stream<Item = Re
             if let Some(ev) = c.buffered.pop_front() {
                 c.after = ev.id;
                 let data = serde_json::to_string(&ev).unwrap_or_default();
-                let event = Event::default().id(ev.id.to_string()).event(ev.event_type.clone()).data(data);
+                let event = Event::default()
+                    .id(ev.id.to_string())
+                    .event(ev.event_type.clone())
+                    .data(data);
                 return Some((Ok(event), c));
             }
             match queue::events_after(&c.state.pool, c.job, c.after, 200).await {

@@ -48,8 +48,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
+            // Syntax errors keep their position: it is what the client needs to fix them.
             return ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {message}"));
         }
+        // A data error names its field; the byte position would only add noise.
+        let message = match message.rsplit_once(" at line ") {
+            Some((head, _)) => head.to_string(),
+            None => message,
+        };
         field_error(&path, &message)
     })
 }
@@ -72,12 +78,20 @@ fn field_error(path: &str, message: &str) -> ApiError {
             .map(str::to_string)
     };
     if let Some(name) = quoted("unknown field `") {
-        return ApiError::field(ErrorCode::UnknownField, join(&name), format!("unknown field {name:?}"));
+        return ApiError::field(
+            ErrorCode::UnknownField,
+            join(&name),
+            format!("unknown field {name:?}"),
+        );
     }
     if let Some(name) = quoted("missing field `") {
         return ApiError::field(ErrorCode::InvalidField, join(&name), "is required");
     }
-    let field = if path == "." { "body".to_string() } else { path.to_string() };
+    let field = if path == "." {
+        "body".to_string()
+    } else {
+        path.to_string()
+    };
     ApiError::field(ErrorCode::InvalidField, field, message.to_string())
 }
 
@@ -115,7 +129,11 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
                 .await
                 .map_err(|e| ApiError::field(ErrorCode::InvalidField, "id", e.body_text()))?;
         Uuid::parse_str(&raw).map(JobId).map_err(|_| {
-            ApiError::field(ErrorCode::InvalidField, "id", format!("{raw:?} is not a UUID"))
+            ApiError::field(
+                ErrorCode::InvalidField,
+                "id",
+                format!("{raw:?} is not a UUID"),
+            )
         })
     }
 }

@@ -19,7 +19,9 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
@@ -27,16 +29,28 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down".into() }));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "shutting down".into(),
+            }),
+        );
     }
     match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM upkeep.jobs WHERE false")
         .fetch_one(&state.pool)
         .await
     {
-        Ok(_) => (StatusCode::OK, Json(Health { status: "ok".into() })),
+        Ok(_) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+            }),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: format!("database: {e}") }),
+            Json(Health {
+                status: format!("database: {e}"),
+            }),
         ),
     }
 }

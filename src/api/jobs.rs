@@ -64,7 +64,11 @@ pub async fn submit(
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v,
         Some(_) => {
-            return Err(ApiError::field(ErrorCode::InvalidField, "params", "must be an object"));
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "params",
+                "must be an object",
+            ));
         }
     };
     let spec = JobSpec::parse(&body.kind, params)?;
@@ -77,7 +81,11 @@ pub async fn submit(
             dry_run: body.dry_run,
             idempotency_key: body.idempotency_key,
             // A dry run reads only: it never needs to exclude the real thing.
-            resource_key: if body.dry_run { None } else { spec.resource_key() },
+            resource_key: if body.dry_run {
+                None
+            } else {
+                spec.resource_key()
+            },
             parent_id: None,
             max_attempts: 5,
         },
@@ -119,7 +127,11 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::field(ErrorCode::InvalidField, "limit", "must be between 1 and 200"));
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "limit",
+            "must be between 1 and 200",
+        ));
     }
     if let Some(kind) = &q.kind
         && !crate::jobs::KINDS.contains(&kind.as_str())
@@ -127,7 +139,10 @@ pub async fn list(
         return Err(ApiError::field(
             ErrorCode::UnknownKind,
             "kind",
-            format!("unknown job kind {kind:?}; known: {}", crate::jobs::KINDS.join(", ")),
+            format!(
+                "unknown job kind {kind:?}; known: {}",
+                crate::jobs::KINDS.join(", ")
+            ),
         ));
     }
     let filter = JobFilter {
@@ -137,7 +152,11 @@ pub async fn list(
         limit,
     };
     let (rows, more) = queue::list(&state.pool, &filter).await?;
-    let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
+    let next_cursor = if more {
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
     Ok(Json(JobPage {
         items: rows.into_iter().map(JobView::from).collect(),
         next_cursor,
@@ -147,7 +166,10 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<JobView>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(queue::get(&state.pool, id).await?.into()))
 }
 

@@ -104,7 +104,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         if let Some(item) = doc.paths.paths.get_mut(path)
             && let Some(op) = item.get.as_mut()
         {
-            op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
+            op.security = Some(vec![
+                utoipa::openapi::security::SecurityRequirement::default(),
+            ]);
         }
     }
     doc

@@ -36,11 +36,19 @@ pub async fn list(
 ) -> Result<Json<TenantPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field(ErrorCode::InvalidField, "limit", "must be between 1 and 1000"));
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "limit",
+            "must be between 1 and 1000",
+        ));
     }
     let mut items = tenants::list(&state.pool, q.cursor, limit + 1).await?;
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
-    let next_cursor = if more { items.last().map(|t| t.id) } else { None };
+    let next_cursor = if more {
+        items.last().map(|t| t.id)
+    } else {
+        None
+    };
     Ok(Json(TenantPage { items, next_cursor }))
 }

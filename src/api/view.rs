@@ -63,9 +63,16 @@ impl From<JobRow> for JobView {
 
 fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["secret", "password", "token", "credential", "api_key", "account_key"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "secret",
+        "password",
+        "token",
+        "credential",
+        "api_key",
+        "account_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
         || k == "key"
         || k.ends_with("_key") && !k.ends_with("idempotency_key")
 }
@@ -96,9 +103,14 @@ mod tests {
 
     #[test]
     fn redacts_nested_secrets() {
-        let v = redact(json!({"target": {"type": "s3", "secret_key": "s", "access_key": "a",
-            "bucket_name": "b"}, "days": 3}));
-        assert_eq!(v, json!({"target": {"type": "s3", "secret_key": "***", "access_key": "***",
-            "bucket_name": "b"}, "days": 3}));
+        let v = redact(
+            json!({"target": {"type": "s3", "secret_key": "s", "access_key": "a",
+            "bucket_name": "b"}, "days": 3}),
+        );
+        assert_eq!(
+            v,
+            json!({"target": {"type": "s3", "secret_key": "***", "access_key": "***",
+            "bucket_name": "b"}, "days": 3})
+        );
     }
 }

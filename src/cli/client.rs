@@ -11,7 +11,12 @@ pub struct Connection {
     #[arg(long, env = "UPKEEP_URL", global = true)]
     pub url: Option<String>,
     /// Bearer token.
-    #[arg(long, env = "UPKEEP_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "UPKEEP_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub token: Option<String>,
 }
 
@@ -43,11 +48,19 @@ pub enum JobsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Follow a job's progress until it ends; exit 0 only if it succeeded.
-    Watch { id: String },
-    Cancel { id: String },
-    Retry { id: String },
+    Watch {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+    Retry {
+        id: String,
+    },
 }
 
 pub struct Client {
@@ -63,7 +76,11 @@ impl Client {
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: conn.token })
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: conn.token,
+        })
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -75,14 +92,28 @@ impl Client {
     }
 
     pub async fn json(&self, rb: reqwest::RequestBuilder) -> Result<Value, String> {
-        let resp = rb.send().await.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| format!("bad answer ({status}): {e}"))?;
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("bad answer ({status}): {e}"))?;
         if status.is_success() {
             Ok(body)
         } else {
-            let field = body["field"].as_str().map(|f| format!(" [{f}]")).unwrap_or_default();
-            Err(format!("{} {}{field}: {}", status.as_u16(), body["code"].as_str().unwrap_or("error"), body["message"].as_str().unwrap_or("")))
+            let field = body["field"]
+                .as_str()
+                .map(|f| format!(" [{f}]"))
+                .unwrap_or_default();
+            Err(format!(
+                "{} {}{field}: {}",
+                status.as_u16(),
+                body["code"].as_str().unwrap_or("error"),
+                body["message"].as_str().unwrap_or("")
+            ))
         }
     }
 }
@@ -94,12 +125,17 @@ fn default_url() -> String {
 
 /// A wildcard listen address is reached on loopback.
 fn loopback_for(listen: &str) -> String {
-    listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
+    listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]")
 }
 
 pub async fn healthcheck() -> ExitCode {
     let url = format!("{}/healthz", default_url());
-    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(4)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(4))
+        .build()
+    {
         Ok(c) => c,
         Err(_) => return ExitCode::FAILURE,
     };
@@ -137,18 +173,31 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
     use reqwest::Method;
     let print = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match command {
-        JobsCommand::Submit { kind, params, params_json, dry_run, idempotency_key, watch } => {
+        JobsCommand::Submit {
+            kind,
+            params,
+            params_json,
+            dry_run,
+            idempotency_key,
+            watch,
+        } => {
             let mut p = match params_json {
-                Some(raw) => serde_json::from_str::<Value>(&raw).map_err(|e| format!("--params-json: {e}"))?,
+                Some(raw) => serde_json::from_str::<Value>(&raw)
+                    .map_err(|e| format!("--params-json: {e}"))?,
                 None => json!({}),
             };
             for kv in params {
-                let (k, v) = kv.split_once('=').ok_or_else(|| format!("--param {kv:?}: expected KEY=VALUE"))?;
-                let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--param {kv:?}: expected KEY=VALUE"))?;
+                let value =
+                    serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
                 p[k] = value;
             }
             let body = json!({"kind": kind, "params": p, "dry_run": dry_run, "idempotency_key": idempotency_key});
-            let job = client.json(client.request(Method::POST, "/v1/jobs").json(&body)).await?;
+            let job = client
+                .json(client.request(Method::POST, "/v1/jobs").json(&body))
+                .await?;
             if watch {
                 let id = job["id"].as_str().unwrap_or_default().to_string();
                 eprintln!("queued {id}");
@@ -160,7 +209,9 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
             let mut q = vec![("limit", limit.to_string())];
             q.extend(state.map(|s| ("state", s)));
             q.extend(kind.map(|k| ("kind", k)));
-            let page = client.json(client.request(Method::GET, "/v1/jobs").query(&q)).await?;
+            let page = client
+                .json(client.request(Method::GET, "/v1/jobs").query(&q))
+                .await?;
             for job in page["items"].as_array().into_iter().flatten() {
                 println!(
                     "{}  {:<16} {:<10} {}{}",
@@ -168,14 +219,30 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
                     job["kind"].as_str().unwrap_or(""),
                     job["state"].as_str().unwrap_or(""),
                     job["created_at"].as_str().unwrap_or(""),
-                    if job["dry_run"].as_bool() == Some(true) { "  (dry run)" } else { "" },
+                    if job["dry_run"].as_bool() == Some(true) {
+                        "  (dry run)"
+                    } else {
+                        ""
+                    },
                 );
             }
         }
-        JobsCommand::Show { id } => print(&client.json(client.request(Method::GET, &format!("/v1/jobs/{id}"))).await?),
+        JobsCommand::Show { id } => print(
+            &client
+                .json(client.request(Method::GET, &format!("/v1/jobs/{id}")))
+                .await?,
+        ),
         JobsCommand::Watch { id } => return super::watch::watch(client, &id).await,
-        JobsCommand::Cancel { id } => print(&client.json(client.request(Method::POST, &format!("/v1/jobs/{id}/cancel"))).await?),
-        JobsCommand::Retry { id } => print(&client.json(client.request(Method::POST, &format!("/v1/jobs/{id}/retry"))).await?),
+        JobsCommand::Cancel { id } => print(
+            &client
+                .json(client.request(Method::POST, &format!("/v1/jobs/{id}/cancel")))
+                .await?,
+        ),
+        JobsCommand::Retry { id } => print(
+            &client
+                .json(client.request(Method::POST, &format!("/v1/jobs/{id}/retry")))
+                .await?,
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{LogFormat, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "upkeep", version, about = "Maintenance daemon for self-hosted Dify")]
+#[command(
+    name = "upkeep",
+    version,
+    about = "Maintenance daemon for self-hosted Dify"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,7 +47,10 @@ pub enum Command {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("upkeep: cannot start the runtime: {e}");
@@ -75,7 +82,11 @@ async fn run(cli: Cli) -> ExitCode {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("UPKEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -103,7 +114,9 @@ async fn serve(env_file: Option<PathBuf>) -> ExitCode {
     };
     init_logging(settings.log_format);
     let failpoints = match crate::failpoint::FailPoints::parse(
-        env.get("UPKEEP_FAILPOINTS").map(String::as_str).unwrap_or(""),
+        env.get("UPKEEP_FAILPOINTS")
+            .map(String::as_str)
+            .unwrap_or(""),
     ) {
         Ok(f) => f,
         Err(e) => {

@@ -23,7 +23,11 @@ pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
         let resp = rb.send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             let body: Value = resp.json().await.unwrap_or_default();
-            return Err(format!("{}: {}", body["code"].as_str().unwrap_or("error"), body["message"].as_str().unwrap_or("")));
+            return Err(format!(
+                "{}: {}",
+                body["code"].as_str().unwrap_or("error"),
+                body["message"].as_str().unwrap_or("")
+            ));
         }
         let mut stream = resp.bytes_stream();
         let mut buf = String::new();
@@ -55,7 +59,10 @@ pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
     let state = job["state"].as_str().unwrap_or("unknown");
     eprintln!("job {id}: {state}");
     if let Some(msg) = job["error"]["message"].as_str() {
-        eprintln!("  {}: {msg}", job["error"]["code"].as_str().unwrap_or("error"));
+        eprintln!(
+            "  {}: {msg}",
+            job["error"]["code"].as_str().unwrap_or("error")
+        );
     }
     Ok(match state {
         "succeeded" => ExitCode::SUCCESS,
@@ -94,7 +101,10 @@ fn show(event: &Value, tty: bool) {
                 eprint!("\r\x1b[2K");
             }
             let msg = data["message"].as_str().unwrap_or("");
-            let state = data["state"].as_str().map(|s| format!("[{s}] ")).unwrap_or_default();
+            let state = data["state"]
+                .as_str()
+                .map(|s| format!("[{s}] "))
+                .unwrap_or_default();
             eprintln!("{t}: {state}{msg}");
         }
         None => {}
@@ -105,13 +115,23 @@ fn progress_line(p: &Value) -> String {
     let done = p["done"].as_u64().unwrap_or(0);
     let unit = p["unit"].as_str().unwrap_or("");
     let phase = p["phase"].as_str().unwrap_or("");
-    let rate = p["rate_per_s"].as_f64().map(|r| format!("  {r:.1} {unit}/s")).unwrap_or_default();
-    let eta = p["eta_s"].as_f64().map(|e| format!("  ETA {}", human_secs(e))).unwrap_or_default();
+    let rate = p["rate_per_s"]
+        .as_f64()
+        .map(|r| format!("  {r:.1} {unit}/s"))
+        .unwrap_or_default();
+    let eta = p["eta_s"]
+        .as_f64()
+        .map(|e| format!("  ETA {}", human_secs(e)))
+        .unwrap_or_default();
     match p["total"].as_u64() {
         Some(total) if total > 0 => {
             let width = 30;
             let filled = ((done.min(total) as f64 / total as f64) * width as f64) as usize;
-            format!("[{}{}] {done}/{total} {unit}{rate}{eta}  {phase}", "#".repeat(filled), ".".repeat(width - filled))
+            format!(
+                "[{}{}] {done}/{total} {unit}{rate}{eta}  {phase}",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            )
         }
         _ => format!("{done} {unit}{rate}  {phase}"),
     }

@@ -142,7 +142,10 @@ pub async fn generate(pool: &PgPool, spec: &DemoSpec) -> Result<GenSummary, sqlx
         let (pool, world, permits) = (pool.clone(), world.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            table.copy(&pool, &world).await.map(|rows| (table.name(), rows))
+            table
+                .copy(&pool, &world)
+                .await
+                .map(|rows| (table.name(), rows))
         });
     }
     let mut rows = BTreeMap::new();

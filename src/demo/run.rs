@@ -58,7 +58,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 }
 
 async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), DemoError> {
-    std::fs::create_dir_all(&args.dir).map_err(|e| DemoError::Setup(format!("{}: {e}", args.dir.display())))?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| DemoError::Setup(format!("{}: {e}", args.dir.display())))?;
     let dir = std::path::absolute(&args.dir).map_err(|e| DemoError::Setup(e.to_string()))?;
     let server = match &args.pg_url {
         Some(url) => url.clone(),
@@ -76,7 +77,9 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
         }
     };
     let db_url = recreate_database(&server, &args.database).await?;
-    let pool = crate::db::connect(&db_url, "--pg-url", 8).await.map_err(|e| DemoError::Setup(e.to_string()))?;
+    let pool = crate::db::connect(&db_url, "--pg-url", 8)
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
     fixture::load_dify_fixture(&pool).await?;
     let summary = datagen::generate(&pool, &datagen::DemoSpec::demo()).await?;
     let storage = dir.join("storage");
@@ -95,14 +98,19 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let settings = Settings::from_env(&env)?;
-    crate::db::migrate(&pool).await.map_err(|e| DemoError::Setup(e.to_string()))?;
+    crate::db::migrate(&pool)
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
     let daemon = crate::daemon::Daemon::start_with_pool(settings, Default::default(), pool).await?;
     let url = format!("http://{}", daemon.addr);
     println!("Upkeep demo is running at {url}");
     println!("token: {token}");
     println!("database: {}", crate::config::redact_url(&db_url));
     println!("storage: {}", storage.display());
-    println!("demo data: {}", serde_json::to_string(&summary).unwrap_or_default());
+    println!(
+        "demo data: {}",
+        serde_json::to_string(&summary).unwrap_or_default()
+    );
     println!();
     println!("  export UPKEEP_URL={url} UPKEEP_ADMIN_TOKEN={token}");
     println!("  curl -s -H \"Authorization: Bearer $UPKEEP_ADMIN_TOKEN\" $UPKEEP_URL/v1/tenants");
@@ -116,15 +124,23 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
 /// Drops and recreates the demo database; returns its URL.
 async fn recreate_database(server: &str, name: &str) -> Result<String, DemoError> {
     let mut conn = PgConnection::connect(server).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))))
-        .execute(&mut conn)
-        .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(name))))
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    )))
+    .execute(&mut conn)
+    .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {}",
+        quote_ident(name)
+    )))
+    .execute(&mut conn)
+    .await?;
     conn.close().await?;
     let base = server.split('?').next().unwrap_or(server);
-    let (prefix, _) = base.rsplit_once('/').ok_or_else(|| DemoError::Setup("--pg-url has no database".into()))?;
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .ok_or_else(|| DemoError::Setup("--pg-url has no database".into()))?;
     Ok(format!("{prefix}/{name}"))
 }
 
@@ -133,13 +149,21 @@ fn make_storage(root: &Path) -> Result<(), DemoError> {
     let write = |rel: &str, body: &[u8]| -> Result<(), DemoError> {
         let path = root.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| DemoError::Setup(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DemoError::Setup(format!("{}: {e}", parent.display())))?;
         }
-        std::fs::write(&path, body).map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))
+        std::fs::write(&path, body)
+            .map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))
     };
     write(".dify_secret_key", b"demo-secret-key-not-for-production")?;
-    write("upload_files/demo/readme.txt", b"a file uploaded to the demo workspace\n")?;
-    write("tools/demo/chart.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n")?;
+    write(
+        "upload_files/demo/readme.txt",
+        b"a file uploaded to the demo workspace\n",
+    )?;
+    write(
+        "tools/demo/chart.svg",
+        b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n",
+    )?;
     Ok(())
 }
 
@@ -153,7 +177,10 @@ struct Cluster {
 impl Cluster {
     fn start(dir: &Path) -> Result<Cluster, DemoError> {
         let bin = pg_bindir().ok_or_else(|| {
-            DemoError::Setup("no Postgres answers on 127.0.0.1:5432 and no initdb found (install postgresql)".into())
+            DemoError::Setup(
+                "no Postgres answers on 127.0.0.1:5432 and no initdb found (install postgresql)"
+                    .into(),
+            )
         })?;
         let data = dir.join("data");
         let port = free_port()?;
@@ -166,26 +193,57 @@ impl Cluster {
             } else {
                 std::process::Command::new(program)
             };
-            let out = cmd.args(argv).output().map_err(|e| DemoError::Setup(format!("{}: {e}", program.display())))?;
+            let out = cmd
+                .args(argv)
+                .output()
+                .map_err(|e| DemoError::Setup(format!("{}: {e}", program.display())))?;
             if out.status.success() {
                 Ok(())
             } else {
-                Err(DemoError::Setup(format!("{} failed: {}", program.display(), String::from_utf8_lossy(&out.stderr))))
+                Err(DemoError::Setup(format!(
+                    "{} failed: {}",
+                    program.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                )))
             }
         };
         if !data.join("PG_VERSION").exists() {
             std::fs::create_dir_all(dir).map_err(|e| DemoError::Setup(e.to_string()))?;
             if as_root {
-                let _ = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status();
+                let _ = std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir)
+                    .status();
             }
             let data_s = data.display().to_string();
-            run(&bin.join("initdb"), &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+            run(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    &data_s,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )?;
         }
         let data_s = data.display().to_string();
         let log = dir.join("server.log").display().to_string();
         let opts = format!("-h 127.0.0.1 -p {port} -k {} -c fsync=off", dir.display());
-        run(&bin.join("pg_ctl"), &["-D", &data_s, "-l", &log, "-w", "-t", "30", "-o", &opts, "start"])?;
-        Ok(Cluster { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), data, bin })
+        run(
+            &bin.join("pg_ctl"),
+            &[
+                "-D", &data_s, "-l", &log, "-w", "-t", "30", "-o", &opts, "start",
+            ],
+        )?;
+        Ok(Cluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            data,
+            bin,
+        })
     }
 
     fn stop(self) {

@@ -19,7 +19,11 @@ pub struct Tenant {
 }
 
 /// One page in creation order; `after` is the last id of the previous page.
-pub async fn list(pool: &sqlx::PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<Tenant>, sqlx::Error> {
+pub async fn list(
+    pool: &sqlx::PgPool,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Tenant>, sqlx::Error> {
     sqlx::query_as::<_, Tenant>(
         "SELECT t.id, t.name, t.plan, t.status, t.created_at, \
             (SELECT count(*) FROM public.apps a WHERE a.tenant_id = t.id) AS apps, \

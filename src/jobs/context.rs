@@ -77,7 +77,10 @@ impl JobCtx {
         match &self.checkpoint {
             None => Ok(None),
             Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-                JobError::failed("bad_checkpoint", format!("stored checkpoint unreadable: {e}"))
+                JobError::failed(
+                    "bad_checkpoint",
+                    format!("stored checkpoint unreadable: {e}"),
+                )
             }),
         }
     }
@@ -160,30 +163,51 @@ impl JobCtx {
             None => Ok(()),
             Some(FailAction::Panic) => panic!("failpoint {name}"),
             Some(FailAction::Abort) => std::process::abort(),
-            Some(FailAction::Error) => Err(JobError::failed("failpoint", format!("failpoint {name}"))),
+            Some(FailAction::Error) => {
+                Err(JobError::failed("failpoint", format!("failpoint {name}")))
+            }
             Some(FailAction::Pause) => {
-                self.log(format!("failpoint {name} reached"), serde_json::json!({"failpoint": name}))
-                    .await?;
+                self.log(
+                    format!("failpoint {name} reached"),
+                    serde_json::json!({"failpoint": name}),
+                )
+                .await?;
                 self.stop_signal().await;
                 self.check_stop()
             }
         }
     }
 
-    pub async fn log(&self, message: impl Into<String>, data: serde_json::Value) -> Result<(), JobError> {
+    pub async fn log(
+        &self,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<(), JobError> {
         self.event(EventType::Log, message.into(), data).await
     }
 
-    pub async fn warn(&self, message: impl Into<String>, data: serde_json::Value) -> Result<(), JobError> {
+    pub async fn warn(
+        &self,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<(), JobError> {
         self.event(EventType::Warning, message.into(), data).await
     }
 
-    async fn event(&self, t: EventType, message: String, data: serde_json::Value) -> Result<(), JobError> {
+    async fn event(
+        &self,
+        t: EventType,
+        message: String,
+        data: serde_json::Value,
+    ) -> Result<(), JobError> {
         let mut body = serde_json::json!({"message": message});
         if !data.is_null() {
             body["data"] = data;
         }
-        self.lease.event(t, body).await.map_err(|e| self.fence_error(e))
+        self.lease
+            .event(t, body)
+            .await
+            .map_err(|e| self.fence_error(e))
     }
 
     /// Counts work for `/metrics` (`upkeep_processed_total{kind, unit}`).

@@ -228,13 +228,19 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let err = JobSpec::parse("vacuum", serde_json::json!({"mode": "fast"})).unwrap_err();
-        assert!(matches!(err, SpecError::Invalid { ref field, .. } if field == "params.mode"), "{err:?}");
+        assert!(
+            matches!(err, SpecError::Invalid { ref field, .. } if field == "params.mode"),
+            "{err:?}"
+        );
         let err = JobSpec::parse("vacuum", serde_json::json!({"tabels": []})).unwrap_err();
         assert!(
             matches!(err, SpecError::Invalid { ref field, unknown_field: true, .. } if field == "params.tabels"),
             "{err:?}"
         );
         let err = JobSpec::parse("vacuum", serde_json::json!({"tables": ["a", 3]})).unwrap_err();
-        assert!(matches!(err, SpecError::Invalid { ref field, .. } if field == "params.tables[1]"), "{err:?}");
+        assert!(
+            matches!(err, SpecError::Invalid { ref field, .. } if field == "params.tables[1]"),
+            "{err:?}"
+        );
     }
 }

@@ -119,11 +119,8 @@ impl JobKind for Vacuum {
                 "must name at least one table (leave it out to vacuum every table)",
             ));
         }
-        let existing: HashSet<String> = table_stats(pool, Some(tables))
-            .await?
-            .into_iter()
-            .map(|t| t.table)
-            .collect();
+        let existing: HashSet<String> =
+            table_names(pool, Some(tables)).await?.into_iter().collect();
         let mut seen = HashSet::new();
         for (i, name) in tables.iter().enumerate() {
             if !seen.insert(name) {
@@ -143,7 +140,7 @@ impl JobKind for Vacuum {
     }
 
     async fn plan(params: VacuumParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        let stats = table_stats(&ctx.pool, params.tables.as_ref()).await?;
+        let (stats, exact) = table_stats(&ctx.pool, params.tables.as_ref()).await?;
         let tables: Vec<Value> = stats
             .iter()
             .map(|t| {
@@ -166,6 +163,8 @@ impl JobKind for Vacuum {
             "tables": tables,
             "total_bytes": stats.iter().map(|t| t.total_bytes).sum::<i64>(),
             "dead_tuples": stats.iter().map(|t| t.dead_tuples).sum::<i64>(),
+            // Estimated (from the catalogue) when a table was locked and could not be measured.
+            "sizes": if exact { "exact" } else { "estimated" },
         });
         if params.mode == VacuumMode::Full {
             result["full_peak_free_space_bytes"] = json!(peak_space(&stats));
@@ -177,11 +176,7 @@ impl JobKind for Vacuum {
         let mut cp: Checkpoint = match ctx.checkpoint()? {
             Some(cp) => cp,
             None => {
-                let tables = table_stats(&ctx.pool, params.tables.as_ref())
-                    .await?
-                    .into_iter()
-                    .map(|t| t.table)
-                    .collect();
+                let tables = table_names(&ctx.pool, params.tables.as_ref()).await?;
                 Checkpoint {
                     tables,
                     outcomes: vec![],
@@ -272,11 +267,38 @@ impl JobKind for Vacuum {
     }
 }
 
+/// Names of Dify's tables (all, or those of `only` that exist), from the catalogue alone: no
+/// lock is taken, so a busy table never blocks a request.
+async fn table_names(
+    pool: &PgPool,
+    only: Option<&Vec<String>>,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
+           AND ($2::text[] IS NULL OR c.relname = ANY($2)) ORDER BY c.relname",
+    )
+    .bind(SCHEMA)
+    .bind(only)
+    .fetch_all(pool)
+    .await
+}
+
+/// How long measuring sizes may wait for a table's lock before falling back to estimates.
+const MEASURE_LOCK_TIMEOUT: &str = "1s";
+
+/// Sizes and tuple counts. Exact sizes open each table (a lock a busy table may not grant);
+/// when that would wait, the sizes come from the catalogue instead (`false` in the answer).
 async fn table_stats(
     pool: &PgPool,
     only: Option<&Vec<String>>,
-) -> Result<Vec<TableStats>, sqlx::Error> {
-    sqlx::query_as::<_, TableStats>(
+) -> Result<(Vec<TableStats>, bool), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(MEASURE_LOCK_TIMEOUT)
+        .execute(&mut *tx)
+        .await?;
+    let exact = sqlx::query_as::<_, TableStats>(
         "SELECT c.relname::text AS table, pg_total_relation_size(c.oid) AS total_bytes, \
             pg_relation_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes, \
             coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples, \
@@ -289,8 +311,39 @@ async fn table_stats(
     )
     .bind(SCHEMA)
     .bind(only)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await;
+    match exact {
+        Ok(stats) => {
+            tx.commit().await?;
+            Ok((stats, true))
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {
+            drop(tx);
+            let estimated = sqlx::query_as::<_, TableStats>(
+                "SELECT c.relname::text AS table, \
+                    ((c.relpages + coalesce(t.relpages, 0) + coalesce(ix.pages, 0)) * bs.v) AS total_bytes, \
+                    (c.relpages * bs.v) AS table_bytes, (coalesce(ix.pages, 0) * bs.v) AS index_bytes, \
+                    coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples, \
+                    s.last_vacuum, s.last_autovacuum \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 CROSS JOIN (SELECT current_setting('block_size')::bigint AS v) bs \
+                 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+                 LEFT JOIN LATERAL (SELECT sum(i.relpages)::bigint AS pages FROM pg_index x \
+                    JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) ix ON true \
+                 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
+                   AND ($2::text[] IS NULL OR c.relname = ANY($2)) \
+                 ORDER BY c.relname",
+            )
+            .bind(SCHEMA)
+            .bind(only)
+            .fetch_all(pool)
+            .await?;
+            Ok((estimated, false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// VACUUM FULL rewrites one table at a time; at its peak it needs the largest table with its
@@ -300,7 +353,7 @@ fn peak_space(stats: &[TableStats]) -> i64 {
 }
 
 async fn warn_full_space(ctx: &JobCtx, cp: &Checkpoint) -> Result<(), JobError> {
-    let stats = table_stats(&ctx.pool, Some(&cp.tables)).await?;
+    let (stats, _) = table_stats(&ctx.pool, Some(&cp.tables)).await?;
     let largest = stats.iter().max_by_key(|t| t.total_bytes);
     if let Some(t) = largest {
         ctx.warn(
@@ -327,6 +380,7 @@ async fn vacuum_table(
     let started = Instant::now();
     let before = table_stats(&ctx.pool, Some(&vec![table.to_string()]))
         .await?
+        .0
         .into_iter()
         .next();
     let mut outcome = TableOutcome {
@@ -360,9 +414,12 @@ async fn vacuum_table(
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut conn)
         .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET lock_timeout = {}", params.lock_timeout_ms)))
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET lock_timeout = {}",
+        params.lock_timeout_ms
+    )))
+    .execute(&mut conn)
+    .await?;
     // Safe: the mode is one of three literals and the table name is quoted.
     let statement = format!("{} {}", params.mode.statement(), qualified(SCHEMA, table));
     let pool = ctx.pool.clone();
@@ -394,6 +451,7 @@ async fn vacuum_table(
         Ok(_) => {
             let after = table_stats(&ctx.pool, Some(&vec![table.to_string()]))
                 .await?
+                .0
                 .into_iter()
                 .next();
             outcome.status = "done".into();

@@ -29,7 +29,11 @@ pub struct Claimed {
 
 /// Claims the next runnable job (queued and due, or running with an expired lease) in one
 /// statement. Returns `None` when nothing is runnable.
-pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>, sqlx::Error> {
     let sql = "WITH next AS ( \
             SELECT id, state AS prev_state, locked_by AS prev_owner FROM upkeep.jobs \
             WHERE ((state = 'queued' AND run_after <= now()) \
@@ -103,9 +107,13 @@ impl Lease {
 
     /// Extends the lease. Returns whether a cancel was requested.
     pub async fn heartbeat(&self) -> Result<bool, FenceError> {
-        let cancel: Option<bool> = sqlx::query_scalar(concat!("UPDATE upkeep.jobs SET heartbeat_at = now(), \
-             lease_expires_at = now() + make_interval(secs => $3) WHERE ", fence!(), " \
-             RETURNING cancel_requested_at IS NOT NULL"))
+        let cancel: Option<bool> = sqlx::query_scalar(concat!(
+            "UPDATE upkeep.jobs SET heartbeat_at = now(), \
+             lease_expires_at = now() + make_interval(secs => $3) WHERE ",
+            fence!(),
+            " \
+             RETURNING cancel_requested_at IS NOT NULL"
+        ))
         .bind(self.job_id)
         .bind(self.attempt)
         .bind(self.duration.as_secs_f64())
@@ -122,9 +130,13 @@ impl Lease {
         progress: Option<&serde_json::Value>,
         checkpoint: Option<&serde_json::Value>,
     ) -> Result<bool, FenceError> {
-        let cancel: Option<bool> = sqlx::query_scalar(concat!("UPDATE upkeep.jobs SET progress = coalesce($3, progress), \
-             checkpoint = coalesce($4, checkpoint), updated_at = now() WHERE ", fence!(), " \
-             RETURNING cancel_requested_at IS NOT NULL"))
+        let cancel: Option<bool> = sqlx::query_scalar(concat!(
+            "UPDATE upkeep.jobs SET progress = coalesce($3, progress), \
+             checkpoint = coalesce($4, checkpoint), updated_at = now() WHERE ",
+            fence!(),
+            " \
+             RETURNING cancel_requested_at IS NOT NULL"
+        ))
         .bind(self.job_id)
         .bind(self.attempt)
         .bind(progress)
@@ -134,8 +146,19 @@ impl Lease {
         cancel.ok_or(FenceError::Lost)
     }
 
-    pub async fn event(&self, event_type: EventType, data: serde_json::Value) -> Result<(), FenceError> {
-        append_event(&self.pool, self.job_id, event_type, Some(self.attempt), data).await?;
+    pub async fn event(
+        &self,
+        event_type: EventType,
+        data: serde_json::Value,
+    ) -> Result<(), FenceError> {
+        append_event(
+            &self.pool,
+            self.job_id,
+            event_type,
+            Some(self.attempt),
+            data,
+        )
+        .await?;
         Ok(())
     }
 
@@ -148,9 +171,13 @@ impl Lease {
         message: &str,
     ) -> Result<JobRow, FenceError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query_as::<_, JobRow>(concat!("UPDATE upkeep.jobs SET state = $3, result = coalesce($4, result), error = $5, \
+        let row = sqlx::query_as::<_, JobRow>(concat!(
+            "UPDATE upkeep.jobs SET state = $3, result = coalesce($4, result), error = $5, \
              finished_at = now(), updated_at = now(), lease_expires_at = NULL, locked_by = NULL \
-             WHERE ", fence!(), " RETURNING *"))
+             WHERE ",
+            fence!(),
+            " RETURNING *"
+        ))
         .bind(self.job_id)
         .bind(self.attempt)
         .bind(state.as_str())
@@ -163,7 +190,14 @@ impl Lease {
         if let Some(e) = error {
             data["error"] = e.clone();
         }
-        append_event(&mut *tx, self.job_id, EventType::State, Some(self.attempt), data).await?;
+        append_event(
+            &mut *tx,
+            self.job_id,
+            EventType::State,
+            Some(self.attempt),
+            data,
+        )
+        .await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -172,8 +206,11 @@ impl Lease {
     /// The interrupted attempt does not count against `max_attempts`.
     pub async fn requeue(&self, message: &str) -> Result<(), FenceError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(concat!("UPDATE upkeep.jobs SET state = 'queued', locked_by = NULL, lease_expires_at = NULL, \
-             run_after = now(), max_attempts = max_attempts + 1, updated_at = now() WHERE ", fence!()))
+        let done = sqlx::query(concat!(
+            "UPDATE upkeep.jobs SET state = 'queued', locked_by = NULL, lease_expires_at = NULL, \
+             run_after = now(), max_attempts = max_attempts + 1, updated_at = now() WHERE ",
+            fence!()
+        ))
         .bind(self.job_id)
         .bind(self.attempt)
         .execute(&mut *tx)

@@ -24,8 +24,12 @@ pub async fn check(storage: &Component) -> Reachability {
     let Some(root) = local_root(storage) else {
         let location = match kind.as_str() {
             "s3" => storage.get("S3_BUCKET_NAME").map(|b| format!("s3://{b}")),
-            "azure-blob" => storage.get("AZURE_BLOB_CONTAINER_NAME").map(|c| format!("azblob://{c}")),
-            "opendal" => storage.get("OPENDAL_SCHEME").map(|s| format!("opendal {s}")),
+            "azure-blob" => storage
+                .get("AZURE_BLOB_CONTAINER_NAME")
+                .map(|c| format!("azblob://{c}")),
+            "opendal" => storage
+                .get("OPENDAL_SCHEME")
+                .map(|s| format!("opendal {s}")),
             _ => None,
         };
         return Reachability {
@@ -55,7 +59,13 @@ async fn probe_dir(root: &Path) -> (bool, String) {
                     break;
                 }
             }
-            (true, format!("readable; {n}{} entries at the root", if n >= 1000 { "+" } else { "" }))
+            (
+                true,
+                format!(
+                    "readable; {n}{} entries at the root",
+                    if n >= 1000 { "+" } else { "" }
+                ),
+            )
         }
         Err(e) => (false, format!("cannot read {}: {e}", root.display())),
     }

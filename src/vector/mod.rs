@@ -21,18 +21,34 @@ pub struct Reachability {
 
 /// Checks the store `VECTOR_STORE` names, the way a client of it would first connect.
 pub async fn check(store: &Component) -> Reachability {
-    let http = |var: &str, path: &str| store.get(var).map(|base| format!("{}{path}", base.trim_end_matches('/')));
+    let http = |var: &str, path: &str| {
+        store
+            .get(var)
+            .map(|base| format!("{}{path}", base.trim_end_matches('/')))
+    };
     let (location, probe) = match store.kind.as_str() {
-        "weaviate" => (store.get("WEAVIATE_ENDPOINT").map(str::to_string), http("WEAVIATE_ENDPOINT", "/v1/.well-known/ready").map(Probe::Http)),
-        "qdrant" => (store.get("QDRANT_URL").map(str::to_string), http("QDRANT_URL", "/readyz").map(Probe::Http)),
+        "weaviate" => (
+            store.get("WEAVIATE_ENDPOINT").map(str::to_string),
+            http("WEAVIATE_ENDPOINT", "/v1/.well-known/ready").map(Probe::Http),
+        ),
+        "qdrant" => (
+            store.get("QDRANT_URL").map(str::to_string),
+            http("QDRANT_URL", "/readyz").map(Probe::Http),
+        ),
         "milvus" => {
             let uri = store.get("MILVUS_URI").map(str::to_string);
-            (uri.clone(), uri.and_then(|u| host_port(&u, 19530)).map(Probe::Tcp))
+            (
+                uri.clone(),
+                uri.and_then(|u| host_port(&u, 19530)).map(Probe::Tcp),
+            )
         }
         "pgvector" => {
             let host = store.get("PGVECTOR_HOST").map(str::to_string);
             let port = store.get("PGVECTOR_PORT").unwrap_or("5432").to_string();
-            (host.as_ref().map(|h| format!("{h}:{port}")), host.map(|h| Probe::Tcp(format!("{h}:{port}"))))
+            (
+                host.as_ref().map(|h| format!("{h}:{port}")),
+                host.map(|h| Probe::Tcp(format!("{h}:{port}"))),
+            )
         }
         _ => (None, None),
     };
@@ -41,11 +57,19 @@ pub async fn check(store: &Component) -> Reachability {
             kind: store.kind.clone(),
             location,
             reachable: None,
-            detail: format!("no endpoint configured or {} not checked by this version", store.kind),
+            detail: format!(
+                "no endpoint configured or {} not checked by this version",
+                store.kind
+            ),
         };
     };
     let (reachable, detail) = probe.run().await;
-    Reachability { kind: store.kind.clone(), location, reachable: Some(reachable), detail }
+    Reachability {
+        kind: store.kind.clone(),
+        location,
+        reachable: Some(reachable),
+        detail,
+    }
 }
 
 pub enum Probe {
@@ -63,16 +87,20 @@ impl Probe {
                     Err(e) => return (false, e.to_string()),
                 };
                 match client.get(url).send().await {
-                    Ok(r) if r.status().is_success() => (true, format!("GET {url}: {}", r.status())),
+                    Ok(r) if r.status().is_success() => {
+                        (true, format!("GET {url}: {}", r.status()))
+                    }
                     Ok(r) => (false, format!("GET {url}: {}", r.status())),
                     Err(e) => (false, format!("GET {url}: {e}")),
                 }
             }
-            Probe::Tcp(addr) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => (true, format!("TCP {addr}: connected")),
-                Ok(Err(e)) => (false, format!("TCP {addr}: {e}")),
-                Err(_) => (false, format!("TCP {addr}: timed out")),
-            },
+            Probe::Tcp(addr) => {
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                    Ok(Ok(_)) => (true, format!("TCP {addr}: connected")),
+                    Ok(Err(e)) => (false, format!("TCP {addr}: {e}")),
+                    Err(_) => (false, format!("TCP {addr}: timed out")),
+                }
+            }
         }
     }
 }

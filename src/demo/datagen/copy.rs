@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike};
+use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgCopyIn, PgPool, PgPoolCopyExt};
-use sqlx::Postgres;
 use uuid::Uuid;
 
 /// About 1 MiB per CopyData message: large enough that the per-message cost vanishes, small

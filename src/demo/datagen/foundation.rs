@@ -40,9 +40,10 @@ pub(super) async fn tenants(pool: &PgPool, w: &World) -> Rows {
             .text(t.status)
             .ts(t.created, 0)
             .ts(t.created + DAY, 0)
-            .opt_text((t.index % 2 == 1).then_some(
-                r#"{"remove_webapp_brand": false, "replace_webapp_logo": null}"#,
-            ));
+            .opt_text(
+                (t.index % 2 == 1)
+                    .then_some(r#"{"remove_webapp_brand": false, "replace_webapp_logo": null}"#),
+            );
         out.end_row().await?;
     }
     out.finish().await
@@ -74,7 +75,11 @@ pub(super) async fn accounts(pool: &PgPool, w: &World) -> Rows {
     .await?;
     for t in &w.tenants {
         for (a, &account) in t.accounts.iter().enumerate() {
-            let mut rng = ids::rng(w.seed, Kind::Account, (t.index * ACCOUNTS_PER_TENANT + a) as u64);
+            let mut rng = ids::rng(
+                w.seed,
+                Kind::Account,
+                (t.index * ACCOUNTS_PER_TENANT + a) as u64,
+            );
             let _ = uuid4(&mut rng);
             let name = if a == 0 {
                 t.owner_name.clone()
@@ -83,7 +88,10 @@ pub(super) async fn accounts(pool: &PgPool, w: &World) -> Rows {
             };
             let email = format!(
                 "{}@{}",
-                name.to_lowercase().replace(' ', ".").replace('é', "e").replace('É', "e"),
+                name.to_lowercase()
+                    .replace(' ', ".")
+                    .replace('é', "e")
+                    .replace('É', "e"),
                 t.domain
             );
             // The owner's avatar is an uploaded image, referenced by upload file id.
@@ -131,7 +139,11 @@ pub(super) async fn tenant_account_joins(pool: &PgPool, w: &World) -> Rows {
     .await?;
     for t in &w.tenants {
         for (a, &account) in t.accounts.iter().enumerate() {
-            let join = ids::id(w.seed, Kind::Join, (t.index * ACCOUNTS_PER_TENANT + a) as u64);
+            let join = ids::id(
+                w.seed,
+                Kind::Join,
+                (t.index * ACCOUNTS_PER_TENANT + a) as u64,
+            );
             let created = t.created + a as i64 * DAY;
             out.uuid(join)
                 .uuid(t.id)
@@ -345,7 +357,11 @@ pub(super) async fn end_users(pool: &PgPool, w: &World) -> Rows {
     .await?;
     for app in &w.apps {
         for r in 0..END_USERS_PER_APP {
-            let mut rng = ids::rng(w.seed, Kind::EndUser, (app.index * END_USERS_PER_APP + r) as u64);
+            let mut rng = ids::rng(
+                w.seed,
+                Kind::EndUser,
+                (app.index * END_USERS_PER_APP + r) as u64,
+            );
             let id = uuid4(&mut rng);
             // API callers name their users; web-app visitors get an anonymous session.
             let api = r % 2 == 0;
@@ -453,7 +469,10 @@ pub(super) async fn workflows(pool: &PgPool, w: &World) -> Rows {
         };
         let owner = w.tenants[app.tenant].owner();
         let graph = graph(w, app);
-        for (id, version) in [(draft, "draft".to_owned()), (published, workflow_version(app))] {
+        for (id, version) in [
+            (draft, "draft".to_owned()),
+            (published, workflow_version(app)),
+        ] {
             out.uuid(id)
                 .uuid(w.tenants[app.tenant].id)
                 .uuid(app.id)

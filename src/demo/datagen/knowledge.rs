@@ -80,7 +80,11 @@ pub(super) async fn datasets(pool: &PgPool, w: &World) -> Rows {
             .text("vendor")
             .text("only_me")
             .text("upload_file")
-            .text(if d.high_quality { "high_quality" } else { "economy" })
+            .text(if d.high_quality {
+                "high_quality"
+            } else {
+                "economy"
+            })
             .opt_text(index_struct.as_deref())
             .uuid(tenant.owner())
             .ts(d.created, 0)
@@ -99,7 +103,14 @@ pub(super) async fn dataset_process_rules(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "dataset_process_rules",
-        &["id", "dataset_id", "mode", "rules", "created_by", "created_at"],
+        &[
+            "id",
+            "dataset_id",
+            "mode",
+            "rules",
+            "created_by",
+            "created_at",
+        ],
     )
     .await?;
     for d in &w.datasets {

@@ -366,7 +366,11 @@ pub(super) async fn message_agent_thoughts(pool: &PgPool, w: &World) -> Rows {
                 (true, Some(file)) => format!(r#"["{file}"]"#),
                 _ => "[]".to_owned(),
             };
-            let thought = if last { m.answer } else { "I should look this up first." };
+            let thought = if last {
+                m.answer
+            } else {
+                "I should look this up first."
+            };
             out.uuid(ids::id(w.seed, Kind::Thought, m.index * 3 + p as u64))
                 .uuid(m.id)
                 .int(p as i64 + 1)
@@ -592,7 +596,11 @@ pub(super) async fn dataset_retriever_resources(pool: &PgPool, w: &World) -> Row
                 .int(text::words(&segment.content))
                 .int(segment.position as i64)
                 .text(&segment.hash)
-                .text(if c.from_source == "console" { "dev" } else { "api" })
+                .text(if c.from_source == "console" {
+                    "dev"
+                } else {
+                    "api"
+                })
                 .uuid(c.actor.id())
                 .ts(m.created, m.micros);
             out.end_row().await?;
@@ -605,7 +613,14 @@ pub(super) async fn workflow_conversation_variables(pool: &PgPool, w: &World) ->
     let mut out = CopyWriter::begin(
         pool,
         "workflow_conversation_variables",
-        &["id", "conversation_id", "app_id", "data", "created_at", "updated_at"],
+        &[
+            "id",
+            "conversation_id",
+            "app_id",
+            "data",
+            "created_at",
+            "updated_at",
+        ],
     )
     .await?;
     let per_conv = w.spec.messages_per_conversation;

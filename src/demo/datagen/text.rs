@@ -4,8 +4,18 @@
 use fastrand::Rng;
 
 pub(super) const COMPANIES: &[&str] = &[
-    "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Tyrell", "Soylent",
-    "Cyberdyne", "Wonka", "Oscorp",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Soylent",
+    "Cyberdyne",
+    "Wonka",
+    "Oscorp",
 ];
 
 pub(super) const MEMBERS: &[&str] = &[
@@ -88,7 +98,11 @@ pub(super) const USER_FILES: &[(&str, &str, &str)] = &[
     ("png", "image/png", "screenshot"),
     ("jpg", "image/jpeg", "photo"),
     ("pdf", "application/pdf", "contract"),
-    ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "notes"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "notes",
+    ),
     ("txt", "text/plain", "log"),
     ("md", "text/markdown", "readme"),
 ];
@@ -96,7 +110,10 @@ pub(super) const USER_FILES: &[(&str, &str, &str)] = &[
 pub(super) const DOCUMENT_FILES: &[(&str, &str)] = &[
     ("pdf", "application/pdf"),
     ("md", "text/markdown"),
-    ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
     ("txt", "text/plain"),
 ];
 

@@ -15,17 +15,15 @@ fn run_inputs(run: &Run) -> String {
     let query = json_str(text::QUERIES[run.query]);
     match run.kind {
         RunKind::Workflow => format!(r#"{{"query": {query}, "sys.files": []}}"#),
-        RunKind::Chat => format!(r#"{{"sys.query": {query}, "sys.files": [], "sys.dialogue_count": 1}}"#),
+        RunKind::Chat => {
+            format!(r#"{{"sys.query": {query}, "sys.files": [], "sys.dialogue_count": 1}}"#)
+        }
     }
 }
 
 fn run_outputs(run: &Run) -> Option<String> {
-    run.finished().map(|_| {
-        format!(
-            r#"{{"answer": {}}}"#,
-            json_str(text::ANSWERS[run.query])
-        )
-    })
+    run.finished()
+        .map(|_| format!(r#"{{"answer": {}}}"#, json_str(text::ANSWERS[run.query])))
 }
 
 fn run_error(status: &str) -> Option<&'static str> {
@@ -65,14 +63,19 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
     )
     .await?;
     let versions: Vec<String> = w.apps.iter().map(workflow_version).collect();
-    let graph = format!(r#"{{"nodes": [], "edges": [], "viewport": {{"x": 0, "y": 0, "zoom": 1}}}}"#);
+    let graph =
+        format!(r#"{{"nodes": [], "edges": [], "viewport": {{"x": 0, "y": 0, "zoom": 1}}}}"#);
     for run in w.runs() {
         let app = &w.apps[run.app];
         out.uuid(run.id)
             .uuid(w.tenants[app.tenant].id)
             .uuid(app.id)
             .uuid(app.workflow.unwrap_or_default())
-            .text(if run.kind == RunKind::Chat { "chat" } else { "workflow" })
+            .text(if run.kind == RunKind::Chat {
+                "chat"
+            } else {
+                "workflow"
+            })
             .text(run.triggered_from)
             .text(&versions[run.app])
             .text(&graph)
@@ -150,7 +153,10 @@ pub(super) async fn workflow_node_executions(pool: &PgPool, w: &World) -> Rows {
             } else if node.offloaded {
                 Some(r#"{"answer": "Sales grew 12% quarter over quarter… (truncated)"}"#.to_owned())
             } else {
-                Some(format!(r#"{{"text": {}}}"#, json_str(text::ANSWERS[run.query])))
+                Some(format!(
+                    r#"{{"text": {}}}"#,
+                    json_str(text::ANSWERS[run.query])
+                ))
             };
             let process_data = (node.node_type == "llm").then(|| {
                 format!(
@@ -272,7 +278,11 @@ pub(super) async fn workflow_app_logs(pool: &PgPool, w: &World) -> Rows {
 }
 
 fn pause_id(w: &World, run: &Run) -> Uuid {
-    uuid7(&mut ids::rng(w.seed, Kind::Pause, run.index), run.created + 1, 0)
+    uuid7(
+        &mut ids::rng(w.seed, Kind::Pause, run.index),
+        run.created + 1,
+        0,
+    )
 }
 
 pub(super) async fn workflow_pauses(pool: &PgPool, w: &World) -> Rows {
@@ -389,7 +399,11 @@ pub(super) async fn workflow_trigger_logs(pool: &PgPool, w: &World) -> Rows {
             .uuid(run.id)
             .text("start")
             .text("{}")
-            .text(if webhook { "trigger-webhook" } else { "trigger-schedule" })
+            .text(if webhook {
+                "trigger-webhook"
+            } else {
+                "trigger-schedule"
+            })
             .text(&data)
             .text(&inputs)
             .opt_text(run_outputs(&run).as_deref())

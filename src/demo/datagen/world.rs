@@ -211,7 +211,11 @@ impl World {
         };
         let created = self.start - 30 * DAY - between(&mut rng, 0, 60 * DAY);
         let accounts = std::array::from_fn(|a| {
-            id_of(self.seed, Kind::Account, (t * ACCOUNTS_PER_TENANT + a) as u64)
+            id_of(
+                self.seed,
+                Kind::Account,
+                (t * ACCOUNTS_PER_TENANT + a) as u64,
+            )
         });
         Tenant {
             index: t,
@@ -245,8 +249,8 @@ impl World {
         } else {
             format!("{name} {}", k / text::APP_NAMES.len() + 1)
         };
-        let image_icon = (k == 0 && self.spec.upload_files_per_tenant > 1)
-            .then(|| self.user_upload_id(t, 1));
+        let image_icon =
+            (k == 0 && self.spec.upload_files_per_tenant > 1).then(|| self.user_upload_id(t, 1));
         App {
             index,
             tenant: t,
@@ -275,7 +279,8 @@ impl World {
         let mut rng = ids::rng(self.seed, Kind::Dataset, index as u64);
         let id = uuid4(&mut rng);
         // The last dataset of a workspace with several is an economy (keyword-only) one.
-        let high_quality = !(self.spec.datasets_per_tenant > 1 && d == self.spec.datasets_per_tenant - 1);
+        let high_quality =
+            !(self.spec.datasets_per_tenant > 1 && d == self.spec.datasets_per_tenant - 1);
         let provider = self.tenants[t].embedding_provider;
         let binding = high_quality.then(|| self.binding(provider, "dataset"));
         let name = text::DATASET_NAMES[d % text::DATASET_NAMES.len()];
@@ -376,7 +381,6 @@ impl Conv {
 
 pub(super) struct Msg {
     pub index: u64,
-    pub position: usize,
     pub id: Uuid,
     pub parent: Option<Uuid>,
     pub created: i64,
@@ -403,7 +407,11 @@ impl Msg {
     }
 
     pub(super) fn answer_tokens(&self) -> i64 {
-        if self.error { 0 } else { text::tokens(self.answer) }
+        if self.error {
+            0
+        } else {
+            text::tokens(self.answer)
+        }
     }
 }
 
@@ -468,12 +476,15 @@ impl World {
                 .iter()
                 .any(|&d| self.datasets[d].high_quality);
         let feedback = if chance(&mut rng, 0.08) {
-            Some(if chance(&mut rng, 0.7) { "like" } else { "dislike" })
+            Some(if chance(&mut rng, 0.7) {
+                "like"
+            } else {
+                "dislike"
+            })
         } else {
             None
         };
-        let annotated =
-            app.annotations && position == 0 && conv.j.is_multiple_of(ANNOTATED_EVERY);
+        let annotated = app.annotations && position == 0 && conv.j.is_multiple_of(ANNOTATED_EVERY);
         let hit = (app.annotations && chance(&mut rng, 0.01)).then(|| {
             let annotated_convs = self.spec.conversations_per_app.div_ceil(ANNOTATED_EVERY);
             rng.usize(..annotated_convs.max(1)) * ANNOTATED_EVERY
@@ -482,7 +493,6 @@ impl World {
             .then(|| ids::id(self.seed, Kind::ToolFile, index));
         Msg {
             index,
-            position,
             id,
             parent,
             created: conv.created + conv.gap * position as i64,
@@ -504,8 +514,7 @@ impl World {
             saved: chance(&mut rng, 0.02),
             annotated,
             hit,
-            run: (app.mode == Mode::AdvancedChat)
-                .then(|| ids::id(self.seed, Kind::ChatRun, index)),
+            run: (app.mode == Mode::AdvancedChat).then(|| ids::id(self.seed, Kind::ChatRun, index)),
         }
     }
 
@@ -608,7 +617,11 @@ impl World {
         let index = (app.index * self.spec.workflow_runs_per_app + r) as u64;
         let mut rng = ids::rng(self.seed, Kind::WorkflowRun, index);
         let id = uuid4(&mut rng);
-        let created = between(&mut rng, self.start.max(app.workflow_created), self.now - 120);
+        let created = between(
+            &mut rng,
+            self.start.max(app.workflow_created),
+            self.now - 120,
+        );
         let status = match rng.u32(..100) {
             0..=87 => "succeeded",
             88..=93 => "failed",

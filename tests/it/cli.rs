@@ -1,0 +1,174 @@
+//! The binary's client verbs, `openapi`, and `demo`, run as real processes.
+
+use serde_json::{Value, json};
+
+use crate::support::daemon::{Options, TOKEN, TestDaemon};
+use crate::support::pg;
+use crate::support::process::Proc;
+
+#[tokio::test]
+async fn submit_watch_list_show_exit_codes() {
+    let db = pg::dify_database().await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let env = [
+        ("UPKEEP_URL", d.url.as_str()),
+        ("UPKEEP_ADMIN_TOKEN", TOKEN),
+    ];
+    let mut p = Proc::spawn(
+        &[
+            "jobs",
+            "submit",
+            "vacuum",
+            "--param",
+            "tables=[\"tenants\",\"apps\"]",
+            "--param",
+            "mode=plain",
+            "--watch",
+        ],
+        &env,
+    );
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    let out = p.output.join("\n");
+    assert!(
+        out.contains("/2 tables"),
+        "plain progress lines off a terminal: {out}"
+    );
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("queued "))
+        .expect("job id printed")
+        .to_string();
+    assert!(out.contains(&format!("job {id}: succeeded")), "{out}");
+
+    let mut p = Proc::spawn(&["jobs", "show", &id], &env);
+    assert_eq!(p.wait_exit().await, Some(0));
+    let shown: Value =
+        serde_json::from_str(&p.output.join("\n")).expect("show prints the job as JSON");
+    assert_eq!(shown["state"], "succeeded");
+    assert_eq!(shown["params"]["tables"], json!(["tenants", "apps"]));
+
+    let mut p = Proc::spawn(&["jobs", "list", "--state", "succeeded"], &env);
+    assert_eq!(p.wait_exit().await, Some(0));
+    assert!(
+        p.output
+            .iter()
+            .any(|l| l.starts_with(&id) && l.contains("succeeded")),
+        "{:?}",
+        p.output
+    );
+
+    // A failing job: watch exits non-zero and says why.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE public.apps IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut p = Proc::spawn(
+        &[
+            "jobs",
+            "submit",
+            "vacuum",
+            "--params-json",
+            r#"{"tables":["apps"],"lock_timeout_ms":100}"#,
+            "--watch",
+        ],
+        &env,
+    );
+    assert_eq!(p.wait_exit().await, Some(1), "{}", p.output.join("\n"));
+    assert!(
+        p.output.iter().any(|l| l.contains("tables_failed")),
+        "{:?}",
+        p.output
+    );
+    holder.rollback().await.unwrap();
+
+    // Errors from the API are printed with their code and field.
+    let mut p = Proc::spawn(&["jobs", "submit", "vacuum", "--param", "mode=fast"], &env);
+    assert_eq!(p.wait_exit().await, Some(1));
+    assert!(
+        p.output
+            .iter()
+            .any(|l| l.contains("400 invalid_field [params.mode]")),
+        "{:?}",
+        p.output
+    );
+    let mut p = Proc::spawn(
+        &["jobs", "list"],
+        &[
+            ("UPKEEP_URL", d.url.as_str()),
+            ("UPKEEP_ADMIN_TOKEN", "wrong-token-0123456789"),
+        ],
+    );
+    assert_eq!(p.wait_exit().await, Some(1));
+    assert!(
+        p.output.iter().any(|l| l.contains("401 unauthorized")),
+        "{:?}",
+        p.output
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_command_prints_the_document() {
+    let mut p = Proc::spawn(&["openapi"], &[]);
+    assert_eq!(p.wait_exit().await, Some(0));
+    let printed: Value = serde_json::from_str(&p.output.join("\n")).expect("JSON");
+    assert_eq!(
+        printed,
+        serde_json::to_value(upkeep::api::openapi()).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn demo_brings_up_a_daemon_with_the_demo_tenants() {
+    let dir = std::env::temp_dir().join(format!("upkeep-demo-{}", uuid::Uuid::new_v4().simple()));
+    let database = format!("upkeep_t_demo_{}", uuid::Uuid::new_v4().simple());
+    let server = pg::server_url();
+    let dir_s = dir.display().to_string();
+    let mut p = Proc::spawn(
+        &[
+            "demo",
+            "--pg-url",
+            &server,
+            "--database",
+            &database,
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            &dir_s,
+        ],
+        &[],
+    );
+    let line = p.wait_line("Upkeep demo is running at ").await;
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    let token_line = p.wait_line("token: ").await;
+    let token = token_line.trim_start_matches("token: ").trim().to_string();
+    let tenants: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/tenants"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = tenants["items"].as_array().expect("tenants");
+    assert!(items.len() >= 2, "{tenants}");
+    assert!(
+        items
+            .iter()
+            .all(|t| t["name"].as_str().is_some_and(|n| !n.is_empty()))
+    );
+    // The storage folder looks like Dify's.
+    assert!(dir.join("storage/.dify_secret_key").exists());
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    let pool = sqlx::PgPool::connect(&server).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,14 @@
+//! Upkeep's integration tests: one binary, a real Postgres, a fresh database per test.
+
+mod support;
+
+mod api_errors;
+mod auth;
+mod cli;
+mod events;
+mod fixture_conformance;
+mod jobs_api;
+mod openapi;
+mod queue;
+mod shutdown;
+mod vacuum;

@@ -1,0 +1,106 @@
+//! The `upkeep` binary as a real process: for signals, exit codes and the demo command.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::UnboundedReceiver<String>,
+    pub output: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `upkeep ARGS` with exactly `env` (plus PATH/HOME), capturing stdout and stderr.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upkeep"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("UPKEEP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn upkeep");
+        let (tx, lines) = mpsc::unbounded_channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for reader in [
+            Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(err),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = r.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            output: vec![],
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub async fn wait_line(&mut self, needle: &str) -> String {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                self.output.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!(
+                "process ended before printing {needle:?}; output:\n{}",
+                self.output.join("\n")
+            );
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no line {needle:?} within 60 s; output:\n{}",
+                    self.output.join("\n")
+                )
+            })
+    }
+
+    /// The daemon's address, from its "upkeep listening addr=..." log line.
+    pub async fn listening_addr(&mut self) -> String {
+        let line = self.wait_line("upkeep listening").await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("addr in the listening line")
+            .to_string()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("process still running") as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    /// Waits for exit (60 s at most) and returns the exit code; drains the output meanwhile.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("process exits within 60 s")
+            .expect("wait");
+        while let Ok(line) = self.lines.try_recv() {
+            self.output.push(line);
+        }
+        status.code()
+    }
+}
