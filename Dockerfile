@@ -32,7 +32,7 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --bin upkeep --recipe-path recipe.json
 # Then the crate. The whole (.dockerignore'd) tree is copied on purpose: the
 # build reads more than src/ (migrations/ and sqlx.toml for sqlx::migrate!(),
-# tests/fixtures/dify_schema.sql through include_str!, embedded console/docs
+# tests/fixtures/dify_schema.sql through include_str!, embedded docs
 # assets, .sqlx/ if query! macros are used).
 COPY . .
 ENV SQLX_OFFLINE=true

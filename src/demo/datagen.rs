@@ -11,12 +11,16 @@ mod files;
 mod foundation;
 mod ids;
 mod knowledge;
+mod logs;
+mod message_extras;
 mod messages;
 mod text;
 mod workflows;
 mod world;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,14 +142,11 @@ pub async fn generate(pool: &PgPool, spec: &DemoSpec) -> Result<GenSummary, sqlx
 
     let permits = Arc::new(Semaphore::new(COPY_STREAMS));
     let mut tasks = JoinSet::new();
-    for table in Table::ALL {
+    for &(table, copy) in TABLES {
         let (pool, world, permits) = (pool.clone(), world.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            table
-                .copy(&pool, &world)
-                .await
-                .map(|rows| (table.name(), rows))
+            copy(&pool, &world).await.map(|rows| (table, rows))
         });
     }
     let mut rows = BTreeMap::new();
@@ -185,186 +186,80 @@ pub async fn generate(pool: &PgPool, spec: &DemoSpec) -> Result<GenSummary, sqlx
     })
 }
 
+type CopyFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'a>>;
+type CopyTable = for<'a> fn(&'a PgPool, &'a World) -> CopyFuture<'a>;
+
+macro_rules! table {
+    ($name:literal, $copy:path) => {
+        ($name, |pool, world| Box::pin($copy(pool, world)))
+    };
+}
+
 /// Every table the generator fills, biggest first so the long streams start early.
-#[derive(Clone, Copy, Debug)]
-enum Table {
-    Messages,
-    WorkflowNodeExecutions,
-    WorkflowRuns,
-    MessageAgentThoughts,
-    DatasetRetrieverResources,
-    Conversations,
-    DocumentSegments,
-    MessageChains,
-    MessageFeedbacks,
-    MessageFiles,
-    UploadFiles,
-    WorkflowAppLogs,
-    WorkflowConversationVariables,
-    SavedMessages,
-    PinnedConversations,
-    ToolFiles,
-    MessageAnnotations,
-    AppAnnotationHitHistories,
-    WorkflowTriggerLogs,
-    WorkflowNodeExecutionOffload,
-    WorkflowPauses,
-    WorkflowPauseReasons,
-    Documents,
-    EndUsers,
-    Tenants,
-    Accounts,
-    TenantAccountJoins,
-    Apps,
-    AppModelConfigs,
-    Sites,
-    InstalledApps,
-    Workflows,
-    WorkflowDraftVariables,
-    WorkflowDraftVariableFiles,
-    DatasetCollectionBindings,
-    Datasets,
-    DatasetProcessRules,
-    AppAnnotationSettings,
-}
-
-impl Table {
-    const ALL: [Table; 38] = [
-        Table::Messages,
-        Table::WorkflowNodeExecutions,
-        Table::WorkflowRuns,
-        Table::MessageAgentThoughts,
-        Table::DatasetRetrieverResources,
-        Table::Conversations,
-        Table::DocumentSegments,
-        Table::MessageChains,
-        Table::MessageFeedbacks,
-        Table::MessageFiles,
-        Table::UploadFiles,
-        Table::WorkflowAppLogs,
-        Table::WorkflowConversationVariables,
-        Table::SavedMessages,
-        Table::PinnedConversations,
-        Table::ToolFiles,
-        Table::MessageAnnotations,
-        Table::AppAnnotationHitHistories,
-        Table::WorkflowTriggerLogs,
-        Table::WorkflowNodeExecutionOffload,
-        Table::WorkflowPauses,
-        Table::WorkflowPauseReasons,
-        Table::Documents,
-        Table::EndUsers,
-        Table::Tenants,
-        Table::Accounts,
-        Table::TenantAccountJoins,
-        Table::Apps,
-        Table::AppModelConfigs,
-        Table::Sites,
-        Table::InstalledApps,
-        Table::Workflows,
-        Table::WorkflowDraftVariables,
-        Table::WorkflowDraftVariableFiles,
-        Table::DatasetCollectionBindings,
-        Table::Datasets,
-        Table::DatasetProcessRules,
-        Table::AppAnnotationSettings,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Table::Messages => "messages",
-            Table::WorkflowNodeExecutions => "workflow_node_executions",
-            Table::WorkflowRuns => "workflow_runs",
-            Table::MessageAgentThoughts => "message_agent_thoughts",
-            Table::DatasetRetrieverResources => "dataset_retriever_resources",
-            Table::Conversations => "conversations",
-            Table::DocumentSegments => "document_segments",
-            Table::MessageChains => "message_chains",
-            Table::MessageFeedbacks => "message_feedbacks",
-            Table::MessageFiles => "message_files",
-            Table::UploadFiles => "upload_files",
-            Table::WorkflowAppLogs => "workflow_app_logs",
-            Table::WorkflowConversationVariables => "workflow_conversation_variables",
-            Table::SavedMessages => "saved_messages",
-            Table::PinnedConversations => "pinned_conversations",
-            Table::ToolFiles => "tool_files",
-            Table::MessageAnnotations => "message_annotations",
-            Table::AppAnnotationHitHistories => "app_annotation_hit_histories",
-            Table::WorkflowTriggerLogs => "workflow_trigger_logs",
-            Table::WorkflowNodeExecutionOffload => "workflow_node_execution_offload",
-            Table::WorkflowPauses => "workflow_pauses",
-            Table::WorkflowPauseReasons => "workflow_pause_reasons",
-            Table::Documents => "documents",
-            Table::EndUsers => "end_users",
-            Table::Tenants => "tenants",
-            Table::Accounts => "accounts",
-            Table::TenantAccountJoins => "tenant_account_joins",
-            Table::Apps => "apps",
-            Table::AppModelConfigs => "app_model_configs",
-            Table::Sites => "sites",
-            Table::InstalledApps => "installed_apps",
-            Table::Workflows => "workflows",
-            Table::WorkflowDraftVariables => "workflow_draft_variables",
-            Table::WorkflowDraftVariableFiles => "workflow_draft_variable_files",
-            Table::DatasetCollectionBindings => "dataset_collection_bindings",
-            Table::Datasets => "datasets",
-            Table::DatasetProcessRules => "dataset_process_rules",
-            Table::AppAnnotationSettings => "app_annotation_settings",
-        }
-    }
-
-    async fn copy(self, pool: &PgPool, w: &World) -> Result<u64, sqlx::Error> {
-        match self {
-            Table::Messages => messages::messages(pool, w).await,
-            Table::WorkflowNodeExecutions => workflows::workflow_node_executions(pool, w).await,
-            Table::WorkflowRuns => workflows::workflow_runs(pool, w).await,
-            Table::MessageAgentThoughts => messages::message_agent_thoughts(pool, w).await,
-            Table::DatasetRetrieverResources => {
-                messages::dataset_retriever_resources(pool, w).await
-            }
-            Table::Conversations => messages::conversations(pool, w).await,
-            Table::DocumentSegments => knowledge::document_segments(pool, w).await,
-            Table::MessageChains => messages::message_chains(pool, w).await,
-            Table::MessageFeedbacks => messages::message_feedbacks(pool, w).await,
-            Table::MessageFiles => messages::message_files(pool, w).await,
-            Table::UploadFiles => files::upload_files(pool, w).await,
-            Table::WorkflowAppLogs => workflows::workflow_app_logs(pool, w).await,
-            Table::WorkflowConversationVariables => {
-                messages::workflow_conversation_variables(pool, w).await
-            }
-            Table::SavedMessages => messages::saved_messages(pool, w).await,
-            Table::PinnedConversations => messages::pinned_conversations(pool, w).await,
-            Table::ToolFiles => files::tool_files(pool, w).await,
-            Table::MessageAnnotations => messages::message_annotations(pool, w).await,
-            Table::AppAnnotationHitHistories => {
-                messages::app_annotation_hit_histories(pool, w).await
-            }
-            Table::WorkflowTriggerLogs => workflows::workflow_trigger_logs(pool, w).await,
-            Table::WorkflowNodeExecutionOffload => {
-                workflows::workflow_node_execution_offload(pool, w).await
-            }
-            Table::WorkflowPauses => workflows::workflow_pauses(pool, w).await,
-            Table::WorkflowPauseReasons => workflows::workflow_pause_reasons(pool, w).await,
-            Table::Documents => knowledge::documents(pool, w).await,
-            Table::EndUsers => foundation::end_users(pool, w).await,
-            Table::Tenants => foundation::tenants(pool, w).await,
-            Table::Accounts => foundation::accounts(pool, w).await,
-            Table::TenantAccountJoins => foundation::tenant_account_joins(pool, w).await,
-            Table::Apps => foundation::apps(pool, w).await,
-            Table::AppModelConfigs => foundation::app_model_configs(pool, w).await,
-            Table::Sites => foundation::sites(pool, w).await,
-            Table::InstalledApps => foundation::installed_apps(pool, w).await,
-            Table::Workflows => foundation::workflows(pool, w).await,
-            Table::WorkflowDraftVariables => workflows::workflow_draft_variables(pool, w).await,
-            Table::WorkflowDraftVariableFiles => {
-                workflows::workflow_draft_variable_files(pool, w).await
-            }
-            Table::DatasetCollectionBindings => {
-                knowledge::dataset_collection_bindings(pool, w).await
-            }
-            Table::Datasets => knowledge::datasets(pool, w).await,
-            Table::DatasetProcessRules => knowledge::dataset_process_rules(pool, w).await,
-            Table::AppAnnotationSettings => knowledge::app_annotation_settings(pool, w).await,
-        }
-    }
-}
+const TABLES: &[(&str, CopyTable)] = &[
+    table!("messages", messages::messages),
+    table!(
+        "workflow_node_executions",
+        workflows::workflow_node_executions
+    ),
+    table!("workflow_runs", workflows::workflow_runs),
+    table!("message_agent_thoughts", messages::message_agent_thoughts),
+    table!(
+        "dataset_retriever_resources",
+        message_extras::dataset_retriever_resources
+    ),
+    table!("conversations", messages::conversations),
+    table!("document_segments", knowledge::document_segments),
+    table!("message_chains", messages::message_chains),
+    table!("message_feedbacks", messages::message_feedbacks),
+    table!("message_files", messages::message_files),
+    table!("upload_files", files::upload_files),
+    table!("workflow_app_logs", workflows::workflow_app_logs),
+    table!(
+        "workflow_conversation_variables",
+        message_extras::workflow_conversation_variables
+    ),
+    table!("saved_messages", message_extras::saved_messages),
+    table!("pinned_conversations", message_extras::pinned_conversations),
+    table!("tool_files", files::tool_files),
+    table!("message_annotations", message_extras::message_annotations),
+    table!(
+        "app_annotation_hit_histories",
+        message_extras::app_annotation_hit_histories
+    ),
+    table!("workflow_trigger_logs", workflows::workflow_trigger_logs),
+    table!(
+        "workflow_node_execution_offload",
+        workflows::workflow_node_execution_offload
+    ),
+    table!("workflow_pauses", workflows::workflow_pauses),
+    table!("workflow_pause_reasons", workflows::workflow_pause_reasons),
+    table!("documents", knowledge::documents),
+    table!("end_users", foundation::end_users),
+    table!("tenants", foundation::tenants),
+    table!("accounts", foundation::accounts),
+    table!("tenant_account_joins", foundation::tenant_account_joins),
+    table!("apps", foundation::apps),
+    table!("app_model_configs", foundation::app_model_configs),
+    table!("sites", foundation::sites),
+    table!("installed_apps", foundation::installed_apps),
+    table!("workflows", foundation::workflows),
+    table!(
+        "workflow_draft_variables",
+        workflows::workflow_draft_variables
+    ),
+    table!(
+        "workflow_draft_variable_files",
+        workflows::workflow_draft_variable_files
+    ),
+    table!(
+        "dataset_collection_bindings",
+        knowledge::dataset_collection_bindings
+    ),
+    table!("datasets", knowledge::datasets),
+    table!("dataset_process_rules", knowledge::dataset_process_rules),
+    table!(
+        "app_annotation_settings",
+        knowledge::app_annotation_settings
+    ),
+];

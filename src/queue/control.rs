@@ -10,10 +10,10 @@ use super::{EventType, JobRow, QueueError, append_event, get};
 /// within one batch (NOTIFY wakes it, heartbeats and checkpoints report it too).
 pub async fn cancel(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> {
     let mut tx = pool.begin().await?;
-    let queued = sqlx::query_as::<_, JobRow>(concat!(
+    let queued = sqlx::query_as::<_, JobRow>(
         "UPDATE upkeep.jobs SET state = 'cancelled', finished_at = now(), updated_at = now(), \
-         cancel_requested_at = now() WHERE id = $1 AND state = 'queued' RETURNING *"
-    ))
+         cancel_requested_at = now() WHERE id = $1 AND state = 'queued' RETURNING *",
+    )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -29,10 +29,10 @@ pub async fn cancel(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError>
         tx.commit().await?;
         return Ok(row);
     }
-    let running = sqlx::query_as::<_, JobRow>(concat!(
+    let running = sqlx::query_as::<_, JobRow>(
         "UPDATE upkeep.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()), \
-         updated_at = now() WHERE id = $1 AND state = 'running' RETURNING *"
-    ))
+         updated_at = now() WHERE id = $1 AND state = 'running' RETURNING *",
+    )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -61,12 +61,12 @@ pub async fn cancel(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError>
 /// where it stopped rather than starting over.
 pub async fn retry(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> {
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query_as::<_, JobRow>(concat!(
+    let updated = sqlx::query_as::<_, JobRow>(
         "UPDATE upkeep.jobs SET state = 'queued', error = NULL, finished_at = NULL, \
          cancel_requested_at = NULL, run_after = now(), max_attempts = attempts + 5, \
          updated_at = now() WHERE id = $1 AND state IN ('failed', 'cancelled') \
-         RETURNING *"
-    ))
+         RETURNING *",
+    )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await;

@@ -14,7 +14,7 @@ pub struct JobFilter {
 }
 
 pub async fn get(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> {
-    sqlx::query_as::<_, JobRow>(concat!("SELECT * FROM upkeep.jobs WHERE id = $1"))
+    sqlx::query_as::<_, JobRow>("SELECT * FROM upkeep.jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -26,12 +26,12 @@ pub async fn list(
     pool: &sqlx::PgPool,
     filter: &JobFilter,
 ) -> Result<(Vec<JobRow>, bool), QueueError> {
-    let mut rows = sqlx::query_as::<_, JobRow>(concat!(
+    let mut rows = sqlx::query_as::<_, JobRow>(
         "SELECT * FROM upkeep.jobs \
          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
            AND ($3::uuid IS NULL OR id < $3) \
-         ORDER BY id DESC LIMIT $4"
-    ))
+         ORDER BY id DESC LIMIT $4",
+    )
     .bind(filter.state.map(JobState::as_str))
     .bind(&filter.kind)
     .bind(filter.before)

@@ -42,11 +42,11 @@ pub async fn submit(pool: &sqlx::PgPool, job: NewJob) -> Result<Submitted, Queue
         return same_request(existing, &job);
     }
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query_as::<_, JobRow>(concat!(
+    let inserted = sqlx::query_as::<_, JobRow>(
         "INSERT INTO upkeep.jobs (id, kind, params, dry_run, idempotency_key, resource_key, \
          parent_id, max_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
-    ))
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+    )
     .bind(Uuid::now_v7())
     .bind(&job.kind)
     .bind(&job.params)
@@ -120,12 +120,12 @@ pub(crate) async fn resource_busy(pool: &sqlx::PgPool, resource_key: String) -> 
 }
 
 async fn by_idempotency_key(pool: &sqlx::PgPool, key: &str) -> Result<Option<JobRow>, QueueError> {
-    Ok(sqlx::query_as::<_, JobRow>(concat!(
-        "SELECT * FROM upkeep.jobs WHERE idempotency_key = $1"
-    ))
-    .bind(key)
-    .fetch_optional(pool)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, JobRow>("SELECT * FROM upkeep.jobs WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 fn same_request(existing: JobRow, job: &NewJob) -> Result<Submitted, QueueError> {

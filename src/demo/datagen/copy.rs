@@ -24,17 +24,18 @@ pub(super) struct CopyWriter {
 }
 
 impl CopyWriter {
+    /// Starts `COPY public.<table> (<columns>)`; `columns` is a comma-separated list.
     pub(super) async fn begin(
         pool: &PgPool,
         table: &str,
-        columns: &[&str],
+        columns: &str,
     ) -> Result<Self, sqlx::Error> {
-        let statement = format!("COPY public.{table} ({}) FROM STDIN", columns.join(", "));
+        let statement = format!("COPY public.{table} ({columns}) FROM STDIN");
         let copy = pool.copy_in_raw(&statement).await?;
         Ok(Self {
             copy,
             buf: Vec::with_capacity(CHUNK_BYTES + 64 * 1024),
-            columns: columns.len(),
+            columns: columns.split(',').count(),
             fields_in_row: 0,
         })
     }

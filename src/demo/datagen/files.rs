@@ -55,24 +55,9 @@ pub(super) async fn upload_files(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "upload_files",
-        &[
-            "id",
-            "tenant_id",
-            "storage_type",
-            "key",
-            "name",
-            "size",
-            "extension",
-            "mime_type",
-            "created_by",
-            "created_at",
-            "used",
-            "used_by",
-            "used_at",
-            "hash",
-            "created_by_role",
-            "source_url",
-        ],
+        "id, tenant_id, storage_type, key, name, size, extension, mime_type, \
+         created_by, created_at, used, used_by, used_at, hash, created_by_role, \
+         source_url",
     )
     .await?;
     let per_tenant = w.spec.upload_files_per_tenant;
@@ -186,17 +171,8 @@ pub(super) async fn tool_files(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "tool_files",
-        &[
-            "id",
-            "user_id",
-            "tenant_id",
-            "conversation_id",
-            "file_key",
-            "mimetype",
-            "original_url",
-            "name",
-            "size",
-        ],
+        "id, user_id, tenant_id, conversation_id, file_key, mimetype, \
+         original_url, name, size",
     )
     .await?;
     for (app, c, m) in w.messages_in(Mode::AgentChat) {

@@ -13,16 +13,8 @@ pub(super) async fn tenants(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "tenants",
-        &[
-            "id",
-            "name",
-            "encrypt_public_key",
-            "plan",
-            "status",
-            "created_at",
-            "updated_at",
-            "custom_config",
-        ],
+        "id, name, encrypt_public_key, plan, status, created_at, updated_at, \
+         custom_config",
     )
     .await?;
     for t in &w.tenants {
@@ -41,7 +33,7 @@ pub(super) async fn tenants(pool: &PgPool, w: &World) -> Rows {
             .ts(t.created, 0)
             .ts(t.created + DAY, 0)
             .opt_text(
-                (t.index % 2 == 1)
+                (!t.index.is_multiple_of(2))
                     .then_some(r#"{"remove_webapp_brand": false, "replace_webapp_logo": null}"#),
             );
         out.end_row().await?;
@@ -53,24 +45,9 @@ pub(super) async fn accounts(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "accounts",
-        &[
-            "id",
-            "name",
-            "email",
-            "password",
-            "password_salt",
-            "avatar",
-            "interface_language",
-            "interface_theme",
-            "timezone",
-            "last_login_at",
-            "last_login_ip",
-            "status",
-            "initialized_at",
-            "created_at",
-            "updated_at",
-            "last_active_at",
-        ],
+        "id, name, email, password, password_salt, avatar, interface_language, \
+         interface_theme, timezone, last_login_at, last_login_ip, status, \
+         initialized_at, created_at, updated_at, last_active_at",
     )
     .await?;
     for t in &w.tenants {
@@ -90,8 +67,7 @@ pub(super) async fn accounts(pool: &PgPool, w: &World) -> Rows {
                 "{}@{}",
                 name.to_lowercase()
                     .replace(' ', ".")
-                    .replace('é', "e")
-                    .replace('É', "e"),
+                    .replace(['é', 'É'], "e"),
                 t.domain
             );
             // The owner's avatar is an uploaded image, referenced by upload file id.
@@ -125,16 +101,8 @@ pub(super) async fn tenant_account_joins(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "tenant_account_joins",
-        &[
-            "id",
-            "tenant_id",
-            "account_id",
-            "role",
-            "invited_by",
-            "created_at",
-            "updated_at",
-            "current",
-        ],
+        "id, tenant_id, account_id, role, invited_by, created_at, updated_at, \
+         current",
     )
     .await?;
     for t in &w.tenants {
@@ -170,26 +138,9 @@ pub(super) async fn apps(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "apps",
-        &[
-            "id",
-            "tenant_id",
-            "name",
-            "mode",
-            "icon",
-            "icon_background",
-            "app_model_config_id",
-            "status",
-            "enable_site",
-            "enable_api",
-            "created_at",
-            "updated_at",
-            "workflow_id",
-            "description",
-            "icon_type",
-            "created_by",
-            "updated_by",
-            "maintainer",
-        ],
+        "id, tenant_id, name, mode, icon, icon_background, app_model_config_id, \
+         status, enable_site, enable_api, created_at, updated_at, workflow_id, \
+         description, icon_type, created_by, updated_by, maintainer",
     )
     .await?;
     for app in &w.apps {
@@ -222,32 +173,12 @@ pub(super) async fn app_model_configs(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "app_model_configs",
-        &[
-            "id",
-            "app_id",
-            "provider",
-            "model_id",
-            "created_at",
-            "updated_at",
-            "opening_statement",
-            "suggested_questions",
-            "suggested_questions_after_answer",
-            "more_like_this",
-            "model",
-            "user_input_form",
-            "pre_prompt",
-            "agent_mode",
-            "speech_to_text",
-            "sensitive_word_avoidance",
-            "retriever_resource",
-            "dataset_query_variable",
-            "prompt_type",
-            "dataset_configs",
-            "file_upload",
-            "text_to_speech",
-            "created_by",
-            "updated_by",
-        ],
+        "id, app_id, provider, model_id, created_at, updated_at, \
+         opening_statement, suggested_questions, suggested_questions_after_answer, \
+         more_like_this, model, user_input_form, pre_prompt, agent_mode, \
+         speech_to_text, sensitive_word_avoidance, retriever_resource, \
+         dataset_query_variable, prompt_type, dataset_configs, file_upload, \
+         text_to_speech, created_by, updated_by",
     )
     .await?;
     for app in &w.apps {
@@ -293,23 +224,9 @@ pub(super) async fn sites(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "sites",
-        &[
-            "id",
-            "app_id",
-            "title",
-            "icon",
-            "icon_background",
-            "default_language",
-            "customize_token_strategy",
-            "status",
-            "created_at",
-            "updated_at",
-            "code",
-            "custom_disclaimer",
-            "icon_type",
-            "created_by",
-            "updated_by",
-        ],
+        "id, app_id, title, icon, icon_background, default_language, \
+         customize_token_strategy, status, created_at, updated_at, code, \
+         custom_disclaimer, icon_type, created_by, updated_by",
     )
     .await?;
     for app in &w.apps {
@@ -342,17 +259,8 @@ pub(super) async fn end_users(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "end_users",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "type",
-            "external_user_id",
-            "is_anonymous",
-            "session_id",
-            "created_at",
-            "updated_at",
-        ],
+        "id, tenant_id, app_id, type, external_user_id, is_anonymous, session_id, \
+         created_at, updated_at",
     )
     .await?;
     for app in &w.apps {
@@ -364,7 +272,7 @@ pub(super) async fn end_users(pool: &PgPool, w: &World) -> Rows {
             );
             let id = uuid4(&mut rng);
             // API callers name their users; web-app visitors get an anonymous session.
-            let api = r % 2 == 0;
+            let api = r.is_multiple_of(2);
             let session = if api {
                 format!("user-{}", 1000 + r)
             } else {
@@ -389,16 +297,8 @@ pub(super) async fn installed_apps(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "installed_apps",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "app_owner_tenant_id",
-            "position",
-            "is_pinned",
-            "last_used_at",
-            "created_at",
-        ],
+        "id, tenant_id, app_id, app_owner_tenant_id, position, is_pinned, \
+         last_used_at, created_at",
     )
     .await?;
     for app in &w.apps {
@@ -408,7 +308,7 @@ pub(super) async fn installed_apps(pool: &PgPool, w: &World) -> Rows {
             .uuid(app.id)
             .uuid(tenant)
             .int((app.index % w.spec.apps_per_tenant.max(1)) as i64)
-            .boolean(app.index % 4 == 0)
+            .boolean(app.index.is_multiple_of(4))
             .opt_ts(None)
             .ts(app.created, 0);
         out.end_row().await?;
@@ -443,19 +343,8 @@ pub(super) async fn workflows(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflows",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "type",
-            "version",
-            "graph",
-            "features",
-            "created_by",
-            "created_at",
-            "updated_by",
-            "updated_at",
-        ],
+        "id, tenant_id, app_id, type, version, graph, features, created_by, \
+         created_at, updated_by, updated_at",
     )
     .await?;
     for app in &w.apps {

@@ -16,14 +16,7 @@ pub(super) async fn dataset_collection_bindings(pool: &PgPool, w: &World) -> Row
     let mut out = CopyWriter::begin(
         pool,
         "dataset_collection_bindings",
-        &[
-            "id",
-            "provider_name",
-            "model_name",
-            "collection_name",
-            "created_at",
-            "type",
-        ],
+        "id, provider_name, model_name, collection_name, created_at, type",
     )
     .await?;
     let created = w.tenants.iter().map(|t| t.created).min().unwrap_or(w.start);
@@ -43,25 +36,10 @@ pub(super) async fn datasets(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "datasets",
-        &[
-            "id",
-            "tenant_id",
-            "name",
-            "description",
-            "provider",
-            "permission",
-            "data_source_type",
-            "indexing_technique",
-            "index_struct",
-            "created_by",
-            "created_at",
-            "updated_by",
-            "updated_at",
-            "embedding_model",
-            "embedding_model_provider",
-            "collection_binding_id",
-            "retrieval_model",
-        ],
+        "id, tenant_id, name, description, provider, permission, data_source_type, \
+         indexing_technique, index_struct, created_by, created_at, updated_by, \
+         updated_at, embedding_model, embedding_model_provider, \
+         collection_binding_id, retrieval_model",
     )
     .await?;
     for d in &w.datasets {
@@ -103,14 +81,7 @@ pub(super) async fn dataset_process_rules(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "dataset_process_rules",
-        &[
-            "id",
-            "dataset_id",
-            "mode",
-            "rules",
-            "created_by",
-            "created_at",
-        ],
+        "id, dataset_id, mode, rules, created_by, created_at",
     )
     .await?;
     for d in &w.datasets {
@@ -129,34 +100,12 @@ pub(super) async fn documents(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "documents",
-        &[
-            "id",
-            "tenant_id",
-            "dataset_id",
-            "position",
-            "data_source_type",
-            "data_source_info",
-            "dataset_process_rule_id",
-            "batch",
-            "name",
-            "created_from",
-            "created_by",
-            "created_at",
-            "processing_started_at",
-            "word_count",
-            "parsing_completed_at",
-            "cleaning_completed_at",
-            "splitting_completed_at",
-            "tokens",
-            "indexing_latency",
-            "completed_at",
-            "indexing_status",
-            "enabled",
-            "archived",
-            "updated_at",
-            "doc_form",
-            "doc_language",
-        ],
+        "id, tenant_id, dataset_id, position, data_source_type, data_source_info, \
+         dataset_process_rule_id, batch, name, created_from, created_by, \
+         created_at, processing_started_at, word_count, parsing_completed_at, \
+         cleaning_completed_at, splitting_completed_at, tokens, indexing_latency, \
+         completed_at, indexing_status, enabled, archived, updated_at, doc_form, \
+         doc_language",
     )
     .await?;
     for d in &w.datasets {
@@ -204,27 +153,9 @@ pub(super) async fn document_segments(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "document_segments",
-        &[
-            "id",
-            "tenant_id",
-            "dataset_id",
-            "document_id",
-            "position",
-            "content",
-            "word_count",
-            "tokens",
-            "keywords",
-            "index_node_id",
-            "index_node_hash",
-            "hit_count",
-            "enabled",
-            "status",
-            "created_by",
-            "created_at",
-            "indexing_at",
-            "completed_at",
-            "updated_at",
-        ],
+        "id, tenant_id, dataset_id, document_id, position, content, word_count, \
+         tokens, keywords, index_node_id, index_node_hash, hit_count, enabled, \
+         status, created_by, created_at, indexing_at, completed_at, updated_at",
     )
     .await?;
     for d in &w.datasets {
@@ -264,16 +195,8 @@ pub(super) async fn app_annotation_settings(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "app_annotation_settings",
-        &[
-            "id",
-            "app_id",
-            "score_threshold",
-            "collection_binding_id",
-            "created_user_id",
-            "created_at",
-            "updated_user_id",
-            "updated_at",
-        ],
+        "id, app_id, score_threshold, collection_binding_id, created_user_id, \
+         created_at, updated_user_id, updated_at",
     )
     .await?;
     for app in w.apps.iter().filter(|a| a.annotations) {

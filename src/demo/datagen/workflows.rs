@@ -6,8 +6,9 @@ use uuid::Uuid;
 use super::copy::CopyWriter;
 use super::foundation::workflow_version;
 use super::ids::{self, Kind, uuid4, uuid7};
+use super::logs::{Node, Run, RunKind};
 use super::text::{self, json_str};
-use super::world::{App, Node, Run, RunKind, World};
+use super::world::{App, World};
 
 type Rows = Result<u64, sqlx::Error>;
 
@@ -38,33 +39,13 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_runs",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "workflow_id",
-            "type",
-            "triggered_from",
-            "version",
-            "graph",
-            "inputs",
-            "status",
-            "outputs",
-            "error",
-            "elapsed_time",
-            "total_tokens",
-            "total_steps",
-            "created_by_role",
-            "created_by",
-            "created_at",
-            "finished_at",
-            "exceptions_count",
-        ],
+        "id, tenant_id, app_id, workflow_id, type, triggered_from, version, graph, \
+         inputs, status, outputs, error, elapsed_time, total_tokens, total_steps, \
+         created_by_role, created_by, created_at, finished_at, exceptions_count",
     )
     .await?;
     let versions: Vec<String> = w.apps.iter().map(workflow_version).collect();
-    let graph =
-        format!(r#"{{"nodes": [], "edges": [], "viewport": {{"x": 0, "y": 0, "zoom": 1}}}}"#);
+    let graph = r#"{"nodes": [], "edges": [], "viewport": {"x": 0, "y": 0, "zoom": 1}}"#;
     for run in w.runs() {
         let app = &w.apps[run.app];
         out.uuid(run.id)
@@ -78,7 +59,7 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
             })
             .text(run.triggered_from)
             .text(&versions[run.app])
-            .text(&graph)
+            .text(graph)
             .text(&run_inputs(&run))
             .text(run.status)
             .opt_text(run_outputs(&run).as_deref())
@@ -111,31 +92,10 @@ pub(super) async fn workflow_node_executions(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_node_executions",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "workflow_id",
-            "triggered_from",
-            "workflow_run_id",
-            "index",
-            "predecessor_node_id",
-            "node_id",
-            "node_type",
-            "title",
-            "inputs",
-            "process_data",
-            "outputs",
-            "status",
-            "error",
-            "elapsed_time",
-            "execution_metadata",
-            "created_at",
-            "created_by_role",
-            "created_by",
-            "finished_at",
-            "node_execution_id",
-        ],
+        "id, tenant_id, app_id, workflow_id, triggered_from, workflow_run_id, \
+         index, predecessor_node_id, node_id, node_type, title, inputs, \
+         process_data, outputs, status, error, elapsed_time, execution_metadata, \
+         created_at, created_by_role, created_by, finished_at, node_execution_id",
     )
     .await?;
     let per_run = w.spec.nodes_per_run;
@@ -213,15 +173,7 @@ pub(super) async fn workflow_node_execution_offload(pool: &PgPool, w: &World) ->
     let mut out = CopyWriter::begin(
         pool,
         "workflow_node_execution_offload",
-        &[
-            "id",
-            "created_at",
-            "tenant_id",
-            "app_id",
-            "node_execution_id",
-            "type",
-            "file_id",
-        ],
+        "id, created_at, tenant_id, app_id, node_execution_id, type, file_id",
     )
     .await?;
     for (run, node) in offloaded_nodes(w) {
@@ -243,17 +195,8 @@ pub(super) async fn workflow_app_logs(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_app_logs",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "workflow_id",
-            "workflow_run_id",
-            "created_from",
-            "created_by_role",
-            "created_by",
-            "created_at",
-        ],
+        "id, tenant_id, app_id, workflow_id, workflow_run_id, created_from, \
+         created_by_role, created_by, created_at",
     )
     .await?;
     for run in w.workflow_runs().filter(Run::app_logged) {
@@ -289,14 +232,8 @@ pub(super) async fn workflow_pauses(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_pauses",
-        &[
-            "workflow_id",
-            "workflow_run_id",
-            "state_object_key",
-            "id",
-            "created_at",
-            "updated_at",
-        ],
+        "workflow_id, workflow_run_id, state_object_key, id, created_at, \
+         updated_at",
     )
     .await?;
     for run in w.workflow_runs().filter(Run::paused) {
@@ -317,16 +254,7 @@ pub(super) async fn workflow_pause_reasons(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_pause_reasons",
-        &[
-            "id",
-            "created_at",
-            "updated_at",
-            "pause_id",
-            "type_",
-            "form_id",
-            "node_id",
-            "message",
-        ],
+        "id, created_at, updated_at, pause_id, type_, form_id, node_id, message",
     )
     .await?;
     for run in w.workflow_runs().filter(Run::paused) {
@@ -349,31 +277,11 @@ pub(super) async fn workflow_trigger_logs(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_trigger_logs",
-        &[
-            "id",
-            "tenant_id",
-            "app_id",
-            "workflow_id",
-            "workflow_run_id",
-            "root_node_id",
-            "trigger_metadata",
-            "trigger_type",
-            "trigger_data",
-            "inputs",
-            "outputs",
-            "status",
-            "error",
-            "queue_name",
-            "celery_task_id",
-            "retry_count",
-            "elapsed_time",
-            "total_tokens",
-            "created_at",
-            "created_by_role",
-            "created_by",
-            "triggered_at",
-            "finished_at",
-        ],
+        "id, tenant_id, app_id, workflow_id, workflow_run_id, root_node_id, \
+         trigger_metadata, trigger_type, trigger_data, inputs, outputs, status, \
+         error, queue_name, celery_task_id, retry_count, elapsed_time, \
+         total_tokens, created_at, created_by_role, created_by, triggered_at, \
+         finished_at",
     )
     .await?;
     for run in w.workflow_runs().filter(Run::trigger_logged) {
@@ -454,23 +362,8 @@ pub(super) async fn workflow_draft_variables(pool: &PgPool, w: &World) -> Rows {
     let mut out = CopyWriter::begin(
         pool,
         "workflow_draft_variables",
-        &[
-            "id",
-            "created_at",
-            "updated_at",
-            "app_id",
-            "node_id",
-            "name",
-            "description",
-            "selector",
-            "value_type",
-            "value",
-            "visible",
-            "editable",
-            "file_id",
-            "is_default_value",
-            "user_id",
-        ],
+        "id, created_at, updated_at, app_id, node_id, name, description, selector, \
+         value_type, value, visible, editable, file_id, is_default_value, user_id",
     )
     .await?;
     for app in workflow_apps(w) {
@@ -506,17 +399,8 @@ pub(super) async fn workflow_draft_variable_files(pool: &PgPool, w: &World) -> R
     let mut out = CopyWriter::begin(
         pool,
         "workflow_draft_variable_files",
-        &[
-            "id",
-            "created_at",
-            "tenant_id",
-            "app_id",
-            "user_id",
-            "upload_file_id",
-            "size",
-            "length",
-            "value_type",
-        ],
+        "id, created_at, tenant_id, app_id, user_id, upload_file_id, size, length, \
+         value_type",
     )
     .await?;
     for app in workflow_apps(w) {

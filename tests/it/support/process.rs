@@ -92,15 +92,21 @@ impl Proc {
         }
     }
 
-    /// Waits for exit (60 s at most) and returns the exit code; drains the output meanwhile.
+    /// Waits for exit (60 s at most) and returns the exit code, with all output read: the
+    /// line channel closes once both pipes reach EOF.
     pub async fn wait_exit(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("process exits within 60 s")
             .expect("wait");
-        while let Ok(line) = self.lines.try_recv() {
-            self.output.push(line);
-        }
+        let drain = async {
+            while let Some(line) = self.lines.recv().await {
+                self.output.push(line);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .expect("output pipes close after exit");
         status.code()
     }
 }
