@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::db::{qualified, sqlstate};
@@ -408,18 +408,16 @@ async fn vacuum_table(
     };
     ctx.progress(base.clone(), true).await?;
 
-    // A connection of its own: VACUUM cannot run in a transaction, and its session setting
-    // (lock_timeout) must not leak into the pool.
-    let mut conn = PgConnection::connect_with(&ctx.pool.connect_options()).await?;
+    // A pooled connection outside any transaction (VACUUM refuses to run in one). Its session
+    // setting is reset below, and a connection that cannot be reset is closed, not pooled.
+    let mut conn = ctx.pool.acquire().await?;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET lock_timeout = {}",
-        params.lock_timeout_ms
-    )))
-    .execute(&mut conn)
-    .await?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(format!("{}ms", params.lock_timeout_ms))
+        .execute(&mut *conn)
+        .await?;
     // Safe: the mode is one of three literals and the table name is quoted.
     let statement = format!("{} {}", params.mode.statement(), qualified(SCHEMA, table));
     let pool = ctx.pool.clone();
@@ -427,7 +425,7 @@ async fn vacuum_table(
     tokio::pin!(stop);
     let mut cancel_sent = false;
     let outcome_sql = {
-        let exec = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn);
+        let exec = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *conn);
         tokio::pin!(exec);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -445,7 +443,13 @@ async fn vacuum_table(
             }
         }
     };
-    let _ = conn.close().await;
+    if sqlx::raw_sql("RESET lock_timeout")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        let _ = conn.detach().close().await;
+    }
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match outcome_sql {
         Ok(_) => {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use upkeep::demo::datagen::{DemoSpec, GenSummary, generate};
 use upkeep::demo::fixture::{DIFY_REVISION, load_dify_fixture};
@@ -128,10 +129,29 @@ async fn fixture_matches_difys_schema() {
     let real = empty_database().await;
     load_real_schema(&real, real_sql).await;
     let fixture = empty_database().await;
-    // The fixture loads on the pool itself: it must leave the session as it found it.
-    load_dify_fixture(&fixture.pool)
+    // The fixture loads on a pool's connection and must leave that session as it found it:
+    // a one-connection pool makes sure the check below reads the same session.
+    let single = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&fixture.url)
+        .await
+        .expect("connect to the fixture database");
+    let search_path = || async {
+        sqlx::query_scalar::<_, String>("SELECT current_setting('search_path')")
+            .fetch_one(&single)
+            .await
+            .expect("read search_path")
+    };
+    let before = search_path().await;
+    load_dify_fixture(&single)
         .await
         .expect("the fixture loads as one multi-statement string");
+    assert_eq!(
+        search_path().await,
+        before,
+        "the fixture changed search_path"
+    );
+    single.close().await;
 
     let tables = public_tables(&fixture.pool).await;
     let real_tables: BTreeSet<String> = public_tables(&real.pool).await.into_iter().collect();
@@ -157,14 +177,6 @@ async fn fixture_matches_difys_schema() {
         problems.join("\n")
     );
 
-    let search_path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
-        .fetch_one(&fixture.pool)
-        .await
-        .expect("read search_path");
-    assert_eq!(
-        search_path, "\"$user\", public",
-        "the fixture changed search_path"
-    );
     let revision: String = sqlx::query_scalar("SELECT version_num FROM public.alembic_version")
         .fetch_one(&fixture.pool)
         .await

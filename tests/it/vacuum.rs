@@ -28,6 +28,11 @@ async fn full_vacuum_reclaims_and_reports_sizes() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
+    let file_before: i64 =
+        sqlx::query_scalar("SELECT pg_relation_filenode('public.message_chains')::bigint")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     let d = TestDaemon::start(&db, Options::default()).await;
     let (status, job) = d
         .submit(json!({"kind": "vacuum", "params": {"tables": ["message_chains", "tenants"], "mode": "full"}}))

@@ -14,7 +14,8 @@ pub(super) async fn make_dead_rows(
     rows: &mut BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
     let mut dead = BTreeMap::new();
-    if fraction <= 0.0 {
+    // NaN would otherwise select every row below.
+    if fraction.is_nan() || fraction <= 0.0 {
         return Ok(dead);
     }
     let threshold = (fraction.min(1.0) * 1024.0).round() as i32;

@@ -1,0 +1,222 @@
+//! Vacuum benchmark: Upkeep's `vacuum` job beside what an operator runs today, a `psql`
+//! session with one `VACUUM` per table, on identical copies of a generated Dify database
+//! with dead rows. Run it with `bench/vacuum.sh`; it prints a Markdown table.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::Command;
+
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+#[tokio::main]
+async fn main() {
+    let mut pg = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+    let mut upkeep = "target/release/upkeep".to_string();
+    let mut messages = 300_000usize;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--pg" => pg = value,
+            "--upkeep" => upkeep = value,
+            "--messages" => messages = value.parse().expect("--messages N"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let source = recreate(&pg, "upkeep_bench_vacuum", None).await;
+    let pool = PgPool::connect(&source).await.expect("connect");
+    upkeep::demo::fixture::load_dify_fixture(&pool)
+        .await
+        .expect("fixture");
+    upkeep::db::migrate(&pool).await.expect("migrate");
+    let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
+    spec.dead_row_fraction = 0.3;
+    let started = Instant::now();
+    let summary = upkeep::demo::datagen::generate(&pool, &spec)
+        .await
+        .expect("generate");
+    let generated = started.elapsed();
+    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(&pool)
+        .await
+        .expect("size");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    pool.close().await;
+    println!(
+        "Database: {} messages generated in {:.1} s, {} tables, {:.0} MiB, {:.0}% of message-side rows made dead.",
+        summary.rows.get("messages").copied().unwrap_or(0),
+        generated.as_secs_f64(),
+        tables.len(),
+        size as f64 / 1048576.0,
+        spec.dead_row_fraction * 100.0
+    );
+    println!();
+    println!(
+        "| mode | psql, one VACUUM per table | Upkeep `vacuum` job | Upkeep / psql | bytes after (psql / Upkeep) | Upkeep daemon peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (mode, statement) in [
+        ("analyze", "VACUUM (ANALYZE)"),
+        ("full", "VACUUM (FULL, ANALYZE)"),
+    ] {
+        let psql_db = recreate(
+            &pg,
+            &format!("upkeep_bench_vacuum_psql_{mode}"),
+            Some("upkeep_bench_vacuum"),
+        )
+        .await;
+        let upkeep_db = recreate(
+            &pg,
+            &format!("upkeep_bench_vacuum_upkeep_{mode}"),
+            Some("upkeep_bench_vacuum"),
+        )
+        .await;
+
+        let script: String = tables
+            .iter()
+            .map(|t| format!("{statement} public.\"{t}\";\n"))
+            .collect();
+        let t0 = Instant::now();
+        let mut psql = Command::new("psql")
+            .args([psql_db.as_str(), "-v", "ON_ERROR_STOP=1", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql");
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = psql.stdin.take().expect("stdin");
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .expect("write script");
+        }
+        assert!(psql.wait().await.expect("psql").success(), "psql failed");
+        let psql_time = t0.elapsed();
+        let psql_after = db_size(&psql_db).await;
+
+        let (upkeep_time, rss) = run_upkeep(&upkeep, &upkeep_db, mode).await;
+        let upkeep_after = db_size(&upkeep_db).await;
+        println!(
+            "| {mode} | {:.2} s | {:.2} s | {:.2} | {:.0} / {:.0} MiB | {rss} |",
+            psql_time.as_secs_f64(),
+            upkeep_time.as_secs_f64(),
+            upkeep_time.as_secs_f64() / psql_time.as_secs_f64(),
+            psql_after as f64 / 1048576.0,
+            upkeep_after as f64 / 1048576.0
+        );
+    }
+    println!();
+    println!(
+        "psql: wall time of one session running the statements; Upkeep: from the submit request to the job's end, as the client sees it."
+    );
+}
+
+async fn db_size(url: &str) -> i64 {
+    let mut c = PgConnection::connect(url).await.expect("connect");
+    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut c)
+        .await
+        .expect("size")
+}
+
+async fn recreate(server: &str, name: &str, template: Option<&str>) -> String {
+    let mut c = PgConnection::connect(server)
+        .await
+        .expect("bench Postgres answers");
+    let create = match template {
+        Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
+        None => format!("CREATE DATABASE {name}"),
+    };
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        create,
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .expect("recreate");
+    }
+    let (prefix, _) = server.rsplit_once('/').expect("URL with a database");
+    format!("{prefix}/{name}")
+}
+
+async fn run_upkeep(bin: &str, db_url: &str, mode: &str) -> (Duration, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .env("UPKEEP_DATABASE_URL", db_url)
+        .env("UPKEEP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("UPKEEP_ADMIN_TOKEN", TOKEN)
+        .env("UPKEEP_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn upkeep");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "daemon not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t0 = Instant::now();
+    let job: Value = http
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "vacuum", "params": {"mode": mode, "lock_timeout_ms": 60000}}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("job");
+    let id = job["id"].as_str().expect("job id").to_string();
+    loop {
+        let view: Value = http
+            .get(format!("{url}/v1/jobs/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("show")
+            .json()
+            .await
+            .expect("job");
+        match view["state"].as_str() {
+            Some("succeeded") => break,
+            Some("failed") | Some("cancelled") => panic!("vacuum job ended {view}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let elapsed = t0.elapsed();
+    let pid = child.id().unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l[6..].trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    (elapsed, rss)
+}
