@@ -125,6 +125,10 @@ pub fn router(state: AppState) -> Router {
     router
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/docs/") }),
+        )
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TimeoutLayer::with_status_code(

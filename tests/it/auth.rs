@@ -56,7 +56,7 @@ async fn token_is_required_except_on_health() {
         .await
         .unwrap();
     assert_eq!(n, 0);
-    for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
+    for path in ["/", "/healthz", "/readyz", "/openapi.json", "/docs/"] {
         let resp = http.get(format!("{}{path}", d.url)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path} is open");
     }
