@@ -6,15 +6,16 @@
 //! Each job is a dry-run `vacuum` of one table: a catalogue query, so the figures measure
 //! the queue (HTTP, insert, NOTIFY, claim, events, fenced finish), not the work.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::process::{Child, Command};
+use sqlx::PgPool;
+
+#[path = "common.rs"]
+mod common;
+use common::{TOKEN, peak_rss, recreate, spawn_daemon, stop};
 
 const JOBS: usize = 1000;
-const TOKEN: &str = "bench-token-0123456789abcdef";
 
 struct Args {
     pg: String,
@@ -47,7 +48,7 @@ fn args() -> Args {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let db_url = recreate(&a.pg, "upkeep_bench_queue").await;
+    let db_url = recreate(&a.pg, "upkeep_bench_queue", None).await;
     let pool = PgPool::connect(&db_url).await.expect("connect");
     upkeep::demo::fixture::load_dify_fixture(&pool)
         .await
@@ -63,7 +64,7 @@ async fn main() {
         let mut procs = vec![];
         let mut urls = vec![];
         for i in 0..daemons {
-            let (child, url) = spawn_daemon(&a.upkeep, &db_url, i).await;
+            let (child, url) = spawn_daemon(&a.upkeep, &db_url, &format!("bench{i}")).await;
             procs.push(child);
             urls.push(url);
         }
@@ -107,77 +108,6 @@ struct Figures {
     p99_ms: f64,
     max_ms: f64,
     jobs_per_s: f64,
-}
-
-async fn recreate(server: &str, name: &str) -> String {
-    let mut c = PgConnection::connect(server)
-        .await
-        .expect("bench Postgres answers");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut c)
-            .await
-            .expect("recreate");
-    }
-    let (prefix, _) = server.rsplit_once('/').expect("URL with a database");
-    format!("{prefix}/{name}")
-}
-
-async fn spawn_daemon(bin: &str, db_url: &str, i: usize) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(bin)
-        .arg("serve")
-        .env("UPKEEP_DATABASE_URL", db_url)
-        .env("UPKEEP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("UPKEEP_ADMIN_TOKEN", TOKEN)
-        .env("UPKEEP_WORKERS", "4")
-        .env("UPKEEP_WORKER_NAME", format!("bench{i}"))
-        .env("UPKEEP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn upkeep");
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "daemon {i} not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, url)
-}
-
-fn peak_rss(c: &Child) -> String {
-    let pid = c.id().unwrap_or(0);
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l[6..].trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-async fn stop(c: &mut Child) {
-    if let Some(pid) = c.id() {
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
 }
 
 async fn upkeep_run(pool: &PgPool, urls: &[String], jobs: usize, pace: Option<f64>) -> Figures {

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::process::Command;
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
+#[path = "common.rs"]
+mod common;
+use common::{TOKEN, peak_rss, recreate, spawn_daemon, stop};
 
 #[tokio::main]
 async fn main() {
@@ -128,54 +130,9 @@ async fn db_size(url: &str) -> i64 {
         .expect("size")
 }
 
-async fn recreate(server: &str, name: &str, template: Option<&str>) -> String {
-    let mut c = PgConnection::connect(server)
-        .await
-        .expect("bench Postgres answers");
-    let create = match template {
-        Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
-        None => format!("CREATE DATABASE {name}"),
-    };
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        create,
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut c)
-            .await
-            .expect("recreate");
-    }
-    let (prefix, _) = server.rsplit_once('/').expect("URL with a database");
-    format!("{prefix}/{name}")
-}
-
 async fn run_upkeep(bin: &str, db_url: &str, mode: &str) -> (Duration, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .env("UPKEEP_DATABASE_URL", db_url)
-        .env("UPKEEP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("UPKEEP_ADMIN_TOKEN", TOKEN)
-        .env("UPKEEP_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn upkeep");
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut child, url) = spawn_daemon(bin, db_url, "vacuum-bench").await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "daemon not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let t0 = Instant::now();
     let job: Value = http
         .post(format!("{url}/v1/jobs"))
@@ -205,18 +162,7 @@ async fn run_upkeep(bin: &str, db_url: &str, mode: &str) -> (Duration, String) {
         }
     }
     let elapsed = t0.elapsed();
-    let pid = child.id().unwrap_or(0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l[6..].trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let rss = peak_rss(&child);
+    stop(&mut child).await;
     (elapsed, rss)
 }

@@ -125,37 +125,6 @@ pub struct GenSummary {
     pub elapsed_ms: u64,
 }
 
-/// Streams every table, `STREAMS` at a time, and returns the rows each received.
-async fn copy_all(pool: &PgPool, world: &Arc<World>) -> Result<BTreeMap<String, u64>, sqlx::Error> {
-    let permits = Arc::new(Semaphore::new(STREAMS));
-    let mut tasks = JoinSet::new();
-    for &(table, copy) in TABLES {
-        let (pool, world, permits) = (pool.clone(), world.clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let r = copy(&pool, &world).await.map(|rows| (table, rows));
-            eprintln!("TABLE {table} {:?}", world.now);
-            r
-        });
-    }
-    let mut rows = BTreeMap::new();
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok((table, n))) => {
-                rows.insert(table.to_owned(), n);
-            }
-            Ok(Err(e)) => {
-                failure.get_or_insert(e);
-            }
-            Err(e) => {
-                failure.get_or_insert(sqlx::Error::Protocol(format!("generator task failed: {e}")));
-            }
-        }
-    }
-    failure.map_or(Ok(rows), Err)
-}
-
 impl GenSummary {
     pub fn total_rows(&self) -> u64 {
         self.rows.values().sum()
@@ -169,24 +138,19 @@ const STREAMS: usize = 3;
 
 /// Fills an empty Dify schema (the fixture or Dify's own) with the world `spec` describes.
 ///
-/// The loaded tables' plain indexes are dropped during the load and rebuilt after it with
-/// their exact definitions (also when the load fails); a generation killed half-way leaves
-/// them missing, which is why this is for test, demo and bench databases only.
+/// The loaded tables' indexes and unique constraints are dropped during the load and rebuilt
+/// after it with their exact names and definitions, also when the load fails (see
+/// `indexes`). A generation killed half-way leaves them missing: this is for test, demo and
+/// bench databases only.
 pub async fn generate(pool: &PgPool, spec: &DemoSpec) -> Result<GenSummary, sqlx::Error> {
     let started = Instant::now();
     let now = chrono::Utc::now().timestamp();
     let world = Arc::new(World::new(spec, now));
 
     let tables: Vec<&str> = TABLES.iter().map(|&(table, _)| table).collect();
-    let deferred = if std::env::var_os("XNODEFER").is_some() {
-        Vec::new()
-    } else {
-        indexes::defer(pool, &tables).await?
-    };
+    let deferred = indexes::defer(pool, &tables).await?;
     let loaded = copy_all(pool, &world).await;
-    eprintln!("PHASE copy done {:?}", started.elapsed());
     let rebuilt = indexes::rebuild(pool, deferred, STREAMS).await;
-    eprintln!("PHASE index done {:?}", started.elapsed());
     let mut rows = loaded?;
     rebuilt?;
 
@@ -206,6 +170,36 @@ pub async fn generate(pool: &PgPool, spec: &DemoSpec) -> Result<GenSummary, sqlx
             .collect(),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// Streams every table, `STREAMS` at a time, and returns the rows each received.
+async fn copy_all(pool: &PgPool, world: &Arc<World>) -> Result<BTreeMap<String, u64>, sqlx::Error> {
+    let permits = Arc::new(Semaphore::new(STREAMS));
+    let mut tasks = JoinSet::new();
+    for &(table, copy) in TABLES {
+        let (pool, world, permits) = (pool.clone(), world.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            copy(&pool, &world).await.map(|rows| (table, rows))
+        });
+    }
+    let mut rows = BTreeMap::new();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((table, n))) => {
+                rows.insert(table.to_owned(), n);
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                let e = sqlx::Error::Protocol(format!("generator task failed: {e}"));
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure.map_or(Ok(rows), Err)
 }
 
 type CopyFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'a>>;

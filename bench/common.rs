@@ -1,0 +1,88 @@
+//! What the benchmark programs share: a scratch database, and `upkeep serve` as a process.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+use tokio::process::{Child, Command};
+
+pub const TOKEN: &str = "bench-token-0123456789abcdef";
+
+/// (Re)creates database `name` on `server`, optionally from a template; returns its URL.
+pub async fn recreate(server: &str, name: &str, template: Option<&str>) -> String {
+    let mut c = PgConnection::connect(server)
+        .await
+        .expect("bench Postgres answers");
+    let create = match template {
+        Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
+        None => format!("CREATE DATABASE {name}"),
+    };
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        create,
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .expect("recreate");
+    }
+    let (prefix, _) = server.rsplit_once('/').expect("URL with a database");
+    format!("{prefix}/{name}")
+}
+
+/// Starts `upkeep serve` on a free port and waits until `/readyz` answers.
+pub async fn spawn_daemon(bin: &str, db_url: &str, name: &str) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let child = Command::new(bin)
+        .arg("serve")
+        .env("UPKEEP_DATABASE_URL", db_url)
+        .env("UPKEEP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("UPKEEP_ADMIN_TOKEN", TOKEN)
+        .env("UPKEEP_WORKERS", "4")
+        .env("UPKEEP_WORKER_NAME", name)
+        .env("UPKEEP_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn upkeep");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "daemon {name} not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, url)
+}
+
+/// Peak resident memory of a running child (VmHWM).
+pub fn peak_rss(c: &Child) -> String {
+    let pid = c.id().unwrap_or(0);
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l[6..].trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// SIGTERM, then wait (30 s at most).
+pub async fn stop(c: &mut Child) {
+    if let Some(pid) = c.id() {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+}
