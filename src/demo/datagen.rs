@@ -3,7 +3,8 @@
 //!
 //! Every row is derived from `DemoSpec::seed` and the row's index, so the same spec always
 //! yields the same ids (only timestamps move with the clock), each table is produced on its
-//! own, and tables are streamed with `COPY` several at a time with bounded memory.
+//! own, and tables are streamed with `COPY` several at a time with bounded memory, their
+//! indexes built once the rows are in.
 
 mod copy;
 mod dead;

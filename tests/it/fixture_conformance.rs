@@ -96,6 +96,22 @@ async fn indexes(pool: &PgPool, tables: &[String]) -> BTreeMap<ColumnKey, String
         .collect()
 }
 
+/// Every index and constraint definition of the public schema, to show that generating data
+/// (which defers indexes during the load) leaves the schema exactly as it found it.
+async fn schema_objects(pool: &PgPool) -> BTreeSet<String> {
+    sqlx::query_scalar(
+        "SELECT indexdef FROM pg_catalog.pg_indexes WHERE schemaname = 'public' \
+         UNION ALL \
+         SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_catalog.pg_constraint WHERE connamespace = 'public'::regnamespace",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read indexes and constraints")
+    .into_iter()
+    .collect()
+}
+
 /// Lists every way `fixture` differs from `real`, for the entries either side has.
 fn differences(
     what: &str,
@@ -452,25 +468,31 @@ const FACTS: &[(&str, &str)] = &[
     ),
     (
         "documents name an existing upload file in data_source_info",
-        "SELECT count(*) FROM public.documents d WHERE NOT EXISTS (SELECT 1 FROM public.upload_files f \
-         WHERE f.id = ((d.data_source_info::json)->>'upload_file_id')::uuid)",
+        "SELECT count(*) FROM public.documents d WHERE NOT EXISTS \
+         (SELECT 1 FROM public.upload_files f \
+          WHERE f.id = ((d.data_source_info::json)->>'upload_file_id')::uuid)",
     ),
     (
         "high-quality datasets carry Dify's index_struct for their own collection",
-        "SELECT count(*) FROM public.datasets WHERE indexing_technique = 'high_quality' AND index_struct IS DISTINCT FROM \
-         '{\"type\": \"weaviate\", \"vector_store\": {\"class_prefix\": \"Vector_index_' || replace(id::text, '-', '_') || '_Node\"}}'",
+        "SELECT count(*) FROM public.datasets \
+         WHERE indexing_technique = 'high_quality' AND index_struct IS DISTINCT FROM \
+         '{\"type\": \"weaviate\", \"vector_store\": {\"class_prefix\": \"Vector_index_' \
+         || replace(id::text, '-', '_') || '_Node\"}}'",
     ),
     (
         "upload file keys are upload_files/<tenant_id>/<uuid>.<ext>",
-        "SELECT count(*) FROM public.upload_files WHERE key NOT LIKE 'upload_files/' || tenant_id || '/%.' || extension",
+        "SELECT count(*) FROM public.upload_files \
+         WHERE key NOT LIKE 'upload_files/' || tenant_id || '/%.' || extension",
     ),
     (
         "tool file keys are tools/<tenant_id>/<hex>.<ext>",
-        "SELECT count(*) FROM public.tool_files WHERE file_key !~ ('^tools/' || tenant_id || '/[0-9a-f]{32}\\.png$')",
+        "SELECT count(*) FROM public.tool_files \
+         WHERE file_key !~ ('^tools/' || tenant_id || '/[0-9a-f]{32}\\.png$')",
     ),
     (
         "segments are completed with a vector id",
-        "SELECT count(*) FROM public.document_segments WHERE status <> 'completed' OR index_node_id IS NULL",
+        "SELECT count(*) FROM public.document_segments \
+         WHERE status <> 'completed' OR index_node_id IS NULL",
     ),
 ];
 
@@ -533,13 +555,15 @@ async fn check_generated(pool: &PgPool, summary: &GenSummary) {
     // A 30-day purge must find work, and also leave rows behind.
     let old = count(
         pool,
-        "SELECT count(*) FROM public.conversations WHERE updated_at < now() AT TIME ZONE 'UTC' - interval '30 days'"
+        "SELECT count(*) FROM public.conversations \
+         WHERE updated_at < now() AT TIME ZONE 'UTC' - interval '30 days'"
             .to_owned(),
     )
     .await;
     let recent = count(
         pool,
-        "SELECT count(*) FROM public.messages WHERE created_at >= now() AT TIME ZONE 'UTC' - interval '30 days'"
+        "SELECT count(*) FROM public.messages \
+         WHERE created_at >= now() AT TIME ZONE 'UTC' - interval '30 days'"
             .to_owned(),
     )
     .await;
@@ -595,9 +619,15 @@ async fn generator_fills_the_fixture_consistently() {
     }
 
     let spec = DemoSpec::demo();
+    let schema = schema_objects(&db.pool).await;
     let summary = generate(&db.pool, &spec)
         .await
         .expect("generate the demo data");
+    assert_eq!(
+        schema_objects(&db.pool).await,
+        schema,
+        "generation changed the schema"
+    );
     eprintln!(
         "demo data: {} rows ({} messages) in {} ms",
         summary.total_rows(),
@@ -627,8 +657,14 @@ async fn generator_fills_difys_real_schema() {
     };
     let db = empty_database().await;
     load_real_schema(&db, real_sql).await;
+    let schema = schema_objects(&db.pool).await;
     let summary = generate(&db.pool, &DemoSpec::demo())
         .await
         .expect("generate into Dify's own schema");
+    assert_eq!(
+        schema_objects(&db.pool).await,
+        schema,
+        "generation changed the schema"
+    );
     check_generated(&db.pool, &summary).await;
 }

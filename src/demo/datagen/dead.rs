@@ -28,7 +28,8 @@ pub(super) async fn make_dead_rows(
         ),
         (
             "conversations",
-            "UPDATE public.conversations SET read_at = updated_at, read_account_id = from_account_id WHERE ",
+            "UPDATE public.conversations \
+             SET read_at = updated_at, read_account_id = from_account_id WHERE ",
         ),
     ];
     for (table, update) in updates {

@@ -58,8 +58,8 @@ pub(super) async fn defer(pool: &PgPool, tables: &[&str]) -> Result<Vec<Deferred
     Ok(deferred)
 }
 
-/// Rebuilds every deferred index, `parallel` at a time. Tries them all even when one fails,
-/// so one bad index does not leave the others missing, and returns the first error.
+/// Rebuilds every deferred index and constraint, `parallel` at a time. Tries them all even
+/// when one fails, so one failure does not leave the others missing; returns the first error.
 pub(super) async fn rebuild(
     pool: &PgPool,
     deferred: Vec<Deferred>,
