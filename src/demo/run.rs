@@ -107,15 +107,22 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     println!("token: {token}");
     println!("database: {}", crate::config::redact_url(&db_url));
     println!("storage: {}", storage.display());
+    let rows = |t: &str| summary.rows.get(t).copied().unwrap_or(0);
     println!(
-        "demo data: {}",
-        serde_json::to_string(&summary).unwrap_or_default()
+        "demo data: {} tenants, {} apps, {} messages, {} workflow runs, {} files, {} rows in all",
+        rows("tenants"),
+        rows("apps"),
+        rows("messages"),
+        rows("workflow_runs"),
+        rows("upload_files") + rows("tool_files"),
+        summary.rows.values().sum::<u64>()
     );
+    let exe = std::env::current_exe().map_or_else(|_| "upkeep".into(), |p| p.display().to_string());
     println!();
     println!("  export UPKEEP_URL={url} UPKEEP_ADMIN_TOKEN={token}");
     println!("  curl -s -H \"Authorization: Bearer $UPKEEP_ADMIN_TOKEN\" $UPKEEP_URL/v1/tenants");
     println!("  curl -s -H \"Authorization: Bearer $UPKEEP_ADMIN_TOKEN\" $UPKEEP_URL/v1/preflight");
-    println!("  upkeep jobs submit vacuum --param mode=analyze --watch");
+    println!("  {exe} jobs submit vacuum --param mode=analyze --watch");
     println!("  open {url}/docs for the API;  Ctrl-C stops the demo");
     daemon.run_until_signal(Duration::from_secs(10)).await;
     Ok(())
