@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{AppQuery, JobId};
-use crate::queue::{self, JobEvent, JobState};
+use crate::queue::{self, JobEvent};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +142,7 @@ fn event_stream(
                 return None;
             }
             match queue::get(&c.state.pool, c.job).await {
-                Ok(row) if row.state().is_finished() && row.state() != JobState::Queued => {
+                Ok(row) if row.state().is_finished() => {
                     c.closing = true;
                     continue;
                 }

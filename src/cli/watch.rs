@@ -12,6 +12,8 @@ use super::client::Client;
 pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
     let tty = std::io::stderr().is_terminal();
     let mut last_id: Option<String> = None;
+    // The bar on screen, redrawn under any other line so the final count stays visible.
+    let mut bar: Option<String> = None;
     // The stream ends when the job does; a dropped connection is resumed with Last-Event-ID.
     for _ in 0..100 {
         let mut rb = client
@@ -42,7 +44,7 @@ pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
                 let frame: String = buf.drain(..end + 2).collect();
                 if let Some((event_id, data)) = parse_frame(&frame) {
                     last_id = Some(event_id);
-                    show(&data, tty);
+                    show(&data, tty, &mut bar);
                 }
             }
         }
@@ -84,7 +86,7 @@ fn parse_frame(frame: &str) -> Option<(String, Value)> {
     Some((id?, serde_json::from_str(&data).ok()?))
 }
 
-fn show(event: &Value, tty: bool) {
+fn show(event: &Value, tty: bool, bar: &mut Option<String>) {
     let data = &event["data"];
     match event["type"].as_str() {
         Some("progress") => {
@@ -92,6 +94,7 @@ fn show(event: &Value, tty: bool) {
             if tty {
                 eprint!("\r\x1b[2K{line}");
                 let _ = std::io::stderr().flush();
+                *bar = Some(line);
             } else {
                 eprintln!("{line}");
             }
@@ -106,6 +109,10 @@ fn show(event: &Value, tty: bool) {
                 .map(|s| format!("[{s}] "))
                 .unwrap_or_default();
             eprintln!("{t}: {state}{msg}");
+            if let Some(line) = bar.as_deref().filter(|_| tty) {
+                eprint!("{line}");
+                let _ = std::io::stderr().flush();
+            }
         }
         None => {}
     }
