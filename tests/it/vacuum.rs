@@ -213,6 +213,7 @@ async fn dry_run_lists_tables_with_sizes_and_touches_nothing() {
     assert!(chains["total_bytes"].as_i64().unwrap() > 0);
     assert_eq!(plan["full_peak_free_space_bytes"], chains["total_bytes"]);
     assert_eq!(plan["tables"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["sizes"], "exact");
     let vacuums_after: i64 = sqlx::query_scalar(
         "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname = 'message_chains'",
     )
@@ -220,5 +221,31 @@ async fn dry_run_lists_tables_with_sizes_and_touches_nothing() {
     .await
     .unwrap();
     assert_eq!(vacuums_before, vacuums_after);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_table_does_not_stall_the_plan() {
+    let db = pg::dify_database().await;
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE public.apps IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let d = TestDaemon::start(&db, Options::default()).await;
+    // Submitting validates names from the catalogue alone: no wait on the lock.
+    let (status, job) = d
+        .submit(
+            json!({"kind": "vacuum", "dry_run": true, "params": {"tables": ["apps", "tenants"]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // Measuring would have waited on the lock, so the plan says its sizes are estimates.
+    assert_eq!(done["result"]["sizes"], "estimated");
+    assert_eq!(done["result"]["tables"][0]["table"], "apps");
+    assert!(done["result"]["tables"][0]["total_bytes"].as_i64().unwrap() > 0);
+    holder.rollback().await.unwrap();
     d.stop().await;
 }
