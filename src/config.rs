@@ -121,7 +121,7 @@ const STORAGE_PREFIXES: &[&str] = &[
     "OCI_",
 ];
 
-pub struct Env<'a>(&'a HashMap<String, String>);
+struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
     /// Dify (pydantic) treats an empty value like an absent one for these settings.

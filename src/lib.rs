@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod dify;
 pub mod failpoint;
+pub mod fieldpath;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;

@@ -157,73 +157,54 @@ impl Workers {
         outcome: Result<serde_json::Value, JobError>,
     ) {
         let id = lease.job_id;
-        let (state, written) = match outcome {
-            Ok(result) => (
-                JobState::Succeeded,
-                lease
-                    .finish(JobState::Succeeded, Some(&result), None, "job succeeded")
-                    .await
-                    .map(|_| ()),
-            ),
+        let failed = |code: &str, message: String| Some(json!({"code": code, "message": message}));
+        let (state, result, error, message) = match outcome {
+            Ok(result) => (JobState::Succeeded, Some(result), None, "job succeeded"),
             Err(JobError::Cancelled) => (
                 JobState::Cancelled,
-                lease
-                    .finish(
-                        JobState::Cancelled,
-                        None,
-                        None,
-                        "cancelled at a batch boundary",
-                    )
-                    .await
-                    .map(|_| ()),
+                None,
+                None,
+                "cancelled at a batch boundary",
+            ),
+            Err(JobError::Failed {
+                code,
+                message,
+                result,
+            }) => (
+                JobState::Failed,
+                result,
+                failed(code, message),
+                "job failed",
+            ),
+            Err(JobError::Db(e)) => (
+                JobState::Failed,
+                None,
+                failed("database_error", e.to_string()),
+                "job failed",
             ),
             Err(JobError::Interrupted) => {
                 tracing::info!(job.id = %id, "job {id} interrupted by shutdown; requeued at its checkpoint");
-                (
-                    JobState::Queued,
-                    lease
-                        .requeue("daemon shutting down; requeued at its last checkpoint")
-                        .await,
-                )
+                if let Err(e) = lease
+                    .requeue("daemon shutting down; requeued at its last checkpoint")
+                    .await
+                {
+                    tracing::warn!(job.id = %id, error = %e, "could not requeue job {id}; its lease will expire and it will be resumed");
+                }
+                return;
             }
             Err(JobError::LeaseLost) => {
                 tracing::warn!(job.id = %id, "lost the lease of job {id}; another worker owns it now");
                 return;
             }
-            Err(JobError::Failed {
-                code,
-                message,
-                result,
-            }) => {
-                let error = json!({"code": code, "message": message});
-                (
-                    JobState::Failed,
-                    lease
-                        .finish(
-                            JobState::Failed,
-                            result.as_ref(),
-                            Some(&error),
-                            "job failed",
-                        )
-                        .await
-                        .map(|_| ()),
-                )
-            }
-            Err(JobError::Db(e)) => {
-                let error = json!({"code": "database_error", "message": e.to_string()});
-                (
-                    JobState::Failed,
-                    lease
-                        .finish(JobState::Failed, None, Some(&error), "job failed")
-                        .await
-                        .map(|_| ()),
-                )
-            }
         };
-        match written {
-            Ok(()) => {
-                let elapsed = started.elapsed();
-                self.metrics.observe_duration(kind, state.as_str(), elapsed);
+        // Observed before the write, so the metric is there by the time anyone sees the end.
+        let elapsed = started.elapsed();
+        self.metrics.observe_duration(kind, state.as_str(), elapsed);
+        match lease
+            .finish(state, result.as_ref(), error.as_ref(), message)
+            .await
+        {
+            Ok(_) => {
                 tracing::info!(job.id = %id, state = state.as_str(), duration_ms = elapsed.as_millis() as u64, "job {id} ended: {}", state.as_str());
             }
             Err(FenceError::Lost) => {

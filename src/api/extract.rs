@@ -51,48 +51,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             // Syntax errors keep their position: it is what the client needs to fix them.
             return ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {message}"));
         }
-        // A data error names its field; the byte position would only add noise.
-        let message = match message.rsplit_once(" at line ") {
-            Some((head, _)) => head.to_string(),
-            None => message,
-        };
         field_error(&path, &message)
     })
 }
 
-/// Maps a serde message at `path` to the error naming the field.
 fn field_error(path: &str, message: &str) -> ApiError {
-    let join = |name: &str| {
-        if path == name || path.ends_with(&format!(".{name}")) {
-            path.to_string()
-        } else if path == "." || path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
-    let quoted = |prefix: &str| {
-        message
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_string)
-    };
-    if let Some(name) = quoted("unknown field `") {
-        return ApiError::field(
-            ErrorCode::UnknownField,
-            join(&name),
-            format!("unknown field {name:?}"),
-        );
-    }
-    if let Some(name) = quoted("missing field `") {
-        return ApiError::field(ErrorCode::InvalidField, join(&name), "is required");
-    }
-    let field = if path == "." {
-        "body".to_string()
+    let located = crate::fieldpath::locate(None, path, message);
+    let code = if located.unknown {
+        ErrorCode::UnknownField
     } else {
-        path.to_string()
+        ErrorCode::InvalidField
     };
-    ApiError::field(ErrorCode::InvalidField, field, message.to_string())
+    ApiError::field(code, located.field, located.message)
 }
 
 /// Query string, parsed with the name of the bad parameter.
@@ -103,7 +73,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(AppQuery)
             .map_err(|e| {
@@ -111,10 +81,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
                 field_error(&path, &e.into_inner().to_string())
             })
     }
-}
-
-fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
-    form_urlencoded::parse(query.as_bytes())
 }
 
 /// The `{id}` of a job path, as a UUID.

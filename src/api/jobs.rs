@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{AppJson, AppQuery, JobId};
 use super::view::JobView;
-use crate::jobs::{JobRequest, JobSpec};
+use crate::jobs::{JobRequest, JobSpec, SpecError};
 use crate::queue::{self, JobFilter, JobState, NewJob, Submitted};
 
 /// `POST /v1/jobs` body. `params` is typed per `kind` (see `JobRequest`).
@@ -136,14 +136,7 @@ pub async fn list(
     if let Some(kind) = &q.kind
         && !crate::jobs::KINDS.contains(&kind.as_str())
     {
-        return Err(ApiError::field(
-            ErrorCode::UnknownKind,
-            "kind",
-            format!(
-                "unknown job kind {kind:?}; known: {}",
-                crate::jobs::KINDS.join(", ")
-            ),
-        ));
+        return Err(SpecError::UnknownKind(kind.clone()).into());
     }
     let filter = JobFilter {
         state: q.state,

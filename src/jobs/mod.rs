@@ -101,44 +101,13 @@ pub trait JobKind {
 pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, SpecError> {
     serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde reports an unknown field at its container; name the field itself.
-        if let Some(name) = inner
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            let field = join_path("params", &path, name);
-            return SpecError::Invalid {
-                message: format!("unknown field {name:?}"),
-                field,
-                unknown_field: true,
-            };
+        let located = crate::fieldpath::locate(Some("params"), &path, &e.into_inner().to_string());
+        SpecError::Invalid {
+            field: located.field,
+            message: located.message,
+            unknown_field: located.unknown,
         }
-        if let Some(name) = inner
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            return SpecError::invalid(join_path("params", &path, name), "is required");
-        }
-        let field = if path == "." {
-            "params".to_string()
-        } else {
-            format!("params.{path}")
-        };
-        SpecError::invalid(field, inner)
     })
-}
-
-/// serde_path_to_error's path already ends at an unknown field, but stops at the container of
-/// a missing one; either way the result names the field itself.
-fn join_path(root: &str, path: &str, name: &str) -> String {
-    if path == name || path.ends_with(&format!(".{name}")) {
-        format!("{root}.{path}")
-    } else if path == "." || path.is_empty() {
-        format!("{root}.{name}")
-    } else {
-        format!("{root}.{path}.{name}")
-    }
 }
 
 macro_rules! job_kinds {

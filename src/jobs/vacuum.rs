@@ -298,12 +298,40 @@ async fn table_stats(
         .bind(MEASURE_LOCK_TIMEOUT)
         .execute(&mut *tx)
         .await?;
-    let exact = sqlx::query_as::<_, TableStats>(
-        "SELECT c.relname::text AS table, pg_total_relation_size(c.oid) AS total_bytes, \
-            pg_relation_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes, \
+    match stats_query(&mut *tx, only, true).await {
+        Ok(stats) => {
+            tx.commit().await?;
+            Ok((stats, true))
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {
+            drop(tx);
+            Ok((stats_query(pool, only, false).await?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One query for both ways of measuring: `exact` calls the size functions (which lock each
+/// table), otherwise sizes are pages from the catalogue (no lock). CASE evaluates only the
+/// branch it takes.
+async fn stats_query<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    only: Option<&Vec<String>>,
+    exact: bool,
+) -> Result<Vec<TableStats>, sqlx::Error> {
+    sqlx::query_as::<_, TableStats>(
+        "SELECT c.relname::text AS table, \
+            CASE WHEN $3 THEN pg_total_relation_size(c.oid) \
+                 ELSE (c.relpages + coalesce(t.relpages, 0) + coalesce(ix.pages, 0)) * bs.v END AS total_bytes, \
+            CASE WHEN $3 THEN pg_relation_size(c.oid) ELSE c.relpages * bs.v END AS table_bytes, \
+            CASE WHEN $3 THEN pg_indexes_size(c.oid) ELSE coalesce(ix.pages, 0) * bs.v END AS index_bytes, \
             coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples, \
             s.last_vacuum, s.last_autovacuum \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         CROSS JOIN (SELECT current_setting('block_size')::bigint AS v) bs \
+         LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+         LEFT JOIN LATERAL (SELECT sum(i.relpages)::bigint AS pages FROM pg_index x \
+            JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) ix ON true \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
            AND ($2::text[] IS NULL OR c.relname = ANY($2)) \
@@ -311,39 +339,9 @@ async fn table_stats(
     )
     .bind(SCHEMA)
     .bind(only)
-    .fetch_all(&mut *tx)
-    .await;
-    match exact {
-        Ok(stats) => {
-            tx.commit().await?;
-            Ok((stats, true))
-        }
-        Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {
-            drop(tx);
-            let estimated = sqlx::query_as::<_, TableStats>(
-                "SELECT c.relname::text AS table, \
-                    ((c.relpages + coalesce(t.relpages, 0) + coalesce(ix.pages, 0)) * bs.v) AS total_bytes, \
-                    (c.relpages * bs.v) AS table_bytes, (coalesce(ix.pages, 0) * bs.v) AS index_bytes, \
-                    coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples, \
-                    s.last_vacuum, s.last_autovacuum \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 CROSS JOIN (SELECT current_setting('block_size')::bigint AS v) bs \
-                 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
-                 LEFT JOIN LATERAL (SELECT sum(i.relpages)::bigint AS pages FROM pg_index x \
-                    JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) ix ON true \
-                 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
-                   AND ($2::text[] IS NULL OR c.relname = ANY($2)) \
-                 ORDER BY c.relname",
-            )
-            .bind(SCHEMA)
-            .bind(only)
-            .fetch_all(pool)
-            .await?;
-            Ok((estimated, false))
-        }
-        Err(e) => Err(e),
-    }
+    .bind(exact)
+    .fetch_all(db)
+    .await
 }
 
 /// VACUUM FULL rewrites one table at a time; at its peak it needs the largest table with its

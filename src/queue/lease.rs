@@ -146,19 +146,28 @@ impl Lease {
         cancel.ok_or(FenceError::Lost)
     }
 
+    /// Appends an event of this attempt; fenced like every other write, so a worker that lost
+    /// the job cannot add to its log.
     pub async fn event(
         &self,
         event_type: EventType,
         data: serde_json::Value,
     ) -> Result<(), FenceError> {
-        append_event(
-            &self.pool,
-            self.job_id,
-            event_type,
-            Some(self.attempt),
-            data,
-        )
+        let done = sqlx::query(concat!(
+            "INSERT INTO upkeep.job_events (job_id, attempt, type, data) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM upkeep.jobs WHERE ",
+            fence!(),
+            ")"
+        ))
+        .bind(self.job_id)
+        .bind(self.attempt)
+        .bind(event_type.as_str())
+        .bind(data)
+        .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(FenceError::Lost);
+        }
         Ok(())
     }
 

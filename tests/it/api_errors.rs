@@ -272,7 +272,7 @@ async fn paths_and_queries_are_checked() {
             err(
                 "unknown_kind",
                 Some("kind"),
-                "unknown job kind \"defrag\"; known: vacuum",
+                "unknown job kind \"defrag\"; this daemon runs: vacuum",
             ),
         ),
         (

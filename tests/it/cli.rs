@@ -58,11 +58,7 @@ async fn submit_watch_list_show_exit_codes() {
     );
 
     // A failing job: watch exits non-zero and says why.
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE public.apps IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = pg::hold_lock(&db, "apps").await;
     let mut p = Proc::spawn(
         &[
             "jobs",

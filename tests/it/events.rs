@@ -77,6 +77,29 @@ async fn sse_delivers_progress_in_order_and_resumes() {
         after = page["next_after"].as_i64().unwrap();
     }
     assert_eq!(paged, all);
+
+    // The work and the attempt are counted in /metrics.
+    let metrics = d
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("upkeep_processed_total{kind=\"vacuum\",unit=\"tables\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("upkeep_job_duration_seconds_count{kind=\"vacuum\",state=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("upkeep_jobs{state=\"succeeded\",kind=\"vacuum\"} 1"),
+        "{metrics}"
+    );
     d.stop().await;
 }
 

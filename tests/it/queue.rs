@@ -149,6 +149,11 @@ async fn an_expired_lease_is_rescued_and_the_old_owner_is_fenced_off() {
         Err(FenceError::Lost)
     ));
     assert!(matches!(a.requeue("a").await, Err(FenceError::Lost)));
+    assert!(matches!(
+        a.event(upkeep::queue::EventType::Log, json!({"message": "late"}))
+            .await,
+        Err(FenceError::Lost)
+    ));
 
     let b = Lease::new(db.pool.clone(), job.id, second.row.attempts, lease_time);
     let done = b
@@ -311,11 +316,7 @@ async fn cancel_reaches_a_running_job_at_its_next_batch() {
 #[tokio::test]
 async fn cancel_interrupts_a_statement_waiting_on_a_lock() {
     let db = pg::dify_database().await;
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = pg::hold_lock(&db, "tenants").await;
     let d = TestDaemon::start(
         &db,
         Options {

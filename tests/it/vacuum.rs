@@ -118,11 +118,7 @@ async fn without_tables_it_vacuums_every_dify_table() {
 #[tokio::test]
 async fn a_held_lock_is_a_clean_per_table_failure() {
     let db = pg::dify_database().await;
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE public.apps IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = pg::hold_lock(&db, "apps").await;
     let d = TestDaemon::start(&db, Options::default()).await;
     let (_, job) = d
         .submit(json!({"kind": "vacuum", "params": {"tables": ["accounts", "apps", "tenants"], "lock_timeout_ms": 200}}))
@@ -227,11 +223,7 @@ async fn dry_run_lists_tables_with_sizes_and_touches_nothing() {
 #[tokio::test]
 async fn a_locked_table_does_not_stall_the_plan() {
     let db = pg::dify_database().await;
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE public.apps IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = pg::hold_lock(&db, "apps").await;
     let d = TestDaemon::start(&db, Options::default()).await;
     // Submitting validates names from the catalogue alone: no wait on the lock.
     let (status, job) = d

@@ -162,3 +162,16 @@ pub async fn wait_until(db: &TestDb, sql: &'static str, deadline: std::time::Dur
         .await
         .unwrap_or_else(|_| panic!("condition not reached within {deadline:?}: {sql}"));
 }
+
+/// Holds an ACCESS EXCLUSIVE lock on `public.<table>` until the transaction is rolled back
+/// or dropped: what a busy Dify (or a migration) looks like to a job.
+pub async fn hold_lock(db: &TestDb, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool.begin().await.expect("begin");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE public.\"{table}\" IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .expect("lock");
+    tx
+}
