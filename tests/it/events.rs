@@ -79,14 +79,7 @@ async fn sse_delivers_progress_in_order_and_resumes() {
     assert_eq!(paged, all);
 
     // The work and the attempt are counted in /metrics.
-    let metrics = d
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("upkeep_processed_total{kind=\"vacuum\",unit=\"tables\"} 5"),
         "{metrics}"

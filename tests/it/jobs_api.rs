@@ -238,14 +238,7 @@ async fn tenants_preflight_and_metrics() {
     assert_eq!(messages["exists"], true);
 
     let (_, _) = d.submit(vacuum(&["tenants"])).await;
-    let text = d
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     assert!(
         text.contains("upkeep_jobs{state=\"queued\",kind=\"vacuum\"} 1"),
         "{text}"

@@ -111,6 +111,17 @@ impl TestDaemon {
         self.call(Method::POST, "/v1/jobs", Some(body)).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("metrics body")
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         let (status, body) = self
             .call(Method::GET, &format!("/v1/jobs/{id}"), None)
