@@ -52,6 +52,7 @@ impl Daemon {
         failpoints: FailPoints,
         pool: sqlx::PgPool,
     ) -> Result<Daemon, DaemonError> {
+        let settings = Arc::new(settings);
         let tcp = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| DaemonError::Bind {
@@ -79,6 +80,7 @@ impl Daemon {
                 poll_interval: settings.poll_interval,
                 job_ttl_days: settings.job_ttl_days,
                 failpoints: Arc::new(failpoints),
+                settings: settings.clone(),
             },
             signals: signals.clone(),
             metrics: metrics.clone(),
@@ -86,7 +88,7 @@ impl Daemon {
         let workers = tokio::spawn(workers.run(shutdown.clone()));
         let state = AppState {
             pool: pool.clone(),
-            settings: Arc::new(settings),
+            settings,
             signals,
             metrics,
             shutdown: shutdown.clone(),

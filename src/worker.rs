@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::config::Settings;
 use crate::failpoint::FailPoints;
 use crate::jobs::{CtxParts, JobCtx, JobError, JobSpec};
 use crate::listener::Signals;
@@ -26,6 +27,7 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub job_ttl_days: u32,
     pub failpoints: Arc<FailPoints>,
+    pub settings: Arc<Settings>,
 }
 
 #[derive(Clone)]
@@ -131,6 +133,7 @@ impl Workers {
                 shutdown,
                 metrics: self.metrics.clone(),
                 failpoints: self.config.failpoints.clone(),
+                settings: self.config.settings.clone(),
             });
             let heartbeat = tokio::spawn(heartbeat(lease.clone(), cancel.clone(), lost.clone()));
             let started = Instant::now();

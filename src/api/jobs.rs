@@ -72,7 +72,7 @@ pub async fn submit(
         }
     };
     let spec = JobSpec::parse(&body.kind, params)?;
-    spec.validate(&state.pool).await?;
+    spec.validate(&state.pool, &state.settings).await?;
     let submitted = queue::submit(
         &state.pool,
         NewJob {

@@ -70,6 +70,7 @@ fn is_secret(key: &str) -> bool {
         "credential",
         "api_key",
         "account_key",
+        "service_account",
     ]
     .iter()
     .any(|s| k.contains(s))

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::JobError;
 use super::progress::{Progress, RateMeter};
+use crate::config::Settings;
 use crate::failpoint::{FailAction, FailPoints};
 use crate::metrics::Metrics;
 use crate::queue::{EventType, FenceError, Lease};
@@ -26,6 +27,8 @@ pub struct JobCtx {
     pub attempt: i32,
     pub dry_run: bool,
     pub pool: PgPool,
+    /// The daemon's configuration (Dify's env), for jobs whose params default to it.
+    pub settings: Arc<Settings>,
     lease: Lease,
     checkpoint: Option<serde_json::Value>,
     /// Fired by a cancel request or a lost lease.
@@ -49,6 +52,7 @@ pub struct CtxParts {
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
     pub failpoints: Arc<FailPoints>,
+    pub settings: Arc<Settings>,
 }
 
 impl JobCtx {
@@ -59,6 +63,7 @@ impl JobCtx {
             attempt: parts.lease.attempt,
             dry_run: parts.dry_run,
             pool: parts.lease.pool().clone(),
+            settings: parts.settings,
             lease: parts.lease,
             checkpoint: parts.checkpoint,
             cancel: parts.cancel,

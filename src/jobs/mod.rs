@@ -3,6 +3,7 @@
 
 mod context;
 pub mod progress;
+pub mod storage_migrate;
 pub mod vacuum;
 
 pub use context::{CtxParts, JobCtx};
@@ -14,6 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgPool;
+
+use crate::config::Settings;
 
 /// How a job attempt ended, other than with a result.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,7 @@ pub trait JobKind {
     fn validate(
         params: &Self::Params,
         pool: &PgPool,
+        settings: &Settings,
     ) -> impl Future<Output = Result<(), SpecError>> + Send;
 
     /// A dry run: reports what `run` would do and touches nothing.
@@ -148,8 +152,8 @@ macro_rules! job_kinds {
                 match self { $(JobSpec::$variant(p) => <$ty as JobKind>::resource_key(p),)+ }
             }
 
-            pub async fn validate(&self, pool: &PgPool) -> Result<(), SpecError> {
-                match self { $(JobSpec::$variant(p) => <$ty as JobKind>::validate(p, pool).await,)+ }
+            pub async fn validate(&self, pool: &PgPool, settings: &Settings) -> Result<(), SpecError> {
+                match self { $(JobSpec::$variant(p) => <$ty as JobKind>::validate(p, pool, settings).await,)+ }
             }
 
             /// The params with every default filled in, as stored and compared for idempotency.
@@ -174,6 +178,7 @@ macro_rules! job_kinds {
 
 job_kinds! {
     Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
+    StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
 }
 
 #[cfg(test)]

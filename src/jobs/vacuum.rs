@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
+use crate::config::Settings;
 use crate::db::{qualified, sqlstate};
 
 const SCHEMA: &str = "public";
@@ -103,7 +104,11 @@ impl JobKind for Vacuum {
         Some("postgres:vacuum".into())
     }
 
-    async fn validate(params: &VacuumParams, pool: &PgPool) -> Result<(), SpecError> {
+    async fn validate(
+        params: &VacuumParams,
+        pool: &PgPool,
+        _settings: &Settings,
+    ) -> Result<(), SpecError> {
         if !(1..=3_600_000).contains(&params.lock_timeout_ms) {
             return Err(SpecError::invalid(
                 "params.lock_timeout_ms",

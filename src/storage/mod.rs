@@ -1,72 +1,73 @@
-//! Dify's file storage. For now: which backend `STORAGE_TYPE` names, where, and whether it
-//! answers (local roots are listed; cloud backends come with `storage_migrate`).
+//! Dify's file storage through OpenDAL: the backend config (from Dify's variables or a job's
+//! params), one operator per config with the same retry/timeout/limit layers, and streamed,
+//! verified object transfers.
 
-use std::path::{Path, PathBuf};
+pub mod config;
+pub mod operator;
+pub mod transfer;
+
+pub use config::{ConfigError, LocalConfig, StorageConfig};
+pub use operator::{Resilience, operator};
 
 use crate::config::Component;
 use crate::vector::Reachability;
 
-/// The local root Dify uses: `OPENDAL_FS_ROOT` (scheme fs) or `STORAGE_LOCAL_PATH`, default
-/// `storage`, relative to the working directory (`/app/api` in Dify's image).
-pub fn local_root(storage: &Component) -> Option<PathBuf> {
-    let root = match storage.kind.as_str() {
-        "opendal" if storage.get("OPENDAL_SCHEME").unwrap_or("fs") == "fs" => {
-            storage.get("OPENDAL_FS_ROOT").unwrap_or("storage")
-        }
-        "local" => storage.get("STORAGE_LOCAL_PATH").unwrap_or("storage"),
-        _ => return None,
-    };
-    Some(PathBuf::from(root))
+/// Dify's local storage directory whatever `STORAGE_TYPE` says now: `OPENDAL_FS_ROOT`, else
+/// `STORAGE_LOCAL_PATH`, else `storage` (what a migration off local disk reads by default).
+pub fn local_storage(env: &Component) -> StorageConfig {
+    let root = env
+        .get("OPENDAL_FS_ROOT")
+        .or_else(|| env.get("STORAGE_LOCAL_PATH"))
+        .unwrap_or("storage");
+    StorageConfig::Local(LocalConfig { root: root.into() })
 }
 
-pub async fn check(storage: &Component) -> Reachability {
-    let kind = storage.kind.clone();
-    let Some(root) = local_root(storage) else {
-        let location = match kind.as_str() {
-            "s3" => storage.get("S3_BUCKET_NAME").map(|b| format!("s3://{b}")),
-            "azure-blob" => storage
-                .get("AZURE_BLOB_CONTAINER_NAME")
-                .map(|c| format!("azblob://{c}")),
-            "opendal" => storage
-                .get("OPENDAL_SCHEME")
-                .map(|s| format!("opendal {s}")),
-            _ => None,
-        };
+/// Whether the configured storage answers: one listing request at the root.
+pub async fn check(env: &Component) -> Reachability {
+    let kind = env.kind.clone();
+    let config = match StorageConfig::from_env(env) {
+        Ok(c) => c,
+        Err(e) => {
+            return Reachability {
+                kind,
+                location: None,
+                reachable: Some(false),
+                detail: format!("misconfigured: {e}"),
+            };
+        }
+    };
+    let location = Some(config.describe());
+    // Building an fs operator creates its root: a missing directory is reported, not made.
+    if let Some(root) = config.local_root()
+        && !std::path::Path::new(root).is_dir()
+    {
         return Reachability {
             kind,
             location,
-            reachable: None,
-            detail: "cloud storage is not checked by this version".into(),
+            reachable: Some(false),
+            detail: format!("{} is not a directory", config::absolute(root)),
         };
+    }
+    let resilience = Resilience {
+        retries: 0,
+        timeout: std::time::Duration::from_secs(5),
+        io_timeout: std::time::Duration::from_secs(5),
+        ..Resilience::default()
     };
-    let shown = std::path::absolute(&root).unwrap_or(root.clone());
-    let (reachable, detail) = probe_dir(&root).await;
+    let (reachable, detail) = match operator(&config, resilience) {
+        Err(e) => (false, format!("misconfigured: {e}")),
+        Ok(op) => match op.list_with("").limit(10).await {
+            Ok(entries) => (
+                true,
+                format!("readable; {} entries at the root", entries.len()),
+            ),
+            Err(e) => (false, format!("cannot list the root: {e}")),
+        },
+    };
     Reachability {
         kind,
-        location: Some(shown.display().to_string()),
+        location,
         reachable: Some(reachable),
         detail,
-    }
-}
-
-async fn probe_dir(root: &Path) -> (bool, String) {
-    match tokio::fs::read_dir(root).await {
-        Ok(mut entries) => {
-            let mut n = 0;
-            while let Ok(Some(_)) = entries.next_entry().await {
-                n += 1;
-                if n >= 1000 {
-                    break;
-                }
-            }
-            (
-                true,
-                format!(
-                    "readable; {n}{} entries at the root",
-                    if n >= 1000 { "+" } else { "" }
-                ),
-            )
-        }
-        Err(e) => (false, format!("cannot read {}: {e}", root.display())),
     }
 }

@@ -11,4 +11,6 @@ mod jobs_api;
 mod openapi;
 mod queue;
 mod shutdown;
+mod storage_migrate;
+mod test_servers;
 mod vacuum;

@@ -21,6 +21,8 @@ pub struct Options {
     pub failpoints: &'static str,
     pub token: Option<&'static str>,
     pub name: &'static str,
+    /// More (or overriding) environment, e.g. Dify's storage variables.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -31,6 +33,7 @@ impl Default for Options {
             failpoints: "",
             token: Some(TOKEN),
             name: "test",
+            env: Vec::new(),
         }
     }
 }
@@ -52,6 +55,9 @@ pub fn settings(db_url: &str, opts: &Options) -> Settings {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    for (k, v) in &opts.env {
+        env.insert(k.to_string(), v.clone());
+    }
     if let Some(t) = opts.token {
         env.insert("UPKEEP_ADMIN_TOKEN".into(), t.into());
     }

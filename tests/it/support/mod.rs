@@ -1,6 +1,8 @@
-//! Test support: databases on the test Postgres, in-process daemons with an API client, and
-//! daemons run as real processes (for signals).
+//! Test support: databases on the test Postgres, in-process daemons with an API client,
+//! daemons run as real processes (for signals), and real storage servers (S3, Azure, GCS).
 
 pub mod daemon;
+pub mod files;
 pub mod pg;
 pub mod process;
+pub mod servers;

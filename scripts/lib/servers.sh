@@ -1,0 +1,77 @@
+# Sourced by scripts: installs the storage test servers into .tools/ (git ignores it) and
+# exports their absolute paths for the test harness (tests/it/support/servers.rs), which starts
+# each one on a free port and kills it on drop:
+#   UPKEEP_TEST_MOTO     moto_server           (S3, and OSS in path style)   PyPI moto[server]
+#   UPKEEP_TEST_AZURITE  azurite-blob          (Azure Blob)                  npm azurite
+#   UPKEEP_TEST_GCS      gcp-storage-emulator  (GCS, JSON API only)          PyPI gcp-storage-emulator
+# A stamp file records the pinned versions: a rerun with the same pins and the binaries in place
+# does nothing. Change a pin here and the next run reinstalls.
+
+UPKEEP_PIN_MOTO="moto[server]==5.2.5"
+UPKEEP_PIN_GCS="gcp-storage-emulator==2026.7.19"
+UPKEEP_PIN_AZURITE="azurite@3.35.0"
+
+ensure_test_servers() {
+  local root tools venv node stamp want
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  tools="$root/.tools"
+  venv="$tools/venv"
+  node="$tools/node"
+  stamp="$tools/servers.stamp"
+  want="$UPKEEP_PIN_MOTO $UPKEEP_PIN_GCS $UPKEEP_PIN_AZURITE python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  mkdir -p "$tools"
+
+  # Two runs at once (e.g. two scripts/test) must not install into the same folders together.
+  exec {_servers_lock}>"$tools/servers.lock"
+  flock "$_servers_lock"
+
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+    || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/gcp-storage-emulator" ] \
+    || [ ! -x "$node/node_modules/.bin/azurite-blob" ]; then
+    rm -f "$stamp"
+    if ! _install_test_servers "$venv" "$node"; then
+      flock -u "$_servers_lock"
+      exec {_servers_lock}>&-
+      echo "scripts: installing the storage test servers failed (see above)" >&2
+      return 1
+    fi
+    echo "$want" >"$stamp"
+  fi
+  flock -u "$_servers_lock"
+  exec {_servers_lock}>&-
+
+  export UPKEEP_TEST_MOTO="$venv/bin/moto_server"
+  export UPKEEP_TEST_AZURITE="$node/node_modules/.bin/azurite-blob"
+  export UPKEEP_TEST_GCS="$venv/bin/gcp-storage-emulator"
+  echo "test server S3:    ${UPKEEP_PIN_MOTO} at ${UPKEEP_TEST_MOTO}" >&2
+  echo "test server Azure: ${UPKEEP_PIN_AZURITE} at ${UPKEEP_TEST_AZURITE}" >&2
+  echo "test server GCS:   ${UPKEEP_PIN_GCS} at ${UPKEEP_TEST_GCS}" >&2
+}
+
+_install_test_servers() {
+  local venv="$1" node="$2"
+  echo "scripts: installing the storage test servers into .tools/ ($UPKEEP_PIN_MOTO, $UPKEEP_PIN_GCS, $UPKEEP_PIN_AZURITE)" >&2
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "scripts: installing Node.js from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || return 1
+  fi
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "scripts: installing python3-venv from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || return 1
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || return 1
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$UPKEEP_PIN_MOTO" "$UPKEEP_PIN_GCS" || return 1
+  mkdir -p "$node"
+  npm install --prefix "$node" --no-audit --no-fund --loglevel=error --save-exact \
+    "$UPKEEP_PIN_AZURITE" >/dev/null || return 1
+  local bin
+  for bin in "$venv/bin/moto_server" "$venv/bin/gcp-storage-emulator" "$node/node_modules/.bin/azurite-blob"; do
+    if [ ! -x "$bin" ]; then
+      echo "scripts: $bin is missing after the install" >&2
+      return 1
+    fi
+  done
+}
