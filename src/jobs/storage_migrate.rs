@@ -627,22 +627,22 @@ async fn copy_all(
     let bytes_at_start = counters.bytes;
     let limit = Arc::new(Semaphore::new(params.concurrency as usize));
     let budget = MemoryBudget::default();
-    let mut tasks: JoinSet<Result<Verified, TransferError>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Option<Verified>, TransferError>> = JoinSet::new();
     let mut pending: Vec<Verified> = Vec::new();
     let mut last_flush = Instant::now();
     let mut listing = Listing::new(src, prefixes.clone());
     let mut stop: Option<JobError> = None;
 
     'listing: while let Some(batch) = listing.next_batch(512).await? {
-        let done: Vec<String> = sqlx::query_scalar(
-            "SELECT key FROM upkeep.storage_objects WHERE job_id = $1 AND key = ANY($2)",
+        let recorded: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key, size FROM upkeep.storage_objects WHERE job_id = $1 AND key = ANY($2)",
         )
         .bind(ctx.job_id)
         .bind(&batch)
         .fetch_all(&ctx.pool)
         .await?;
-        let done: std::collections::HashSet<String> = done.into_iter().collect();
-        for key in batch.into_iter().filter(|k| !done.contains(k)) {
+        let recorded: std::collections::HashMap<String, i64> = recorded.into_iter().collect();
+        for key in batch {
             let permit = tokio::select! {
                 p = limit.clone().acquire_owned() => p,
                 _ = ctx.stop_signal() => { stop = ctx.check_stop().err(); break 'listing; }
@@ -650,8 +650,21 @@ async fn copy_all(
             let Ok(permit) = permit else { break 'listing };
             let (src, dst, budget) = (src.clone(), dst.clone(), budget.clone());
             let verify = params.verify;
+            let recorded_size = recorded.get(&key).copied();
             tasks.spawn(async move {
-                let r = migrate_object(src, dst, key, verify, budget).await;
+                // Verified by an earlier attempt: only make sure the target still has it.
+                let r = match recorded_size {
+                    Some(size) => match transfer::target_size(&dst, &key).await {
+                        Ok(Some(s)) if s as i64 == size => Ok(None),
+                        Ok(_) => migrate_object(src, dst, key, verify, budget)
+                            .await
+                            .map(Some),
+                        Err(e) => Err(e),
+                    },
+                    None => migrate_object(src, dst, key, verify, budget)
+                        .await
+                        .map(Some),
+                };
                 drop(permit);
                 r
             });
@@ -693,12 +706,13 @@ async fn copy_all(
 
 /// Sorts one finished transfer: verified, a skippable source problem, or a reason to stop.
 fn collect(
-    joined: Result<Result<Verified, TransferError>, tokio::task::JoinError>,
+    joined: Result<Result<Option<Verified>, TransferError>, tokio::task::JoinError>,
     pending: &mut Vec<Verified>,
     cp: &mut Checkpoint,
 ) -> Result<(), JobError> {
     match joined {
-        Ok(Ok(v)) => pending.push(v),
+        Ok(Ok(Some(v))) => pending.push(v),
+        Ok(Ok(None)) => {}
         // Dify deleted it after the listing: nothing to copy.
         Ok(Err(e)) if e.side == Side::Source && e.not_found => cp.vanished += 1,
         Ok(Err(e)) if e.side == Side::Source => {
@@ -893,21 +907,36 @@ async fn clear_refs(ctx: &JobCtx) -> Result<(), JobError> {
     Ok(())
 }
 
-/// One page of referenced keys after `after`, with the ledger's size when verified.
-async fn refs_page(
-    ctx: &JobCtx,
-    after: &str,
-) -> Result<Vec<(String, String, Option<i64>)>, JobError> {
-    Ok(sqlx::query_as(
-        "SELECT r.key, r.source, o.size FROM upkeep.storage_refs r \
-         LEFT JOIN upkeep.storage_objects o ON o.job_id = r.job_id AND o.key = r.key \
-         WHERE r.job_id = $1 AND r.key > $2 ORDER BY r.key LIMIT $3",
-    )
-    .bind(ctx.job_id)
-    .bind(after)
-    .bind(CHECK_PAGE)
-    .fetch_all(&ctx.pool)
-    .await?)
+/// A referenced key, what references it, and the ledger's size when it was verified.
+type RefRow = (String, String, Option<i64>);
+
+/// Pages through `upkeep.storage_refs` by key, checking for a stop between pages.
+#[derive(Default)]
+struct RefPages {
+    after: String,
+}
+
+impl RefPages {
+    async fn next(&mut self, ctx: &JobCtx) -> Result<Option<Vec<RefRow>>, JobError> {
+        ctx.check_stop()?;
+        let page: Vec<RefRow> = sqlx::query_as(
+            "SELECT r.key, r.source, o.size FROM upkeep.storage_refs r \
+             LEFT JOIN upkeep.storage_objects o ON o.job_id = r.job_id AND o.key = r.key \
+             WHERE r.job_id = $1 AND r.key > $2 ORDER BY r.key LIMIT $3",
+        )
+        .bind(ctx.job_id)
+        .bind(&self.after)
+        .bind(CHECK_PAGE)
+        .fetch_all(&ctx.pool)
+        .await?;
+        match page.last() {
+            Some((last, _, _)) => {
+                self.after = last.clone();
+                Ok(Some(page))
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 /// For the dry run: referenced keys the source does not have.
@@ -915,15 +944,9 @@ async fn refs_missing_on_source(
     ctx: &mut JobCtx,
     src: &Operator,
 ) -> Result<(u64, Vec<Value>), JobError> {
-    let mut after = String::new();
     let (mut missing, mut sample) = (0u64, Vec::new());
-    loop {
-        ctx.check_stop()?;
-        let page = refs_page(ctx, &after).await?;
-        let Some((last, _, _)) = page.last() else {
-            break;
-        };
-        after = last.clone();
+    let mut pages = RefPages::default();
+    while let Some(page) = pages.next(ctx).await? {
         let found = stat_all(src, page.iter().map(|(k, _, _)| k.clone()).collect()).await;
         for ((key, source, _), present) in page.into_iter().zip(found) {
             if !present.map_err(source_failed)? {
@@ -961,15 +984,9 @@ async fn cross_check(ctx: &mut JobCtx, src: &Operator, dst: &Operator) -> Result
     let (mut verified, mut not_copied, mut missing_on_source, mut not_on_target) =
         (0u64, 0u64, 0u64, 0u64);
     let mut sample = Vec::new();
-    let mut after = String::new();
     let mut checked = 0u64;
-    loop {
-        ctx.check_stop()?;
-        let page = refs_page(ctx, &after).await?;
-        let Some((last, _, _)) = page.last() else {
-            break;
-        };
-        after = last.clone();
+    let mut pages = RefPages::default();
+    while let Some(page) = pages.next(ctx).await? {
         let lookups: Vec<(String, bool)> = page
             .iter()
             .map(|(k, _, s)| (k.clone(), s.is_some()))
