@@ -362,6 +362,18 @@ impl JobKind for StorageMigrate {
             Value::Null,
         )
         .await?;
+        if let StorageConfig::AliyunOss(oss) = &ends.target
+            && oss.path.is_none()
+        {
+            // Compose files up to Dify 1.14.0 turn an empty ALIYUN_OSS_PATH into `your-path`.
+            ctx.warn(
+                "the target has no path prefix; with Dify <= 1.14.0's compose an empty ALIYUN_OSS_PATH \
+                 becomes \"your-path\" inside the api container: check what it sees \
+                 (docker exec docker-api-1 printenv ALIYUN_OSS_PATH) and pass target.path if so",
+                Value::Null,
+            )
+            .await?;
+        }
         let mut cp: Checkpoint = ctx.checkpoint()?.unwrap_or_default();
         if cp.phase == Phase::Copy {
             cp = Checkpoint::default();

@@ -700,6 +700,13 @@ async fn source_and_target_default_to_dify_s_env() {
         },
     )
     .await;
+    let (_, preflight) = d.call(Method::GET, "/v1/preflight", None).await;
+    let storage = &preflight["storage"];
+    assert_eq!(storage["reachable"], true, "{storage}");
+    assert_eq!(
+        storage["location"],
+        format!("s3://difyai at {}", moto.endpoint())
+    );
     let done = run(&d, json!({"kind": "storage_migrate"})).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["safe_to_switch"], true, "{done}");
