@@ -188,7 +188,40 @@ fn host_is_ip_or_local(endpoint: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::host_is_ip_or_local;
+    use super::*;
+    use serde_json::json;
+
+    /// Every wired type builds an operator from params alone (no request is made).
+    #[test]
+    fn every_wired_type_builds() {
+        let configs = [
+            json!({"type": "local", "root": std::env::temp_dir()}),
+            json!({"type": "opendal", "scheme": "fs", "options": {"root": std::env::temp_dir()}}),
+            json!({"type": "opendal", "scheme": "s3", "options": {"bucket": "b", "region": "us-east-1"}}),
+            json!({"type": "s3", "bucket_name": "b", "use_aws_managed_iam": true}),
+            json!({"type": "s3", "bucket_name": "b", "endpoint": "http://minio:9000",
+                   "access_key": "a", "secret_key": "s", "address_style": "virtual"}),
+            json!({"type": "aliyun-oss", "bucket_name": "b", "endpoint": "https://oss-ap-southeast-1.aliyuncs.com",
+                   "access_key": "a", "secret_key": "s", "path": "dify/"}),
+            json!({"type": "azure-blob", "account_name": "acct", "account_key": "a2V5",
+                   "container_name": "c"}),
+            json!({"type": "google-storage", "bucket_name": "b", "endpoint": "127.0.0.1:9023"}),
+            json!({"type": "tencent-cos", "bucket_name": "b-1250000000", "region": "ap-singapore",
+                   "secret_id": "i", "secret_key": "s"}),
+            json!({"type": "huawei-obs", "bucket_name": "b", "access_key": "a", "secret_key": "s",
+                   "server": "https://obs.cn-north-4.myhuaweicloud.com"}),
+            json!({"type": "oci-storage", "bucket_name": "b", "region": "us-ashburn-1",
+                   "endpoint": "https://ns.compat.objectstorage.us-ashburn-1.oraclecloud.com",
+                   "access_key": "a", "secret_key": "s"}),
+        ];
+        for c in configs {
+            let config =
+                StorageConfig::from_value(c.clone()).unwrap_or_else(|e| panic!("{c}: {e}"));
+            if let Err(e) = operator(&config, Resilience::default()) {
+                panic!("{c}: {e}");
+            }
+        }
+    }
 
     #[test]
     fn ip_and_localhost_endpoints_are_recognised() {
