@@ -3,6 +3,7 @@
 
 mod context;
 pub mod progress;
+pub mod purge_exports;
 pub mod storage_migrate;
 pub mod vacuum;
 
@@ -179,6 +180,7 @@ macro_rules! job_kinds {
 job_kinds! {
     Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
     StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
+    PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
 }
 
 #[cfg(test)]

@@ -171,7 +171,17 @@ pub fn operator(config: &StorageConfig, resilience: Resilience) -> Result<Operat
                 .with_factor(2.0)
                 .with_jitter()
                 .with_min_delay(resilience.min_delay)
-                .with_max_delay(resilience.max_delay),
+                .with_max_delay(resilience.max_delay)
+                // OpenDAL's errors name the operation, path and service, never credentials.
+                .with_notify(|e: opendal::layers::RetryEvent<'_>| {
+                    tracing::warn!(
+                        op = ?e.op,
+                        attempt = e.attempt,
+                        retry_in_s = e.retry_after.as_secs_f64(),
+                        "storage request failed, retrying: {}",
+                        e.err
+                    );
+                }),
         )
         .layer(ConcurrentLimitLayer::new(MAX_IN_FLIGHT)))
 }

@@ -9,6 +9,7 @@ mod events;
 mod fixture_conformance;
 mod jobs_api;
 mod openapi;
+mod purge_exports;
 mod queue;
 mod shutdown;
 mod storage_migrate;

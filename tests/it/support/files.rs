@@ -98,3 +98,13 @@ pub async fn snapshot(config: &Value) -> BTreeMap<String, (u64, String)> {
     }
     out
 }
+
+/// Writes one object through Upkeep's operator (to seed a cloud backend).
+pub async fn put(config: &Value, key: &str, bytes: Vec<u8>) {
+    let config = StorageConfig::from_value(config.clone()).expect("valid storage config");
+    let op = upkeep::storage::operator(&config, Resilience::default()).expect("operator");
+    op.write_with(key, bytes)
+        .content_type("application/octet-stream")
+        .await
+        .expect("write");
+}
