@@ -5,6 +5,7 @@ mod context;
 pub mod progress;
 pub mod purge_exports;
 pub mod storage_migrate;
+mod storage_param;
 pub mod vacuum;
 
 pub use context::{CtxParts, JobCtx};

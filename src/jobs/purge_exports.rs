@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
-use crate::storage::{self, Resilience, StorageConfig};
+use crate::storage::StorageConfig;
 
 /// Where Dify's log purge writes its exports.
 pub const EXPORT_PREFIX: &str = "free_plan_tenant_expired_logs/";
@@ -38,25 +38,10 @@ pub struct PurgeExportsParams {
 
 pub struct PurgeExports;
 
-fn resolve(params: &PurgeExportsParams, settings: &Settings) -> Result<StorageConfig, SpecError> {
-    let config = match &params.storage {
-        Some(v) => StorageConfig::from_value(v.clone())
-            .map_err(|e| SpecError::invalid(format!("params.storage.{}", e.field), e.message))?,
-        None => StorageConfig::from_env(&settings.storage).map_err(|e| {
-            SpecError::invalid(
-                "params.storage",
-                format!("not given, and the storage Dify is configured with cannot be used: {e}"),
-            )
-        })?,
-    };
-    Ok(config)
-}
-
 fn open(params: &PurgeExportsParams, ctx: &JobCtx) -> Result<(StorageConfig, Operator), JobError> {
-    let invalid = |e: SpecError| JobError::failed("invalid_params", e.to_string());
-    let config = resolve(params, &ctx.settings).map_err(invalid)?;
-    let op = storage::operator(&config, Resilience::default())
-        .map_err(|e| invalid(SpecError::invalid("params.storage", e.to_string())))?;
+    let config = storage_param::resolve(params.storage.as_ref(), "storage", &ctx.settings)
+        .map_err(storage_param::invalid)?;
+    let op = storage_param::open(&config, "storage").map_err(storage_param::invalid)?;
     Ok((config, op))
 }
 
@@ -192,21 +177,9 @@ impl JobKind for PurgeExports {
                 "must be at most 36500 (0 removes every export)",
             ));
         }
-        let config = resolve(params, settings)?;
-        if let Some(root) = config.local_root()
-            && !std::path::Path::new(root).is_dir()
-        {
-            return Err(SpecError::invalid(
-                if params.storage.is_some() {
-                    "params.storage.root"
-                } else {
-                    "params.storage"
-                },
-                format!("{} is not a directory", storage::config::absolute(root)),
-            ));
-        }
-        storage::operator(&config, Resilience::default())
-            .map_err(|e| SpecError::invalid(format!("params.storage.{}", e.field), e.message))?;
+        let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
+        storage_param::check_exists(&config, "storage", params.storage.is_some())?;
+        storage_param::open(&config, "storage")?;
         Ok(())
     }
 

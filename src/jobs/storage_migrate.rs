@@ -17,11 +17,11 @@ use tokio::task::JoinSet;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
 use crate::dify::storage_refs;
 use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, SourceObject, TransferError};
-use crate::storage::{self, Resilience, StorageConfig};
+use crate::storage::{self, StorageConfig};
 
 /// Objects verified per ledger commit (also the checkpoint and cancel boundary).
 const FLUSH_EVERY: usize = 64;
@@ -90,24 +90,11 @@ struct Ends {
 impl Ends {
     fn resolve(params: &StorageMigrateParams, settings: &Settings) -> Result<Ends, SpecError> {
         // Parsed here rather than by serde so a bad field is named inside the config.
-        let parse = |end: &str, v: &Value| {
-            StorageConfig::from_value(v.clone()).map_err(|e| field_error(end, e))
-        };
         let source = match &params.source {
-            Some(v) => parse("source", v)?,
+            Some(v) => storage_param::parse(v, "source")?,
             None => storage::local_storage(&settings.storage),
         };
-        let target = match &params.target {
-            Some(v) => parse("target", v)?,
-            None => StorageConfig::from_env(&settings.storage).map_err(|e| {
-                SpecError::invalid(
-                    "params.target",
-                    format!(
-                        "not given, and the storage Dify is configured with cannot be used: {e}"
-                    ),
-                )
-            })?,
-        };
+        let target = storage_param::resolve(params.target.as_ref(), "target", settings)?;
         if let (Some(a), Some(b)) = (source.local_root(), target.local_root()) {
             let (a, b) = (
                 std::path::PathBuf::from(storage::config::absolute(a)),
@@ -136,16 +123,10 @@ impl Ends {
     }
 
     fn operators(&self) -> Result<(Operator, Operator), SpecError> {
-        let src = storage::operator(&self.source, Resilience::default())
-            .map_err(|e| field_error("source", e))?;
-        let dst = storage::operator(&self.target, Resilience::default())
-            .map_err(|e| field_error("target", e))?;
+        let src = storage_param::open(&self.source, "source")?;
+        let dst = storage_param::open(&self.target, "target")?;
         Ok((src, dst))
     }
-}
-
-fn field_error(end: &str, e: storage::ConfigError) -> SpecError {
-    SpecError::invalid(format!("params.{end}.{}", e.field), e.message)
 }
 
 /// `prefixes` as listing paths (`dir/`), checked to stay under the root.
@@ -252,22 +233,7 @@ impl JobKind for StorageMigrate {
         }
         prefix_paths(params)?;
         let ends = Ends::resolve(params, settings)?;
-        if let Some(root) = ends.source.local_root()
-            && !std::path::Path::new(root).is_dir()
-        {
-            let field = if params.source.is_some() {
-                "params.source.root"
-            } else {
-                "params.source"
-            };
-            return Err(SpecError::invalid(
-                field,
-                format!(
-                    "{} is not a directory (Dify's OPENDAL_FS_ROOT / STORAGE_LOCAL_PATH)",
-                    storage::config::absolute(root)
-                ),
-            ));
-        }
+        storage_param::check_exists(&ends.source, "source", params.source.is_some())?;
         ends.operators()?;
         Ok(())
     }
@@ -435,9 +401,7 @@ impl JobKind for StorageMigrate {
     }
 }
 
-fn invalid(e: SpecError) -> JobError {
-    JobError::failed("invalid_params", e.to_string())
-}
+use storage_param::invalid;
 
 fn open(
     params: &StorageMigrateParams,
