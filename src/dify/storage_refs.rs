@@ -2,8 +2,10 @@
 //! storage backend before `STORAGE_TYPE` may name it.
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// One place in Dify's schema that names storage keys.
+#[derive(Clone, Copy)]
 pub struct KeySource {
     /// Shown in reports, e.g. `upload_files.key`.
     pub label: &'static str,
@@ -47,15 +49,35 @@ pub const KEY_SOURCES: &[KeySource] = &[
     },
 ];
 
+/// What keeps a file from being an orphan: a row naming its key, or (for `privkeys/`) a tenant
+/// that still exists, whether or not it has a public key.
+pub const ORPHAN_SOURCES: &[KeySource] = &[
+    KEY_SOURCES[0],
+    KEY_SOURCES[1],
+    KeySource {
+        label: "tenants (privkeys/<tenant>/private.pem)",
+        tables: &["tenants"],
+        select: "SELECT 'privkeys/' || id || '/private.pem' FROM public.tenants",
+    },
+];
+
 /// The key sources whose tables exist in this database.
 pub async fn present(pool: &PgPool) -> Result<Vec<&'static KeySource>, sqlx::Error> {
+    present_of(pool, KEY_SOURCES).await
+}
+
+/// Those of `sources` whose tables exist in this database.
+pub async fn present_of(
+    pool: &PgPool,
+    sources: &'static [KeySource],
+) -> Result<Vec<&'static KeySource>, sqlx::Error> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')",
     )
     .fetch_all(pool)
     .await?;
-    Ok(KEY_SOURCES
+    Ok(sources
         .iter()
         .filter(|s| s.tables.iter().all(|t| tables.iter().any(|x| x == t)))
         .collect())
@@ -76,4 +98,68 @@ pub fn union_sql(sources: &[&KeySource]) -> Option<String> {
         })
         .collect();
     Some(parts.join(" UNION ALL "))
+}
+
+/// Gathers the keys the given sources reference into `upkeep.storage_refs` under `job_id`
+/// (replacing what was there), in the database: no key passes through memory. Returns how many.
+pub async fn collect(
+    pool: &PgPool,
+    job_id: Uuid,
+    sources: &[&KeySource],
+) -> Result<u64, sqlx::Error> {
+    clear(pool, job_id).await?;
+    let Some(union) = union_sql(sources) else {
+        return Ok(0);
+    };
+    let sql = format!(
+        "INSERT INTO upkeep.storage_refs (job_id, key, source) \
+         SELECT $1, key, min(source) FROM ({union}) u WHERE key IS NOT NULL AND key <> '' \
+         GROUP BY key"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+pub async fn clear(pool: &PgPool, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM upkeep.storage_refs WHERE job_id = $1")
+        .bind(job_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Which of `keys` are among the references gathered under `job_id`.
+pub async fn gathered(
+    pool: &PgPool,
+    job_id: Uuid,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM upkeep.storage_refs WHERE job_id = $1 AND key = ANY($2)",
+    )
+    .bind(job_id)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Which of `keys` Dify's tables reference right now (the sources given), asked directly.
+pub async fn live(
+    pool: &PgPool,
+    sources: &[&KeySource],
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let Some(union) = union_sql(sources) else {
+        return Ok(Default::default());
+    };
+    let sql = format!("SELECT DISTINCT key FROM ({union}) u WHERE key = ANY($1)");
+    let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(keys)
+        .fetch_all(pool)
+        .await?;
+    Ok(found.into_iter().collect())
 }

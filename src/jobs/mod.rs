@@ -2,6 +2,7 @@
 //! errors a job can end with. One file per kind.
 
 mod context;
+pub mod orphan_files;
 pub mod progress;
 pub mod purge_exports;
 pub mod storage_migrate;
@@ -182,6 +183,7 @@ job_kinds! {
     Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
     StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
     PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
+    OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
 }
 
 #[cfg(test)]

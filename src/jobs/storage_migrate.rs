@@ -855,32 +855,13 @@ async fn update_db(
     }
 }
 
-/// Gathers the keys Dify's database references into `upkeep.storage_refs`; returns how many.
 async fn collect_refs(ctx: &JobCtx) -> Result<u64, JobError> {
-    clear_refs(ctx).await?;
     let sources = storage_refs::present(&ctx.pool).await?;
-    let Some(union) = storage_refs::union_sql(&sources) else {
-        return Ok(0);
-    };
-    let sql = format!(
-        "INSERT INTO upkeep.storage_refs (job_id, key, source) \
-         SELECT $1, key, min(source) FROM ({union}) u WHERE key IS NOT NULL AND key <> '' \
-         GROUP BY key"
-    );
-    let n = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ctx.job_id)
-        .execute(&ctx.pool)
-        .await?
-        .rows_affected();
-    Ok(n)
+    Ok(storage_refs::collect(&ctx.pool, ctx.job_id, &sources).await?)
 }
 
 async fn clear_refs(ctx: &JobCtx) -> Result<(), JobError> {
-    sqlx::query("DELETE FROM upkeep.storage_refs WHERE job_id = $1")
-        .bind(ctx.job_id)
-        .execute(&ctx.pool)
-        .await?;
-    Ok(())
+    Ok(storage_refs::clear(&ctx.pool, ctx.job_id).await?)
 }
 
 /// A referenced key, what references it, and the ledger's size when it was verified.

@@ -9,6 +9,7 @@ mod events;
 mod fixture_conformance;
 mod jobs_api;
 mod openapi;
+mod orphan_files;
 mod purge_exports;
 mod queue;
 mod shutdown;
