@@ -10,3 +10,11 @@ CREATE TABLE upkeep.orphan_plan (
     handled_by uuid,
     PRIMARY KEY (job_id, item)
 );
+
+-- File ids Dify's tables reference, gathered in the database by an orphan_records run (the
+-- whole set never passes through the daemon's memory).
+CREATE TABLE upkeep.orphan_refs (
+    job_id uuid NOT NULL REFERENCES upkeep.jobs (id) ON DELETE CASCADE,
+    id uuid NOT NULL,
+    PRIMARY KEY (job_id, id)
+);

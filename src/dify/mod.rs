@@ -1,6 +1,7 @@
 //! What Upkeep knows about Dify's schema: releases by Alembic head, the tables jobs touch,
 //! and the read-only queries behind `/v1/tenants` and `/v1/preflight`.
 
+pub mod file_refs;
 pub mod storage_refs;
 pub mod tenants;
 

@@ -3,6 +3,7 @@
 
 mod context;
 pub mod orphan_files;
+pub mod orphan_records;
 pub mod progress;
 pub mod purge_exports;
 pub mod storage_migrate;
@@ -184,6 +185,7 @@ job_kinds! {
     StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
     PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
     OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
+    OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;
 }
 
 #[cfg(test)]

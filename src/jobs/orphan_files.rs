@@ -169,19 +169,39 @@ impl JobKind for OrphanFiles {
 
 /// A plan must be a finished planning run of this kind, on the same storage.
 async fn check_plan(pool: &PgPool, plan: Uuid, config: &StorageConfig) -> Result<(), SpecError> {
+    let plan_params = check_plan_job(pool, plan, OrphanFiles::KIND).await?;
+    let planned_on = match plan_params.get("storage").filter(|v| !v.is_null()) {
+        Some(v) => storage_param::parse(v, "storage").ok(),
+        None => None,
+    };
+    if planned_on.as_ref().is_some_and(|p| p != config) {
+        return Err(SpecError::invalid(
+            "params.plan_job_id",
+            "the plan was made on another storage",
+        ));
+    }
+    Ok(())
+}
+
+/// A plan to confirm must be a finished, non-dry planning run of `kind`; returns its params.
+pub(super) async fn check_plan_job(
+    pool: &PgPool,
+    plan: Uuid,
+    kind: &str,
+) -> Result<Value, SpecError> {
     let row: Option<(String, String, Value, bool)> =
         sqlx::query_as("SELECT kind, state, params, dry_run FROM upkeep.jobs WHERE id = $1")
             .bind(plan)
             .fetch_optional(pool)
             .await?;
     let field = "params.plan_job_id";
-    let Some((kind, state, plan_params, dry_run)) = row else {
+    let Some((job_kind, state, plan_params, dry_run)) = row else {
         return Err(SpecError::invalid(field, format!("no job {plan}")));
     };
-    if kind != OrphanFiles::KIND || plan_params["confirm"] == json!(true) {
+    if job_kind != kind || plan_params["confirm"] == json!(true) {
         return Err(SpecError::invalid(
             field,
-            format!("job {plan} is not an orphan_files plan"),
+            format!("job {plan} is not a {kind} plan"),
         ));
     }
     if dry_run {
@@ -196,17 +216,7 @@ async fn check_plan(pool: &PgPool, plan: Uuid, config: &StorageConfig) -> Result
             format!("plan {plan} is {state}, not succeeded"),
         ));
     }
-    let planned_on = match plan_params.get("storage").filter(|v| !v.is_null()) {
-        Some(v) => storage_param::parse(v, "storage").ok(),
-        None => None,
-    };
-    if planned_on.as_ref().is_some_and(|p| p != config) {
-        return Err(SpecError::invalid(
-            field,
-            "the plan was made on another storage",
-        ));
-    }
-    Ok(())
+    Ok(plan_params)
 }
 
 #[derive(Default, Serialize)]

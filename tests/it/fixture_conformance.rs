@@ -4,41 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use upkeep::demo::datagen::{DemoSpec, GenSummary, generate};
 use upkeep::demo::fixture::{DIFY_REVISION, load_dify_fixture};
 
-use crate::support::pg::{TestDb, empty_database};
-
-const REAL_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/dify/schema.sql");
-
-/// Dify's real schema, or None (after saying why) where this checkout has no copy. CI must
-/// have it: there a missing file fails the test instead of skipping it.
-fn real_schema(test: &str) -> Option<String> {
-    match std::fs::read_to_string(REAL_SCHEMA) {
-        Ok(sql) => Some(sql),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: Dify's schema {REAL_SCHEMA} is required in CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("{test}: skipped, Dify's schema {REAL_SCHEMA} is not readable here: {e}");
-            None
-        }
-    }
-}
-
-/// Loads the real dump on a connection of its own: it empties `search_path` and changes other
-/// session settings, which must not leak into the pool.
-async fn load_real_schema(db: &TestDb, sql: String) {
-    let mut conn = PgConnection::connect(&db.url)
-        .await
-        .expect("connect to load schema.sql");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await
-        .expect("schema.sql loads");
-    conn.close().await.expect("close the loading connection");
-}
+use crate::support::pg::{REAL_SCHEMA, empty_database, load_real_schema, real_schema};
 
 async fn public_tables(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(

@@ -10,6 +10,7 @@ mod fixture_conformance;
 mod jobs_api;
 mod openapi;
 mod orphan_files;
+mod orphan_records;
 mod purge_exports;
 mod queue;
 mod shutdown;

@@ -166,15 +166,25 @@ async fn cycle(db: &TestDb, d: &TestDaemon, storage: Value, files: &Files, min_a
 
 #[tokio::test]
 async fn local_plan_then_confirm_keeps_young_and_revived_files() {
-    let db = pg::dify_database().await;
+    local_cycle(&pg::dify_database().await).await;
+}
+
+#[tokio::test]
+async fn local_cycle_on_difys_full_real_schema() {
+    if let Some(db) = pg::real_dify_database("orphan_files real schema").await {
+        local_cycle(&db).await;
+    }
+}
+
+async fn local_cycle(db: &TestDb) {
     let tree = TempTree::new("orphans");
-    let files = seed(&db, &tree.config()).await;
+    let files = seed(db, &tree.config()).await;
     age(&tree, &files.orphans);
     // Unreferenced but fresh: an upload whose row is not written yet.
     let young = format!("upload_files/{}/{}.pdf", Uuid::new_v4(), Uuid::new_v4());
     tree.write(&young, b"in flight");
-    let d = TestDaemon::start(&db, Options::default()).await;
-    cycle(&db, &d, tree.config(), &files, 24).await;
+    let d = TestDaemon::start(db, Options::default()).await;
+    cycle(db, &d, tree.config(), &files, 24).await;
     assert!(tree.exists(&young), "a young file was deleted");
     d.stop().await;
 }

@@ -175,3 +175,42 @@ pub async fn hold_lock(db: &TestDb, table: &str) -> sqlx::Transaction<'static, s
     .expect("lock");
     tx
 }
+
+pub const REAL_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/dify/schema.sql");
+
+/// Dify's real schema, or None (after saying why) where this checkout has no copy. CI must
+/// have it: there a missing file fails the test instead of skipping it.
+pub fn real_schema(test: &str) -> Option<String> {
+    match std::fs::read_to_string(REAL_SCHEMA) {
+        Ok(sql) => Some(sql),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: Dify's schema {REAL_SCHEMA} is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped, Dify's schema {REAL_SCHEMA} is not readable here: {e}");
+            None
+        }
+    }
+}
+
+/// Loads the real dump on a connection of its own: it empties `search_path` and changes other
+/// session settings, which must not leak into the pool.
+pub async fn load_real_schema(db: &TestDb, sql: String) {
+    let mut conn = PgConnection::connect(&db.url)
+        .await
+        .expect("connect to load schema.sql");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .expect("schema.sql loads");
+    conn.close().await.expect("close the loading connection");
+}
+
+/// A fresh database holding Dify's full real schema (134 tables), or None where this checkout
+/// has no copy of it (see `real_schema`).
+pub async fn real_dify_database(test: &str) -> Option<TestDb> {
+    let sql = real_schema(test)?;
+    let db = empty_database().await;
+    load_real_schema(&db, sql).await;
+    Some(db)
+}

@@ -1,0 +1,197 @@
+//! Where Dify's tables reference `upload_files` / `tool_files` rows by id: the 14 columns
+//! Dify's `clear-orphaned-file-records` scans, and the ones it misses (and so deletes live rows
+//! for): node-execution offloads, offloaded draft variables, segment attachments, human-input
+//! uploads, agent drive files, and ids inside workflow runs, draft and conversation variables,
+//! app configs, dataset icons and tenant settings.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Dify's pattern for an id in text, matched case-insensitively (Dify's own compare is not).
+pub const UUID_RE: &str =
+    "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+
+pub enum Holds {
+    /// A uuid column holding the id itself; the query selects it.
+    Id(&'static str),
+    /// Text or JSON holding ids anywhere; `*` means the whole row as text.
+    Text(&'static str),
+}
+
+pub struct IdSource {
+    pub table: &'static str,
+    pub holds: Holds,
+}
+
+const fn id(table: &'static str, select: &'static str) -> IdSource {
+    IdSource {
+        table,
+        holds: Holds::Id(select),
+    }
+}
+
+const fn text(table: &'static str, column: &'static str) -> IdSource {
+    IdSource {
+        table,
+        holds: Holds::Text(column),
+    }
+}
+
+pub const ID_SOURCES: &[IdSource] = &[
+    // A message_files row keeps its file only while its message exists: rows a log purge left
+    // behind must not keep files alive forever.
+    id(
+        "message_files",
+        "SELECT mf.upload_file_id FROM public.message_files mf \
+         JOIN public.messages m ON m.id = mf.message_id WHERE mf.upload_file_id IS NOT NULL",
+    ),
+    id(
+        "workflow_node_execution_offload",
+        "SELECT file_id FROM public.workflow_node_execution_offload",
+    ),
+    id(
+        "workflow_draft_variable_files",
+        "SELECT upload_file_id FROM public.workflow_draft_variable_files",
+    ),
+    id(
+        "segment_attachment_bindings",
+        "SELECT attachment_id FROM public.segment_attachment_bindings",
+    ),
+    id(
+        "human_input_form_upload_files",
+        "SELECT upload_file_id FROM public.human_input_form_upload_files",
+    ),
+    id(
+        "agent_drive_files",
+        "SELECT file_id FROM public.agent_drive_files",
+    ),
+    text("documents", "data_source_info"),
+    text("document_segments", "content"),
+    text("messages", "answer"),
+    text("messages", "inputs"),
+    text("messages", "message"),
+    text("messages", "message_metadata"),
+    text("workflow_node_executions", "inputs"),
+    text("workflow_node_executions", "process_data"),
+    text("workflow_node_executions", "outputs"),
+    text("conversations", "introduction"),
+    text("conversations", "system_instruction"),
+    text("conversations", "inputs"),
+    text("workflow_runs", "inputs"),
+    text("workflow_runs", "outputs"),
+    text("accounts", "avatar"),
+    // Small tables: the whole row, so no column that may hold a file id is missed.
+    text("apps", "*"),
+    text("sites", "*"),
+    text("app_model_configs", "*"),
+    text("workflow_draft_variables", "*"),
+    text("workflow_conversation_variables", "*"),
+    text("datasets", "*"),
+    text("tenants", "*"),
+];
+
+/// Tables without which "unreferenced" cannot be decided.
+pub const REQUIRED: &[&str] = &["upload_files", "tool_files", "message_files", "messages"];
+
+/// The `SELECT` of one source, if its table (and column) exist here; `None` otherwise (an
+/// older Dify).
+async fn select_of(pool: &PgPool, s: &IdSource) -> Result<Option<String>, sqlx::Error> {
+    let column = match s.holds {
+        Holds::Id(_) | Holds::Text("*") => None,
+        Holds::Text(c) => Some(c),
+    };
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = $1 AND ($2::text IS NULL OR column_name = $2))",
+    )
+    .bind(s.table)
+    .bind(column)
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(Some(match s.holds {
+        Holds::Id(select) => select.to_string(),
+        Holds::Text(c) => {
+            let expr = if c == "*" {
+                "t::text".to_string()
+            } else {
+                format!("t.{}::text", crate::db::quote_ident(c))
+            };
+            format!(
+                "SELECT lower((regexp_matches({expr}, '{UUID_RE}', 'g'))[1])::uuid FROM public.{} t",
+                crate::db::quote_ident(s.table)
+            )
+        }
+    }))
+}
+
+/// Missing required tables, by name.
+pub async fn missing_required(pool: &PgPool) -> Result<Vec<&'static str>, sqlx::Error> {
+    let mut missing = Vec::new();
+    for t in REQUIRED {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.' || $1) IS NOT NULL")
+            .bind(t)
+            .fetch_one(pool)
+            .await?;
+        if !exists {
+            missing.push(*t);
+        }
+    }
+    Ok(missing)
+}
+
+/// Gathers every referenced id into `upkeep.orphan_refs` under `job_id`, one statement per
+/// source; returns the sources read and those skipped (absent in this Dify).
+pub async fn gather(
+    pool: &PgPool,
+    job_id: Uuid,
+) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
+        .bind(job_id)
+        .execute(pool)
+        .await?;
+    let (mut read, mut skipped) = (Vec::new(), Vec::new());
+    for s in ID_SOURCES {
+        let label = match s.holds {
+            Holds::Id(_) => format!("{} (id)", s.table),
+            Holds::Text(c) => format!("{}.{c}", s.table),
+        };
+        let Some(select) = select_of(pool, s).await? else {
+            skipped.push(label);
+            continue;
+        };
+        let sql = format!(
+            "INSERT INTO upkeep.orphan_refs (job_id, id) SELECT DISTINCT $1::uuid, x FROM ({select}) AS q(x) \
+             WHERE x IS NOT NULL ON CONFLICT DO NOTHING"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(job_id)
+            .execute(pool)
+            .await?;
+        read.push(label);
+    }
+    Ok((read, skipped))
+}
+
+/// Which of `ids` the id columns reference right now (the cheap, indexed-or-small sources).
+pub async fn live_id_refs(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for s in ID_SOURCES {
+        let Holds::Id(_) = s.holds else { continue };
+        let Some(select) = select_of(pool, s).await? else {
+            continue;
+        };
+        let sql = format!("SELECT DISTINCT x FROM ({select}) AS q(x) WHERE x = ANY($1)");
+        let rows: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}

@@ -1,0 +1,415 @@
+//! `orphan_records`: `upload_files` and `tool_files` rows nothing references any more, and
+//! `message_files` rows whose message is gone. The references are gathered in the database
+//! (`upkeep.orphan_refs`), a superset of what Dify's command scans. Like `orphan_files`, a run
+//! without `confirm` records a plan; a run with `confirm` deletes exactly the planned rows
+//! still unreferenced, re-checked, in short transactions. Objects are left to `orphan_files`.
+
+use chrono::{DateTime, Utc};
+use opendal::{ErrorKind, Operator};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use crate::config::Settings;
+use crate::dify::file_refs;
+
+const BATCH: i64 = 1000;
+const SAMPLE: usize = 50;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanRecordsParams {
+    /// false: record a plan and delete nothing. true: delete what `plan_job_id` planned.
+    #[serde(default)]
+    pub confirm: bool,
+    /// The finished plan to apply (a run of this kind without `confirm`).
+    #[serde(default)]
+    pub plan_job_id: Option<Uuid>,
+    /// Rows (and, for `tool_files`, which has no timestamp, their objects) younger than this
+    /// are never orphans.
+    #[serde(default = "default_min_age")]
+    pub min_age_hours: u32,
+    /// Where `tool_files` objects are, for their age. Default: the storage `STORAGE_TYPE` names.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::storage::StorageConfig>)]
+    pub storage: Option<Value>,
+}
+
+fn default_min_age() -> u32 {
+    24
+}
+
+pub struct OrphanRecords;
+
+/// The three kinds of rows a plan can hold, as `table:id` items.
+const TABLES: &[&str] = &["upload_files", "tool_files", "message_files"];
+
+fn item(table: &str, id: Uuid) -> String {
+    format!("{table}:{id}")
+}
+
+fn parse_item(item: &str) -> Option<(&'static str, Uuid)> {
+    let (table, id) = item.split_once(':')?;
+    let table = TABLES.iter().find(|t| **t == table)?;
+    Some((table, Uuid::parse_str(id).ok()?))
+}
+
+impl JobKind for OrphanRecords {
+    const KIND: &'static str = "orphan_records";
+    type Params = OrphanRecordsParams;
+
+    fn resource_key(_: &OrphanRecordsParams) -> Option<String> {
+        Some("dify:file_records".into())
+    }
+
+    async fn validate(
+        params: &OrphanRecordsParams,
+        pool: &PgPool,
+        settings: &Settings,
+    ) -> Result<(), SpecError> {
+        if params.min_age_hours > 24 * 3650 {
+            return Err(SpecError::invalid(
+                "params.min_age_hours",
+                "must be at most 87600",
+            ));
+        }
+        let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
+        storage_param::open(&config, "storage")?;
+        match (params.confirm, params.plan_job_id) {
+            (false, Some(_)) => Err(SpecError::invalid(
+                "params.plan_job_id",
+                "only applies with confirm: true",
+            )),
+            (true, None) => Err(SpecError::invalid(
+                "params.plan_job_id",
+                "is required with confirm: true (run once without confirm to make the plan)",
+            )),
+            (true, Some(plan)) => super::orphan_files::check_plan_job(pool, plan, Self::KIND)
+                .await
+                .map(|_| ()),
+            (false, None) => Ok(()),
+        }
+    }
+
+    async fn plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        if let Some(plan) = params.plan_job_id.filter(|_| params.confirm) {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NULL",
+            )
+            .bind(plan)
+            .fetch_one(&ctx.pool)
+            .await?;
+            return Ok(json!({"plan_job_id": plan, "would_check_and_delete": pending}));
+        }
+        make_plan(params, ctx).await
+    }
+
+    async fn run(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        match params.plan_job_id.filter(|_| params.confirm) {
+            Some(plan) => apply_plan(plan, ctx).await,
+            None => make_plan(params, ctx).await,
+        }
+    }
+}
+
+/// Refuses unless every table needed to decide is there; then gathers the references.
+async fn gather(ctx: &mut JobCtx) -> Result<(Vec<String>, Vec<String>), JobError> {
+    let missing = file_refs::missing_required(&ctx.pool).await?;
+    if !missing.is_empty() {
+        return Err(JobError::failed(
+            "references_unreadable",
+            format!(
+                "cannot read {}: refusing to call any row an orphan",
+                missing.join(", ")
+            ),
+        ));
+    }
+    ctx.progress(phase("gather references"), true).await?;
+    Ok(file_refs::gather(&ctx.pool, ctx.job_id).await?)
+}
+
+fn phase(name: &str) -> Progress {
+    Progress {
+        phase: name.into(),
+        unit: "rows".into(),
+        ..Default::default()
+    }
+}
+
+async fn make_plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+    let config = storage_param::resolve(params.storage.as_ref(), "storage", &ctx.settings)
+        .map_err(storage_param::invalid)?;
+    let op = storage_param::open(&config, "storage").map_err(storage_param::invalid)?;
+    let (read, skipped) = gather(ctx).await?;
+    sqlx::query("DELETE FROM upkeep.orphan_plan WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
+    let hours = i32::try_from(params.min_age_hours).unwrap_or(i32::MAX);
+    let cutoff = Utc::now() - chrono::Duration::hours(i64::from(hours));
+    let mut counts = serde_json::Map::new();
+    let mut sample = Vec::new();
+    for table in TABLES {
+        let mut after = Uuid::nil();
+        let (mut planned, mut too_young) = (0u64, 0u64);
+        loop {
+            ctx.check_stop()?;
+            let rows = candidates(&ctx.pool, table, ctx.job_id, after).await?;
+            let Some((last, _, _)) = rows.last() else {
+                break;
+            };
+            after = *last;
+            let mut items = Vec::new();
+            for (id, key, created) in rows {
+                // tool_files has no timestamp: its object's age stands in.
+                let created = match (created, key) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(key)) => object_time(&op, &key).await?,
+                    (None, None) => None,
+                };
+                if created.is_some_and(|t| t > cutoff) {
+                    too_young += 1;
+                    continue;
+                }
+                planned += 1;
+                if sample.len() < SAMPLE {
+                    sample.push(item(table, id));
+                }
+                items.push((item(table, id), created));
+            }
+            if !ctx.dry_run {
+                record(ctx, &items).await?;
+            }
+            ctx.progress(
+                Progress {
+                    done: planned,
+                    detail: Some(json!({"table": table})),
+                    ..phase(&format!("find orphaned {table}"))
+                },
+                false,
+            )
+            .await?;
+        }
+        counts.insert(
+            table.to_string(),
+            json!({"orphans": planned, "too_young": too_young}),
+        );
+    }
+    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
+    Ok(json!({
+        "plan_job_id": (!ctx.dry_run).then_some(ctx.job_id),
+        "min_age_hours": params.min_age_hours,
+        "tables": counts,
+        "sample": sample,
+        "references_read": read,
+        "references_absent_in_this_dify": skipped,
+    }))
+}
+
+/// Unreferenced rows of `table` after `after`, with a key (tool_files) or a creation time.
+async fn candidates(
+    pool: &PgPool,
+    table: &str,
+    job: Uuid,
+    after: Uuid,
+) -> Result<Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)>, sqlx::Error> {
+    // Dify writes naive UTC. Young rows come back too, to be counted, not planned.
+    let query = match table {
+        "upload_files" => sqlx::query_as(
+            "SELECT u.id, NULL::text, (u.created_at AT TIME ZONE 'UTC') FROM public.upload_files u \
+             WHERE u.id > $2 \
+             AND NOT EXISTS (SELECT 1 FROM upkeep.orphan_refs r WHERE r.job_id = $1 AND r.id = u.id) \
+             ORDER BY u.id LIMIT $3",
+        )
+        .bind(job),
+        "tool_files" => sqlx::query_as(
+            "SELECT t.id, t.file_key::text, NULL::timestamptz FROM public.tool_files t \
+             WHERE t.id > $2 \
+             AND NOT EXISTS (SELECT 1 FROM upkeep.orphan_refs r WHERE r.job_id = $1 AND r.id = t.id) \
+             ORDER BY t.id LIMIT $3",
+        )
+        .bind(job),
+        // No reference to gather: a message_files row is an orphan when its message is gone.
+        _ => sqlx::query_as(
+            "SELECT mf.id, NULL::text, (mf.created_at AT TIME ZONE 'UTC') FROM public.message_files mf \
+             WHERE mf.id > $1 AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = mf.message_id) \
+             ORDER BY mf.id LIMIT $2",
+        ),
+    };
+    query.bind(after).bind(BATCH).fetch_all(pool).await
+}
+
+async fn object_time(op: &Operator, key: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+    match op.stat(key).await {
+        Ok(meta) => Ok(meta
+            .last_modified()
+            .map(|t| DateTime::<Utc>::from(std::time::SystemTime::from(t)))),
+        // The row points at nothing: no age to wait for.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JobError::failed(
+            "storage_failed",
+            format!("reading {key}: {e}"),
+        )),
+    }
+}
+
+async fn record(ctx: &JobCtx, items: &[(String, Option<DateTime<Utc>>)]) -> Result<(), JobError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = items.iter().map(|(i, _)| i.as_str()).collect();
+    let times: Vec<Option<DateTime<Utc>>> = items.iter().map(|(_, t)| *t).collect();
+    sqlx::query(
+        "INSERT INTO upkeep.orphan_plan (job_id, item, last_modified) \
+         SELECT $1, * FROM unnest($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(ctx.job_id)
+    .bind(&names)
+    .bind(&times)
+    .execute(&ctx.pool)
+    .await?;
+    Ok(())
+}
+
+/// Gathers the references afresh, then deletes the plan's rows batch by batch: each batch
+/// re-checked against the fresh references and the live id columns, deleted and marked in one
+/// short transaction.
+async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
+    gather(ctx).await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1")
+            .bind(plan)
+            .fetch_one(&ctx.pool)
+            .await?;
+    let mut after = String::new();
+    loop {
+        ctx.check_stop()?;
+        let batch: Vec<String> = sqlx::query_scalar(
+            "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NULL AND item > $2 \
+             ORDER BY item LIMIT $3",
+        )
+        .bind(plan)
+        .bind(&after)
+        .bind(BATCH)
+        .fetch_all(&ctx.pool)
+        .await?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        after = last.clone();
+        let parsed: Vec<(String, &str, Uuid)> = batch
+            .iter()
+            .filter_map(|i| parse_item(i).map(|(t, id)| (i.clone(), t, id)))
+            .collect();
+        let ids: Vec<Uuid> = parsed.iter().map(|(_, _, id)| *id).collect();
+        let gathered: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM upkeep.orphan_refs WHERE job_id = $1 AND id = ANY($2)",
+        )
+        .bind(ctx.job_id)
+        .bind(&ids)
+        .fetch_all(&ctx.pool)
+        .await?;
+        let live = file_refs::live_id_refs(&ctx.pool, &ids).await?;
+        let mut tx = ctx.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let mut outcomes: Vec<(String, &str)> = Vec::new();
+        for (name, table, id) in &parsed {
+            let referenced = match *table {
+                // A dangling message_files row stays only if its message came back.
+                "message_files" => sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM public.message_files mf JOIN public.messages m \
+                     ON m.id = mf.message_id WHERE mf.id = $1)",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?,
+                _ => gathered.contains(id) || live.contains(id),
+            };
+            let outcome = if referenced {
+                "referenced"
+            } else {
+                let sql: &'static str = match *table {
+                    "upload_files" => "DELETE FROM public.upload_files WHERE id = $1",
+                    "tool_files" => "DELETE FROM public.tool_files WHERE id = $1",
+                    _ => "DELETE FROM public.message_files WHERE id = $1",
+                };
+                let n = sqlx::query(sql)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 { "deleted" } else { "gone" }
+            };
+            outcomes.push((name.clone(), outcome));
+        }
+        let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
+        let kinds: Vec<&str> = outcomes.iter().map(|(_, o)| *o).collect();
+        sqlx::query(
+            "UPDATE upkeep.orphan_plan p SET outcome = o.outcome, handled_by = $2 \
+             FROM unnest($3::text[], $4::text[]) AS o(item, outcome) \
+             WHERE p.job_id = $1 AND p.item = o.item",
+        )
+        .bind(plan)
+        .bind(ctx.job_id)
+        .bind(&names)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ctx.failpoint("orphan_records.batch_committed").await?;
+        let handled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL",
+        )
+        .bind(plan)
+        .fetch_one(&ctx.pool)
+        .await?;
+        ctx.progress(
+            Progress {
+                done: handled as u64,
+                total: Some(total as u64),
+                ..phase("delete planned rows")
+            },
+            false,
+        )
+        .await?;
+    }
+    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
+    let counts: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT split_part(item, ':', 1), outcome, count(*) FROM upkeep.orphan_plan \
+         WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(plan)
+    .fetch_all(&ctx.pool)
+    .await?;
+    let mut per_table = serde_json::Map::new();
+    for (table, outcome, n) in counts {
+        let entry = per_table.entry(table).or_insert_with(|| json!({}));
+        entry[outcome] = json!(n);
+    }
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome = 'referenced' \
+         ORDER BY item LIMIT $2",
+    )
+    .bind(plan)
+    .bind(SAMPLE as i64)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(json!({
+        "plan_job_id": plan,
+        "planned": total,
+        "tables": per_table,
+        "kept_referenced_sample": kept,
+        "note": "the objects of deleted upload_files/tool_files rows are now orphan files: plan an orphan_files run to remove them",
+    }))
+}
