@@ -135,42 +135,42 @@ async fn references_and_cycle(db: &TestDb) {
     .await
     .unwrap();
 
-    let by_message_file = upload(&db, tenant, 3).await;
-    let live_message = message(&db, app, "hello").await;
-    message_file(&db, live_message, by_message_file, 3).await;
+    let by_message_file = upload(db, tenant, 3).await;
+    let live_message = message(db, app, "hello").await;
+    message_file(db, live_message, by_message_file, 3).await;
     // A purge removed this message but left its message_files row behind.
-    let behind_purge = upload(&db, tenant, 3).await;
-    let dangling = message_file(&db, Uuid::new_v4(), behind_purge, 3).await;
-    let in_answer = upload(&db, tenant, 3).await;
+    let behind_purge = upload(db, tenant, 3).await;
+    let dangling = message_file(db, Uuid::new_v4(), behind_purge, 3).await;
+    let in_answer = upload(db, tenant, 3).await;
     let upper = in_answer.to_string().to_uppercase();
-    message(&db, app, &format!("see ![x](/files/{upper}/file-preview)")).await;
-    let offloaded = upload(&db, tenant, 3).await;
-    exec(&db, "INSERT INTO public.workflow_node_execution_offload (tenant_id, app_id, type, file_id) VALUES ($1, $2, 'outputs', $3)", &[tenant, app, offloaded]).await;
-    let avatar = upload(&db, tenant, 3).await;
+    message(db, app, &format!("see ![x](/files/{upper}/file-preview)")).await;
+    let offloaded = upload(db, tenant, 3).await;
+    exec(db, "INSERT INTO public.workflow_node_execution_offload (tenant_id, app_id, type, file_id) VALUES ($1, $2, 'outputs', $3)", &[tenant, app, offloaded]).await;
+    let avatar = upload(db, tenant, 3).await;
     exec(
         &db,
         "INSERT INTO public.accounts (name, email, avatar) VALUES ('n', 'n@x', $1::text)",
         &[avatar],
     )
     .await;
-    let icon = upload(&db, tenant, 3).await;
+    let icon = upload(db, tenant, 3).await;
     exec(
         &db,
         "UPDATE public.apps SET icon = $1::text WHERE id = $2",
         &[icon, app],
     )
     .await;
-    let draft = upload(&db, tenant, 3).await;
-    exec(&db, "INSERT INTO public.workflow_draft_variable_files (tenant_id, app_id, user_id, upload_file_id, size, value_type) VALUES ($1, $2, $1, $3, 1, 'string')", &[tenant, app, draft]).await;
-    let unreferenced = upload(&db, tenant, 3).await;
-    let young = upload(&db, tenant, 0).await;
-    let tool_in_answer = tool_file(&db, &tree, tenant, Some(3)).await;
-    message(&db, app, &format!("/files/tools/{tool_in_answer}.png")).await;
-    let tool_old = tool_file(&db, &tree, tenant, Some(3)).await;
-    let tool_young = tool_file(&db, &tree, tenant, Some(0)).await;
-    let tool_no_object = tool_file(&db, &tree, tenant, None).await;
+    let draft = upload(db, tenant, 3).await;
+    exec(db, "INSERT INTO public.workflow_draft_variable_files (tenant_id, app_id, user_id, upload_file_id, size, value_type) VALUES ($1, $2, $1, $3, 1, 'string')", &[tenant, app, draft]).await;
+    let unreferenced = upload(db, tenant, 3).await;
+    let young = upload(db, tenant, 0).await;
+    let tool_in_answer = tool_file(db, &tree, tenant, Some(3)).await;
+    message(db, app, &format!("/files/tools/{tool_in_answer}.png")).await;
+    let tool_old = tool_file(db, &tree, tenant, Some(3)).await;
+    let tool_young = tool_file(db, &tree, tenant, Some(0)).await;
+    let tool_no_object = tool_file(db, &tree, tenant, None).await;
 
-    let d = TestDaemon::start(&db, Options::default()).await;
+    let d = TestDaemon::start(db, Options::default()).await;
     let storage = tree.config();
     let plan = finished(&d, json!({"storage": storage})).await;
     let r = &plan["result"];
@@ -206,12 +206,12 @@ async fn references_and_cycle(db: &TestDb) {
     expected.sort();
     assert_eq!(planned, expected);
     assert!(
-        exists(&db, "upload_files", unreferenced).await,
+        exists(db, "upload_files", unreferenced).await,
         "planning deleted a row"
     );
 
     // Between plan and confirm, Dify starts using one of them.
-    message_file(&db, live_message, unreferenced, 0).await;
+    message_file(db, live_message, unreferenced, 0).await;
     let plan_id = plan["id"].as_str().unwrap();
     let applied = finished(
         &d,
@@ -242,7 +242,7 @@ async fn references_and_cycle(db: &TestDb) {
         ("tool_files", tool_no_object, false),
         ("message_files", dangling, false),
     ] {
-        assert_eq!(exists(&db, table, id).await, kept, "{table} {id}");
+        assert_eq!(exists(db, table, id).await, kept, "{table} {id}");
     }
     d.stop().await;
 }
