@@ -148,14 +148,14 @@ async fn references_and_cycle(db: &TestDb) {
     exec(db, "INSERT INTO public.workflow_node_execution_offload (tenant_id, app_id, type, file_id) VALUES ($1, $2, 'outputs', $3)", &[tenant, app, offloaded]).await;
     let avatar = upload(db, tenant, 3).await;
     exec(
-        &db,
+        db,
         "INSERT INTO public.accounts (name, email, avatar) VALUES ('n', 'n@x', $1::text)",
         &[avatar],
     )
     .await;
     let icon = upload(db, tenant, 3).await;
     exec(
-        &db,
+        db,
         "UPDATE public.apps SET icon = $1::text WHERE id = $2",
         &[icon, app],
     )
