@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
 use crate::dify::storage_refs;
-use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, SourceObject, TransferError};
+use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, TransferError};
 use crate::storage::{self, StorageConfig};
 
 /// Objects verified per ledger commit (also the checkpoint and cancel boundary).
@@ -252,12 +252,12 @@ impl JobKind for StorageMigrate {
             different_on_target: u64,
         }
         let mut per_prefix: BTreeMap<String, Tally> = BTreeMap::new();
-        let mut listing = Listing::new(&src, prefixes.clone());
+        let mut listing = Listing::new(&src, Side::Source, prefixes.clone());
         let mut scanned = 0u64;
         while let Some(batch) = listing.next_batch(256).await? {
             ctx.check_stop()?;
             let checks = futures_util::stream::iter(batch)
-                .map(|key| {
+                .map(|(key, _)| {
                     let (src, dst) = (&src, &dst);
                     async move {
                         let object = transfer::stat_source(src, &key).await;
@@ -439,20 +439,23 @@ fn top_prefix(key: &str) -> String {
 /// The source's object keys (never directories), prefix by prefix, in batches.
 struct Listing<'a> {
     op: &'a Operator,
+    side: Side,
     pending: std::vec::IntoIter<String>,
     current: Option<opendal::Lister>,
 }
 
 impl<'a> Listing<'a> {
-    fn new(op: &'a Operator, prefixes: Vec<String>) -> Listing<'a> {
+    fn new(op: &'a Operator, side: Side, prefixes: Vec<String>) -> Listing<'a> {
         Listing {
             op,
+            side,
             pending: prefixes.into_iter(),
             current: None,
         }
     }
 
-    async fn next_batch(&mut self, n: usize) -> Result<Option<Vec<String>>, JobError> {
+    /// Keys with the size the listing gave (0 when it did not say).
+    async fn next_batch(&mut self, n: usize) -> Result<Option<Vec<(String, u64)>>, JobError> {
         let mut batch = Vec::with_capacity(n);
         while batch.len() < n {
             if self.current.is_none() {
@@ -460,16 +463,16 @@ impl<'a> Listing<'a> {
                     break;
                 };
                 if prefix.is_empty() {
-                    self.current = Some(self.list("").await?);
+                    self.current = self.list("").await?;
                     continue;
                 }
                 // A prefix may name a root-level file (`.dify_secret_key`) as well as a directory.
                 if let Ok(meta) = self.op.stat(&prefix).await
                     && meta.mode() == EntryMode::FILE
                 {
-                    batch.push(prefix.clone());
+                    batch.push((prefix.clone(), meta.content_length()));
                 }
-                self.current = Some(self.list(&format!("{prefix}/")).await?);
+                self.current = self.list(&format!("{prefix}/")).await?;
                 continue;
             }
             let Some(lister) = self.current.as_mut() else {
@@ -477,30 +480,32 @@ impl<'a> Listing<'a> {
             };
             match lister.try_next().await {
                 Ok(Some(entry)) => {
-                    if entry.metadata().mode() == EntryMode::FILE && !entry.path().ends_with('/') {
-                        batch.push(entry.path().to_string());
+                    let meta = entry.metadata();
+                    if meta.mode() == EntryMode::FILE && !entry.path().ends_with('/') {
+                        batch.push((entry.path().to_string(), meta.content_length()));
                     }
                 }
                 Ok(None) => self.current = None,
-                Err(e) => {
-                    return Err(JobError::failed(
-                        "source_failed",
-                        format!("source: listing failed: {e}"),
-                    ));
-                }
+                Err(e) => return Err(self.failed("", e)),
             }
         }
         Ok((!batch.is_empty()).then_some(batch))
     }
 
-    async fn list(&self, path: &str) -> Result<opendal::Lister, JobError> {
+    async fn list(&self, path: &str) -> Result<Option<opendal::Lister>, JobError> {
         match self.op.lister_with(path).recursive(true).await {
-            Ok(l) => Ok(l),
-            Err(e) => Err(JobError::failed(
-                "source_failed",
-                format!("source: listing {path:?} failed: {e}"),
-            )),
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.failed(path, e)),
         }
+    }
+
+    fn failed(&self, path: &str, e: opendal::Error) -> JobError {
+        let code = match self.side {
+            Side::Source => "source_failed",
+            Side::Target => "target_failed",
+        };
+        JobError::failed(code, format!("{code}: listing {path:?}: {e}"))
     }
 }
 
@@ -508,8 +513,28 @@ impl<'a> Listing<'a> {
 struct Verified {
     key: String,
     size: u64,
-    sha256: Option<Sha256Sum>,
+    /// Of the source bytes.
+    sha256: Sha256Sum,
     outcome: &'static str,
+}
+
+/// What the target's listing said about a key.
+#[derive(Clone, Copy)]
+enum OnTarget {
+    Absent,
+    /// Listed, with its size (0 when the listing did not say).
+    Listed(u64),
+}
+
+impl OnTarget {
+    /// The size, asking the target only when the listing did not say.
+    async fn size(self, dst: &Operator, key: &str) -> Result<Option<u64>, TransferError> {
+        match self {
+            OnTarget::Absent => Ok(None),
+            OnTarget::Listed(0) => transfer::target_size(dst, key).await,
+            OnTarget::Listed(n) => Ok(Some(n)),
+        }
+    }
 }
 
 /// Copies (or confirms) one object: skipped only when the target holds the same bytes.
@@ -517,13 +542,13 @@ async fn migrate_object(
     src: Operator,
     dst: Operator,
     key: String,
+    on_target: OnTarget,
     verify: Verify,
     budget: MemoryBudget,
 ) -> Result<Verified, TransferError> {
     let object = transfer::stat_source(&src, &key).await?;
-    let there = transfer::target_size(&dst, &key).await?;
     let mut outcome = "copied";
-    if let Some(size) = there {
+    if let Some(size) = on_target.size(&dst, &key).await? {
         outcome = "replaced";
         if size == object.size {
             let (len, sha) = transfer::hash_object(&src, Side::Source, &key, size, &budget).await?;
@@ -533,33 +558,25 @@ async fn migrate_object(
                 return Ok(Verified {
                     key,
                     size: len,
-                    sha256: Some(sha),
+                    sha256: sha,
                     outcome: "already_there",
                 });
             }
         }
     }
-    copy_verified(&src, &dst, &object, verify, &budget)
-        .await
-        .map(|(size, sha)| Verified {
-            key,
-            size,
-            sha256: sha,
-            outcome,
-        })
-}
-
-async fn copy_verified(
-    src: &Operator,
-    dst: &Operator,
-    object: &SourceObject,
-    verify: Verify,
-    budget: &MemoryBudget,
-) -> Result<(u64, Option<Sha256Sum>), TransferError> {
-    let (len, sha) = transfer::copy(src, dst, object, budget).await?;
-    let expected = (verify == Verify::Checksum).then_some(&sha);
-    transfer::verify(dst, &object.key, len, expected, budget).await?;
-    Ok((len, expected.copied()))
+    let written = transfer::copy(&src, &dst, &object, &budget).await?;
+    // An ETag equal to the MD5 of what was sent already proves the stored bytes; otherwise
+    // the copy is checked here.
+    if !written.server_verified {
+        let expected = (verify == Verify::Checksum).then_some(&written.sha256);
+        transfer::verify(&dst, &object.key, written.len, expected, &budget).await?;
+    }
+    Ok(Verified {
+        key,
+        size: written.len,
+        sha256: written.sha256,
+        outcome,
+    })
 }
 
 /// What this attempt has done so far, for progress.
@@ -583,7 +600,7 @@ async fn copy_all(
     // A first pass for the total: listing is cheap next to copying, and an ETA needs it.
     ctx.progress(phase_progress("list source"), true).await?;
     let mut total = 0u64;
-    let mut listing = Listing::new(src, prefixes.clone());
+    let mut listing = Listing::new(src, Side::Source, prefixes.clone());
     while let Some(batch) = listing.next_batch(1000).await? {
         ctx.check_stop()?;
         total += batch.len() as u64;
@@ -599,6 +616,7 @@ async fn copy_all(
         bytes: recorded_bytes.unwrap_or(0) as u64,
         ..Default::default()
     };
+    let listed_on_target = list_target(ctx, dst, &prefixes).await?;
     let started = Instant::now();
     let bytes_at_start = counters.bytes;
     let limit = Arc::new(Semaphore::new(params.concurrency as usize));
@@ -606,7 +624,7 @@ async fn copy_all(
     let mut tasks: JoinSet<Result<Option<Verified>, TransferError>> = JoinSet::new();
     let mut pending: Vec<Verified> = Vec::new();
     let mut last_flush = Instant::now();
-    let mut listing = Listing::new(src, prefixes.clone());
+    let mut listing = Listing::new(src, Side::Source, prefixes.clone());
     let mut stop: Option<JobError> = None;
 
     'listing: while let Some(batch) = listing.next_batch(512).await? {
@@ -614,11 +632,24 @@ async fn copy_all(
             "SELECT key, size FROM upkeep.storage_objects WHERE job_id = $1 AND key = ANY($2)",
         )
         .bind(ctx.job_id)
-        .bind(&batch)
+        .bind(batch.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
         .fetch_all(&ctx.pool)
         .await?;
         let recorded: std::collections::HashMap<String, i64> = recorded.into_iter().collect();
-        for key in batch {
+        let keys: Vec<&str> = batch.iter().map(|(k, _)| k.as_str()).collect();
+        let listed: Vec<(String, i64)> = if listed_on_target == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT key, size FROM upkeep.storage_target WHERE job_id = $1 AND key = ANY($2)",
+            )
+            .bind(ctx.job_id)
+            .bind(&keys)
+            .fetch_all(&ctx.pool)
+            .await?
+        };
+        let listed: std::collections::HashMap<String, i64> = listed.into_iter().collect();
+        for (key, _) in batch {
             let permit = tokio::select! {
                 p = limit.clone().acquire_owned() => p,
                 _ = ctx.stop_signal() => { stop = ctx.check_stop().err(); break 'listing; }
@@ -627,17 +658,21 @@ async fn copy_all(
             let (src, dst, budget) = (src.clone(), dst.clone(), budget.clone());
             let verify = params.verify;
             let recorded_size = recorded.get(&key).copied();
+            let on_target = match listed.get(&key) {
+                Some(size) => OnTarget::Listed(*size as u64),
+                None => OnTarget::Absent,
+            };
             tasks.spawn(async move {
-                // Verified by an earlier attempt: only make sure the target still has it.
                 let r = match recorded_size {
-                    Some(size) => match transfer::target_size(&dst, &key).await {
+                    // Verified by an earlier attempt: only make sure the target still has it.
+                    Some(size) => match on_target.size(&dst, &key).await {
                         Ok(Some(s)) if s as i64 == size => Ok(None),
-                        Ok(_) => migrate_object(src, dst, key, verify, budget)
+                        Ok(_) => migrate_object(src, dst, key, on_target, verify, budget)
                             .await
                             .map(Some),
                         Err(e) => Err(e),
                     },
-                    None => migrate_object(src, dst, key, verify, budget)
+                    None => migrate_object(src, dst, key, on_target, verify, budget)
                         .await
                         .map(Some),
                 };
@@ -674,10 +709,46 @@ async fn copy_all(
     }
     flush(ctx, &mut pending, cp, &mut counters).await?;
     report(ctx, &counters, total, started, bytes_at_start).await?;
+    sqlx::query("DELETE FROM upkeep.storage_target WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
     match stop {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Records the target's listing under the prefixes in `upkeep.storage_target`; returns how
+/// many objects it holds.
+async fn list_target(
+    ctx: &mut JobCtx,
+    dst: &Operator,
+    prefixes: &[String],
+) -> Result<u64, JobError> {
+    ctx.progress(phase_progress("list target"), true).await?;
+    sqlx::query("DELETE FROM upkeep.storage_target WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
+    let mut listing = Listing::new(dst, Side::Target, prefixes.to_vec());
+    let mut n = 0u64;
+    while let Some(batch) = listing.next_batch(1000).await? {
+        ctx.check_stop()?;
+        n += batch.len() as u64;
+        let (keys, sizes): (Vec<String>, Vec<i64>) =
+            batch.into_iter().map(|(k, s)| (k, s as i64)).unzip();
+        sqlx::query(
+            "INSERT INTO upkeep.storage_target (job_id, key, size) \
+             SELECT $1, * FROM unnest($2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(ctx.job_id)
+        .bind(&keys)
+        .bind(&sizes)
+        .execute(&ctx.pool)
+        .await?;
+    }
+    Ok(n)
 }
 
 /// Sorts one finished transfer: verified, a skippable source problem, or a reason to stop.
@@ -726,10 +797,7 @@ async fn flush(
     let n = pending.len() as u64;
     let keys: Vec<&str> = pending.iter().map(|v| v.key.as_str()).collect();
     let sizes: Vec<i64> = pending.iter().map(|v| v.size as i64).collect();
-    let shas: Vec<Option<Vec<u8>>> = pending
-        .iter()
-        .map(|v| v.sha256.map(|s| s.to_vec()))
-        .collect();
+    let shas: Vec<Vec<u8>> = pending.iter().map(|v| v.sha256.to_vec()).collect();
     let outcomes: Vec<&str> = pending.iter().map(|v| v.outcome).collect();
     let mut tx = ctx.pool.begin().await?;
     sqlx::query(

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use md5::Md5;
 use opendal::{ErrorKind, Operator};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-/// Bytes per read request.
-const READ_CHUNK: usize = 4 << 20;
+/// The most a streaming read holds at once (OpenDAL's positioned reads of local files).
+const READ_BUFFER: usize = 2 << 20;
 /// Bytes per multipart part (S3 needs at least 5 MiB, except for the last one).
 const PART: usize = 8 << 20;
 /// Parts uploaded at once per object.
 const PARTS_IN_FLIGHT: usize = 2;
 /// The most one transfer holds in memory: a read chunk, the part being filled, the parts in flight.
-const MIB_PER_TRANSFER: u32 = ((READ_CHUNK + PART * (PARTS_IN_FLIGHT + 1)) >> 20) as u32;
+const MIB_PER_TRANSFER: u32 = ((READ_BUFFER + PART * (PARTS_IN_FLIGHT + 1)) >> 20) as u32;
 /// Memory all transfers of a job may hold at once, in MiB.
 pub const MEMORY_BUDGET_MIB: u32 = 96;
 
@@ -117,12 +118,7 @@ pub async fn target_size(op: &Operator, key: &str) -> Result<Option<u64>, Transf
     }
 }
 
-/// Read requests no bigger than the object: a small file must not cost a 4 MiB buffer.
-fn read_chunk(size: u64) -> usize {
-    usize::try_from(size).map_or(READ_CHUNK, |s| s.clamp(64 << 10, READ_CHUNK))
-}
-
-/// Reads an object of `size` bytes through and returns its length and SHA-256.
+/// Reads an object through and returns its length and SHA-256: one streaming request.
 pub async fn hash_object(
     op: &Operator,
     side: Side,
@@ -130,13 +126,9 @@ pub async fn hash_object(
     size: u64,
     budget: &MemoryBudget,
 ) -> Result<(u64, Sha256Sum), TransferError> {
-    let _memory = budget.reserve(size.min(READ_CHUNK as u64)).await;
+    let _memory = budget.reserve(size.min(READ_BUFFER as u64)).await;
     let fail = |e| TransferError::from_opendal(side, "reading", key, e);
-    let reader = op
-        .reader_with(key)
-        .chunk(read_chunk(size))
-        .await
-        .map_err(fail)?;
+    let reader = op.reader(key).await.map_err(fail)?;
     let mut stream = reader.into_bytes_stream(..).await.map_err(fail)?;
     let mut hasher = Sha256::new();
     let mut len = 0u64;
@@ -151,23 +143,85 @@ pub async fn hash_object(
     Ok((len, hasher.finalize().into()))
 }
 
-/// Streams `object` from `src` to `dst`; returns the bytes written and their SHA-256. A failed
-/// write is aborted, so no partial object stays behind where the backend allows that.
+/// What a copy wrote.
+pub struct Written {
+    pub len: u64,
+    pub sha256: Sha256Sum,
+    /// The target answered with an ETag equal to the MD5 of the bytes sent (single PUT) or to
+    /// the multipart form of it: the server stored exactly those bytes.
+    pub server_verified: bool,
+}
+
+/// MD5s the way S3 computes an ETag: of the whole object, or of each part for a multipart
+/// upload (`md5(md5(part1) || md5(part2) ...)-N`), parts being exactly `PART` bytes.
+struct EtagDigest {
+    whole: Md5,
+    part: Md5,
+    in_part: usize,
+    parts: Vec<[u8; 16]>,
+}
+
+impl EtagDigest {
+    fn new() -> Self {
+        EtagDigest {
+            whole: Md5::new(),
+            part: Md5::new(),
+            in_part: 0,
+            parts: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.whole.update(bytes);
+        while !bytes.is_empty() {
+            let take = bytes.len().min(PART - self.in_part);
+            self.part.update(&bytes[..take]);
+            self.in_part += take;
+            bytes = &bytes[take..];
+            if self.in_part == PART {
+                let done = std::mem::replace(&mut self.part, Md5::new());
+                self.parts.push(done.finalize().into());
+                self.in_part = 0;
+            }
+        }
+    }
+
+    /// Whether `etag` (as a server returned it) is this content's.
+    fn matches(self, etag: &str, len: u64) -> bool {
+        let etag = etag.trim_matches('"').to_ascii_lowercase();
+        let whole: [u8; 16] = self.whole.finalize().into();
+        if etag == hex(&whole) {
+            return true;
+        }
+        if len <= PART as u64 {
+            return false;
+        }
+        let mut parts = self.parts;
+        if self.in_part > 0 {
+            parts.push(self.part.finalize().into());
+        }
+        let mut of_parts = Md5::new();
+        for p in &parts {
+            of_parts.update(p);
+        }
+        let combined: [u8; 16] = of_parts.finalize().into();
+        etag == format!("{}-{}", hex(&combined), parts.len())
+    }
+}
+
+/// Streams `object` from `src` to `dst`, hashing the bytes on the way. A failed write is
+/// aborted, so no partial object stays behind where the backend allows that.
 pub async fn copy(
     src: &Operator,
     dst: &Operator,
     object: &SourceObject,
     budget: &MemoryBudget,
-) -> Result<(u64, Sha256Sum), TransferError> {
+) -> Result<Written, TransferError> {
     let key = object.key.as_str();
     let _memory = budget.reserve(object.size).await;
     let source_err = |e| TransferError::from_opendal(Side::Source, "reading", key, e);
     let target_err = |e| TransferError::from_opendal(Side::Target, "writing", key, e);
-    let reader = src
-        .reader_with(key)
-        .chunk(read_chunk(object.size))
-        .await
-        .map_err(source_err)?;
+    let reader = src.reader(key).await.map_err(source_err)?;
     let mut stream = reader.into_bytes_stream(..).await.map_err(source_err)?;
     // Dify's SDK backends store objects as binary when they are not told otherwise; some
     // backends (GCS) refuse an object without a type.
@@ -183,8 +237,9 @@ pub async fn copy(
         .await
         .map_err(target_err)?;
     let mut hasher = Sha256::new();
+    let mut etag = EtagDigest::new();
     let mut len = 0u64;
-    let written: Result<(), TransferError> = async {
+    let written: Result<opendal::Metadata, TransferError> = async {
         while let Some(chunk) = stream
             .try_next()
             .await
@@ -192,20 +247,29 @@ pub async fn copy(
         {
             len += chunk.len() as u64;
             hasher.update(&chunk);
+            etag.update(&chunk);
             writer.write(chunk).await.map_err(target_err)?;
         }
-        writer.close().await.map_err(target_err)?;
-        Ok(())
+        writer.close().await.map_err(target_err)
     }
     .await;
-    if let Err(e) = written {
-        let _ = writer.abort().await;
-        return Err(e);
-    }
-    Ok((len, hasher.finalize().into()))
+    let meta = match written {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
+    let server_verified = meta.etag().is_some_and(|t| etag.matches(t, len));
+    Ok(Written {
+        len,
+        sha256: hasher.finalize().into(),
+        server_verified,
+    })
 }
 
-/// Checks the target's copy: its size, and its content hash when `expected_sha` is given.
+/// Checks the target's copy: with `expected_sha`, by reading it back (which also gives its
+/// length); otherwise by its size.
 pub async fn verify(
     dst: &Operator,
     key: &str,
@@ -214,28 +278,61 @@ pub async fn verify(
     budget: &MemoryBudget,
 ) -> Result<(), TransferError> {
     let mismatch = |what: String| TransferError::new(Side::Target, "verifying", key, what);
-    match target_size(dst, key).await? {
-        None => return Err(mismatch("the copy is not on the target".into())),
-        Some(size) if size != expected_len => {
-            return Err(mismatch(format!(
-                "the copy has {size} bytes, the source {expected_len}"
-            )));
+    match expected_sha {
+        Some(expected) => {
+            let (len, sha) = hash_object(dst, Side::Target, key, expected_len, budget).await?;
+            if len != expected_len {
+                return Err(mismatch(format!(
+                    "the copy has {len} bytes, the source {expected_len}"
+                )));
+            }
+            if &sha != expected {
+                return Err(mismatch(format!(
+                    "the copy's content differs from the source (sha256 {} vs {})",
+                    hex(&sha),
+                    hex(expected)
+                )));
+            }
         }
-        Some(_) => {}
-    }
-    if let Some(expected) = expected_sha {
-        let (len, sha) = hash_object(dst, Side::Target, key, expected_len, budget).await?;
-        if len != expected_len || &sha != expected {
-            return Err(mismatch(format!(
-                "the copy's content differs from the source (sha256 {} vs {})",
-                hex(&sha),
-                hex(expected)
-            )));
-        }
+        None => match target_size(dst, key).await? {
+            None => return Err(mismatch("the copy is not on the target".into())),
+            Some(size) if size != expected_len => {
+                return Err(mismatch(format!(
+                    "the copy has {size} bytes, the source {expected_len}"
+                )));
+            }
+            Some(_) => {}
+        },
     }
     Ok(())
 }
 
-pub fn hex(sum: &Sha256Sum) -> String {
-    sum.iter().map(|b| format!("{b:02x}")).collect()
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// S3's ETags for these contents, as moto and AWS compute them.
+    #[test]
+    fn etags_of_single_and_multipart_uploads() {
+        let mut d = EtagDigest::new();
+        d.update(b"hello");
+        assert!(d.matches("\"5d41402abc4b2a76b9719d911017c592\"", 5));
+        let data = vec![7u8; PART + 10];
+        let mut d = EtagDigest::new();
+        d.update(&data[..100]);
+        d.update(&data[100..]);
+        let p1: [u8; 16] = Md5::digest(&data[..PART]).into();
+        let p2: [u8; 16] = Md5::digest(&data[PART..]).into();
+        let mut both = p1.to_vec();
+        both.extend_from_slice(&p2);
+        let expected = format!("{}-2", hex(&<[u8; 16]>::from(Md5::digest(&both))));
+        assert!(d.matches(&expected, data.len() as u64));
+        let mut d = EtagDigest::new();
+        d.update(b"hello");
+        assert!(!d.matches("\"opaque-azure-etag\"", 5));
+    }
 }
