@@ -17,8 +17,11 @@ const PART: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 /// The most one transfer holds in memory: a read chunk, the part being filled, the parts in flight.
 const MIB_PER_TRANSFER: u32 = ((READ_BUFFER + PART * (PARTS_IN_FLIGHT + 1)) >> 20) as u32;
+/// Objects up to this size go up in one request, read into memory first (under the budget):
+/// one PUT is far cheaper for a server than a multipart upload's create, parts and complete.
+const SINGLE_PUT_MAX: u64 = 64 << 20;
 /// Memory all transfers of a job may hold at once, in MiB.
-pub const MEMORY_BUDGET_MIB: u32 = 96;
+pub const MEMORY_BUDGET_MIB: u32 = 128;
 
 pub type Sha256Sum = [u8; 32];
 
@@ -72,9 +75,12 @@ impl Default for MemoryBudget {
 
 impl MemoryBudget {
     async fn reserve(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
-        let mib = u32::try_from((size >> 20) + 1)
-            .unwrap_or(u32::MAX)
-            .min(MIB_PER_TRANSFER);
+        let cap = if size <= SINGLE_PUT_MAX {
+            MEMORY_BUDGET_MIB
+        } else {
+            MIB_PER_TRANSFER
+        };
+        let mib = u32::try_from((size >> 20) + 1).unwrap_or(u32::MAX).min(cap);
         // The semaphore is never closed, so acquiring only waits.
         loop {
             if let Ok(permit) = self.0.acquire_many(mib).await {
@@ -193,7 +199,7 @@ impl EtagDigest {
         if etag == hex(&whole) {
             return true;
         }
-        if len <= PART as u64 {
+        if len <= SINGLE_PUT_MAX {
             return false;
         }
         let mut parts = self.parts;
@@ -229,6 +235,40 @@ pub async fn copy(
         .content_type
         .as_deref()
         .unwrap_or("application/octet-stream");
+    let mut hasher = Sha256::new();
+    let mut etag = EtagDigest::new();
+    let mut len = 0u64;
+    if object.size <= SINGLE_PUT_MAX {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| TransferError::new(Side::Source, "reading", key, e))?
+        {
+            len += chunk.len() as u64;
+            if len > object.size {
+                return Err(TransferError::new(
+                    Side::Source,
+                    "reading",
+                    key,
+                    "the object grew while it was read",
+                ));
+            }
+            hasher.update(&chunk);
+            etag.update(&chunk);
+            chunks.push(chunk);
+        }
+        let meta = dst
+            .write_with(key, opendal::Buffer::from(chunks))
+            .content_type(content_type)
+            .await
+            .map_err(target_err)?;
+        return Ok(Written {
+            len,
+            sha256: hasher.finalize().into(),
+            server_verified: meta.etag().is_some_and(|t| etag.matches(t, len)),
+        });
+    }
     let mut writer = dst
         .writer_with(key)
         .chunk(PART)
@@ -236,9 +276,6 @@ pub async fn copy(
         .content_type(content_type)
         .await
         .map_err(target_err)?;
-    let mut hasher = Sha256::new();
-    let mut etag = EtagDigest::new();
-    let mut len = 0u64;
     let written: Result<opendal::Metadata, TransferError> = async {
         while let Some(chunk) = stream
             .try_next()
@@ -321,15 +358,16 @@ mod tests {
         let mut d = EtagDigest::new();
         d.update(b"hello");
         assert!(d.matches("\"5d41402abc4b2a76b9719d911017c592\"", 5));
-        let data = vec![7u8; PART + 10];
+        let data = vec![7u8; SINGLE_PUT_MAX as usize + 10];
         let mut d = EtagDigest::new();
         d.update(&data[..100]);
         d.update(&data[100..]);
-        let p1: [u8; 16] = Md5::digest(&data[..PART]).into();
-        let p2: [u8; 16] = Md5::digest(&data[PART..]).into();
-        let mut both = p1.to_vec();
-        both.extend_from_slice(&p2);
-        let expected = format!("{}-2", hex(&<[u8; 16]>::from(Md5::digest(&both))));
+        let mut digests = Vec::new();
+        for part in data.chunks(PART) {
+            digests.extend_from_slice(&<[u8; 16]>::from(Md5::digest(part)));
+        }
+        let parts = data.len().div_ceil(PART);
+        let expected = format!("{}-{parts}", hex(&<[u8; 16]>::from(Md5::digest(&digests))));
         assert!(d.matches(&expected, data.len() as u64));
         let mut d = EtagDigest::new();
         d.update(b"hello");
