@@ -3,6 +3,7 @@
 
 mod context;
 pub mod orphan_files;
+mod orphan_plan;
 pub mod orphan_records;
 pub mod progress;
 pub mod purge_exports;

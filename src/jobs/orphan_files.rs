@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
 use crate::config::Settings;
 use crate::dify::storage_refs::{self, KeySource, ORPHAN_SOURCES};
 use crate::storage::StorageConfig;
@@ -129,34 +129,37 @@ impl JobKind for OrphanFiles {
         settings: &Settings,
     ) -> Result<(), SpecError> {
         prefixes(params)?;
-        if params.min_age_hours > 24 * 3650 {
-            return Err(SpecError::invalid(
-                "params.min_age_hours",
-                "must be at most 87600",
-            ));
-        }
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::check_exists(&config, "storage", params.storage.is_some())?;
         storage_param::open(&config, "storage")?;
-        match (params.confirm, params.plan_job_id) {
-            (false, Some(_)) => Err(SpecError::invalid(
+        let plan = orphan_plan::check(
+            pool,
+            Self::KIND,
+            params.confirm,
+            params.plan_job_id,
+            params.min_age_hours,
+        )
+        .await?;
+        // A plan names objects of one storage: applying it to another would be wrong.
+        let planned_on = plan
+            .as_ref()
+            .and_then(|p| p.get("storage"))
+            .filter(|v| !v.is_null())
+            .and_then(|v| storage_param::parse(v, "storage").ok());
+        if planned_on.is_some_and(|p| p != config) {
+            return Err(SpecError::invalid(
                 "params.plan_job_id",
-                "only applies with confirm: true",
-            )),
-            (true, None) => Err(SpecError::invalid(
-                "params.plan_job_id",
-                "is required with confirm: true (run once without confirm to make the plan)",
-            )),
-            (true, Some(plan)) => check_plan(pool, plan, &config).await,
-            (false, None) => Ok(()),
+                "the plan was made on another storage",
+            ));
         }
+        Ok(())
     }
 
     async fn plan(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        if params.confirm {
-            return preview_confirm(params, ctx).await;
+        match params.plan_job_id.filter(|_| params.confirm) {
+            Some(plan) => orphan_plan::preview(ctx, plan).await,
+            None => make_plan(params, ctx).await,
         }
-        make_plan(params, ctx).await
     }
 
     async fn run(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -165,58 +168,6 @@ impl JobKind for OrphanFiles {
             None => make_plan(params, ctx).await,
         }
     }
-}
-
-/// A plan must be a finished planning run of this kind, on the same storage.
-async fn check_plan(pool: &PgPool, plan: Uuid, config: &StorageConfig) -> Result<(), SpecError> {
-    let plan_params = check_plan_job(pool, plan, OrphanFiles::KIND).await?;
-    let planned_on = match plan_params.get("storage").filter(|v| !v.is_null()) {
-        Some(v) => storage_param::parse(v, "storage").ok(),
-        None => None,
-    };
-    if planned_on.as_ref().is_some_and(|p| p != config) {
-        return Err(SpecError::invalid(
-            "params.plan_job_id",
-            "the plan was made on another storage",
-        ));
-    }
-    Ok(())
-}
-
-/// A plan to confirm must be a finished, non-dry planning run of `kind`; returns its params.
-pub(super) async fn check_plan_job(
-    pool: &PgPool,
-    plan: Uuid,
-    kind: &str,
-) -> Result<Value, SpecError> {
-    let row: Option<(String, String, Value, bool)> =
-        sqlx::query_as("SELECT kind, state, params, dry_run FROM upkeep.jobs WHERE id = $1")
-            .bind(plan)
-            .fetch_optional(pool)
-            .await?;
-    let field = "params.plan_job_id";
-    let Some((job_kind, state, plan_params, dry_run)) = row else {
-        return Err(SpecError::invalid(field, format!("no job {plan}")));
-    };
-    if job_kind != kind || plan_params["confirm"] == json!(true) {
-        return Err(SpecError::invalid(
-            field,
-            format!("job {plan} is not a {kind} plan"),
-        ));
-    }
-    if dry_run {
-        return Err(SpecError::invalid(
-            field,
-            format!("job {plan} was a dry run; plan without dry_run to record the list"),
-        ));
-    }
-    if state != "succeeded" {
-        return Err(SpecError::invalid(
-            field,
-            format!("plan {plan} is {state}, not succeeded"),
-        ));
-    }
-    Ok(plan_params)
 }
 
 #[derive(Default, Serialize)]
@@ -411,24 +362,6 @@ fn phase(name: &str) -> Progress {
 
 fn storage_failed(prefix: &str, e: opendal::Error) -> JobError {
     JobError::failed("storage_failed", format!("{prefix}/: {e}"))
-}
-
-/// What a confirming run would do now: the plan's items, re-checked, nothing deleted.
-async fn preview_confirm(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-    let plan = params
-        .plan_job_id
-        .ok_or_else(|| JobError::failed("invalid_params", "plan_job_id is required"))?;
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NULL",
-    )
-    .bind(plan)
-    .fetch_one(&ctx.pool)
-    .await?;
-    Ok(json!({
-        "plan_job_id": plan,
-        "would_check_and_delete": pending,
-        "note": "each item is re-checked against the database and the storage when deleted",
-    }))
 }
 
 /// Deletes the plan's items that are still unreferenced, present and unchanged, batch by batch;

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
 use crate::config::Settings;
 use crate::dify::file_refs;
 
@@ -70,41 +70,24 @@ impl JobKind for OrphanRecords {
         pool: &PgPool,
         settings: &Settings,
     ) -> Result<(), SpecError> {
-        if params.min_age_hours > 24 * 3650 {
-            return Err(SpecError::invalid(
-                "params.min_age_hours",
-                "must be at most 87600",
-            ));
-        }
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::open(&config, "storage")?;
-        match (params.confirm, params.plan_job_id) {
-            (false, Some(_)) => Err(SpecError::invalid(
-                "params.plan_job_id",
-                "only applies with confirm: true",
-            )),
-            (true, None) => Err(SpecError::invalid(
-                "params.plan_job_id",
-                "is required with confirm: true (run once without confirm to make the plan)",
-            )),
-            (true, Some(plan)) => super::orphan_files::check_plan_job(pool, plan, Self::KIND)
-                .await
-                .map(|_| ()),
-            (false, None) => Ok(()),
-        }
+        orphan_plan::check(
+            pool,
+            Self::KIND,
+            params.confirm,
+            params.plan_job_id,
+            params.min_age_hours,
+        )
+        .await?;
+        Ok(())
     }
 
     async fn plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        if let Some(plan) = params.plan_job_id.filter(|_| params.confirm) {
-            let pending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NULL",
-            )
-            .bind(plan)
-            .fetch_one(&ctx.pool)
-            .await?;
-            return Ok(json!({"plan_job_id": plan, "would_check_and_delete": pending}));
+        match params.plan_job_id.filter(|_| params.confirm) {
+            Some(plan) => orphan_plan::preview(ctx, plan).await,
+            None => make_plan(params, ctx).await,
         }
-        make_plan(params, ctx).await
     }
 
     async fn run(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
