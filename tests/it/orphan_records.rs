@@ -5,9 +5,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::daemon::{Options, TestDaemon};
+use crate::support::daemon::{Options, TOKEN, TestDaemon};
 use crate::support::files::TempTree;
 use crate::support::pg::{self, TestDb};
+use crate::support::process::Proc;
 
 async fn exec(db: &TestDb, sql: &str, binds: &[Uuid]) {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
@@ -280,4 +281,91 @@ async fn refuses_without_a_referencing_table_and_names_bad_params() {
     assert_eq!(done["error"]["code"], "references_unreadable");
     assert!(exists(&db, "upload_files", orphan).await);
     d.stop().await;
+}
+
+#[tokio::test]
+async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
+    let db = pg::dify_database().await;
+    let tree = TempTree::new("records");
+    let tenant = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO public.upload_files (tenant_id, storage_type, key, name, size, extension, created_by, created_at) \
+         SELECT $1, 'opendal', 'upload_files/' || $1 || '/' || g || '.pdf', 'f', 1, 'pdf', $1, \
+                (now() AT TIME ZONE 'UTC') - interval '3 days' FROM generate_series(1, 2500) g",
+    )
+    .bind(tenant)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let kept = upload(&db, tenant, 3).await;
+    let app = Uuid::new_v4();
+    message(&db, app, &format!("/files/{kept}/file-preview")).await;
+    let storage = tree.config();
+    let planner = TestDaemon::start(&db, Options::default()).await;
+    let plan = finished(&planner, json!({"storage": storage})).await;
+    assert_eq!(plan["result"]["tables"]["upload_files"]["orphans"], 2500);
+    planner.stop().await;
+
+    // The confirming daemon dies right after its first batch commits, as under kill -9.
+    let mut proc = Proc::spawn(
+        &["serve"],
+        &[
+            ("UPKEEP_DATABASE_URL", db.url.as_str()),
+            ("UPKEEP_LISTEN", "127.0.0.1:0"),
+            ("UPKEEP_ADMIN_TOKEN", TOKEN),
+            ("UPKEEP_WORKERS", "1"),
+            ("UPKEEP_LEASE_SECONDS", "3"),
+            (
+                "UPKEEP_FAILPOINTS",
+                "orphan_records.batch_committed=abort@1",
+            ),
+        ],
+    );
+    proc.listening_addr().await;
+    let client = TestDaemon::start(
+        &db,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let plan_id = plan["id"].as_str().unwrap();
+    let (status, job) = client
+        .submit(json!({"kind": "orphan_records", "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM public.upload_files")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        2501 - 1000,
+        "one batch of 1000 was deleted before the kill"
+    );
+
+    let rescuer = TestDaemon::start(
+        &db,
+        Options {
+            workers: 1,
+            lease_secs: 3,
+            name: "rescuer",
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = rescuer.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    // Every planned row deleted exactly once: none found already gone by the second attempt.
+    assert_eq!(
+        done["result"]["tables"]["upload_files"],
+        json!({"deleted": 2500}),
+        "{done}"
+    );
+    assert!(exists(&db, "upload_files", kept).await);
+    rescuer.stop().await;
+    client.stop().await;
 }
