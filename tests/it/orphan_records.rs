@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::daemon::{Options, TOKEN, TestDaemon};
+use crate::support::daemon::{Options, TestDaemon};
 use crate::support::files::TempTree;
 use crate::support::pg::{self, TestDb};
-use crate::support::process::Proc;
+use crate::support::process::{Proc, serve_env};
 
 async fn exec(db: &TestDb, sql: &str, binds: &[Uuid]) {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
@@ -309,17 +309,7 @@ async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
     // The confirming daemon dies right after its first batch commits, as under kill -9.
     let mut proc = Proc::spawn(
         &["serve"],
-        &[
-            ("UPKEEP_DATABASE_URL", db.url.as_str()),
-            ("UPKEEP_LISTEN", "127.0.0.1:0"),
-            ("UPKEEP_ADMIN_TOKEN", TOKEN),
-            ("UPKEEP_WORKERS", "1"),
-            ("UPKEEP_LEASE_SECONDS", "3"),
-            (
-                "UPKEEP_FAILPOINTS",
-                "orphan_records.batch_committed=abort@1",
-            ),
-        ],
+        &serve_env(&db, "orphan_records.batch_committed=abort@1", "3"),
     );
     proc.listening_addr().await;
     let client = TestDaemon::start(

@@ -1,27 +1,11 @@
 //! The daemon as a process: SIGTERM mid-job hands the job back at its checkpoint, a crash is
 //! recovered by lease expiry, and bad configuration stops the start naming the variable.
 
-use crate::support::daemon::{Options, TOKEN, TestDaemon, vacuum};
+use crate::support::daemon::{Options, TestDaemon, vacuum};
 use crate::support::pg;
-use crate::support::process::Proc;
+use crate::support::process::{Proc, serve_env};
 
 const TABLES: [&str; 5] = ["accounts", "apps", "conversations", "messages", "tenants"];
-
-fn serve_env<'a>(
-    db: &'a pg::TestDb,
-    failpoints: &'a str,
-    lease: &'a str,
-) -> Vec<(&'static str, &'a str)> {
-    vec![
-        ("UPKEEP_DATABASE_URL", db.url.as_str()),
-        ("UPKEEP_LISTEN", "127.0.0.1:0"),
-        ("UPKEEP_ADMIN_TOKEN", TOKEN),
-        ("UPKEEP_WORKERS", "1"),
-        ("UPKEEP_WORKER_NAME", "proc"),
-        ("UPKEEP_LEASE_SECONDS", lease),
-        ("UPKEEP_FAILPOINTS", failpoints),
-    ]
-}
 
 /// Each table was vacuumed exactly once: the first `first_attempt` by attempt 1, the rest by
 /// the attempt that resumed the job.

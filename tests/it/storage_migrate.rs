@@ -7,10 +7,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::daemon::{Options, TOKEN, TestDaemon};
+use crate::support::daemon::{Options, TestDaemon};
 use crate::support::files::{TempTree, snapshot};
 use crate::support::pg::{self, TestDb};
-use crate::support::process::Proc;
+use crate::support::process::{Proc, serve_env};
 use crate::support::servers::{Azurite, GcsEmulator, Moto};
 
 /// A Dify storage root with every kind of key Dify writes, and the rows that reference them.
@@ -494,15 +494,7 @@ async fn killed_mid_copy_the_job_resumes_and_copies_nothing_twice() {
     }
     let mut proc = Proc::spawn(
         &["serve"],
-        &[
-            ("UPKEEP_DATABASE_URL", db.url.as_str()),
-            ("UPKEEP_LISTEN", "127.0.0.1:0"),
-            ("UPKEEP_ADMIN_TOKEN", TOKEN),
-            ("UPKEEP_WORKERS", "1"),
-            ("UPKEEP_WORKER_NAME", "doomed"),
-            ("UPKEEP_LEASE_SECONDS", "3"),
-            ("UPKEEP_FAILPOINTS", "storage_migrate.flushed=abort@4"),
-        ],
+        &serve_env(&db, "storage_migrate.flushed=abort@4", "3"),
     );
     proc.listening_addr().await;
     let client = TestDaemon::start(

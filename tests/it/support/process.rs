@@ -110,3 +110,21 @@ impl Proc {
         status.code()
     }
 }
+
+/// The environment of `upkeep serve` as a process on the test database: one worker, the test
+/// token, a lease of `lease` seconds and the given failure points.
+pub fn serve_env<'a>(
+    db: &'a super::pg::TestDb,
+    failpoints: &'a str,
+    lease: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("UPKEEP_DATABASE_URL", db.url.as_str()),
+        ("UPKEEP_LISTEN", "127.0.0.1:0"),
+        ("UPKEEP_ADMIN_TOKEN", super::daemon::TOKEN),
+        ("UPKEEP_WORKERS", "1"),
+        ("UPKEEP_WORKER_NAME", "proc"),
+        ("UPKEEP_LEASE_SECONDS", lease),
+        ("UPKEEP_FAILPOINTS", failpoints),
+    ]
+}
