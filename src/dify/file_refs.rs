@@ -175,17 +175,27 @@ pub async fn gather(
     Ok((read, skipped))
 }
 
-/// Which of `ids` the id columns reference right now (the cheap, indexed-or-small sources).
+/// The `SELECT`s of the id-column sources this Dify has, found once per run.
+pub async fn id_column_selects(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut selects = Vec::new();
+    for s in ID_SOURCES {
+        if let Holds::Id(_) = s.holds
+            && let Some(select) = select_of(pool, s).await?
+        {
+            selects.push(select);
+        }
+    }
+    Ok(selects)
+}
+
+/// Which of `ids` the id columns (`id_column_selects`) reference right now.
 pub async fn live_id_refs(
     pool: &PgPool,
+    selects: &[String],
     ids: &[Uuid],
 ) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
     let mut found = std::collections::HashSet::new();
-    for s in ID_SOURCES {
-        let Holds::Id(_) = s.holds else { continue };
-        let Some(select) = select_of(pool, s).await? else {
-            continue;
-        };
+    for select in selects {
         let sql = format!("SELECT DISTINCT x FROM ({select}) AS q(x) WHERE x = ANY($1)");
         let rows: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(ids)

@@ -265,6 +265,7 @@ async fn record(ctx: &JobCtx, items: &[(String, Option<DateTime<Utc>>)]) -> Resu
 /// short transaction.
 async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
     gather(ctx).await?;
+    let id_selects = file_refs::id_column_selects(&ctx.pool).await?;
     let total: i64 =
         sqlx::query_scalar("SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1")
             .bind(plan)
@@ -298,7 +299,7 @@ async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
         .bind(&ids)
         .fetch_all(&ctx.pool)
         .await?;
-        let live = file_refs::live_id_refs(&ctx.pool, &ids).await?;
+        let live = file_refs::live_id_refs(&ctx.pool, &id_selects, &ids).await?;
         let mut tx = ctx.pool.begin().await?;
         sqlx::query("SET LOCAL lock_timeout = '5s'")
             .execute(&mut *tx)

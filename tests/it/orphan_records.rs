@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::support::daemon::{Options, TestDaemon};
 use crate::support::files::TempTree;
 use crate::support::pg::{self, TestDb};
-use crate::support::process::{Proc, serve_env};
+use crate::support::process::{rescuer, submit_to_a_doomed_daemon};
 
 async fn exec(db: &TestDb, sql: &str, binds: &[Uuid]) {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
@@ -307,25 +307,13 @@ async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
     planner.stop().await;
 
     // The confirming daemon dies right after its first batch commits, as under kill -9.
-    let mut proc = Proc::spawn(
-        &["serve"],
-        &serve_env(&db, "orphan_records.batch_committed=abort@1", "3"),
-    );
-    proc.listening_addr().await;
-    let client = TestDaemon::start(
+    let plan_id = plan["id"].as_str().unwrap();
+    let (client, id) = submit_to_a_doomed_daemon(
         &db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
+        "orphan_records.batch_committed=abort@1",
+        json!({"kind": "orphan_records", "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}),
     )
     .await;
-    let plan_id = plan["id"].as_str().unwrap();
-    let (status, job) = client
-        .submit(json!({"kind": "orphan_records", "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM public.upload_files")
         .fetch_one(&db.pool)
         .await
@@ -336,17 +324,8 @@ async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
         "one batch of 1000 was deleted before the kill"
     );
 
-    let rescuer = TestDaemon::start(
-        &db,
-        Options {
-            workers: 1,
-            lease_secs: 3,
-            name: "rescuer",
-            ..Options::default()
-        },
-    )
-    .await;
-    let done = rescuer.wait_finished(job["id"].as_str().unwrap()).await;
+    let rescuer = rescuer(&db).await;
+    let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);
     // Every planned row deleted exactly once: none found already gone by the second attempt.

@@ -3,7 +3,7 @@
 
 use crate::support::daemon::{Options, TestDaemon, vacuum};
 use crate::support::pg;
-use crate::support::process::{Proc, serve_env};
+use crate::support::process::{Proc, rescuer, serve_env, submit_to_a_doomed_daemon};
 
 const TABLES: [&str; 5] = ["accounts", "apps", "conversations", "messages", "tenants"];
 
@@ -83,36 +83,13 @@ async fn sigterm_requeues_at_the_checkpoint_and_another_daemon_resumes() {
 #[tokio::test]
 async fn a_killed_daemon_s_job_is_resumed_after_its_lease_expires() {
     let db = pg::dify_database().await;
-    let mut proc = Proc::spawn(
-        &["serve"],
-        &serve_env(&db, "vacuum.before_table=abort@4", "3"),
-    );
-    proc.listening_addr().await;
-    let client = TestDaemon::start(
-        &db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await;
-    let (_, job) = client.submit(vacuum(&TABLES)).await;
-    let id = job["id"].as_str().unwrap().to_string();
-    // The process dies at the fourth table, as under kill -9: no requeue, the lease just lapses.
-    assert_eq!(proc.wait_exit().await, None, "killed by a signal");
+    // The process dies at the fourth table.
+    let (client, id) =
+        submit_to_a_doomed_daemon(&db, "vacuum.before_table=abort@4", vacuum(&TABLES)).await;
     let stuck = client.job(&id).await;
     assert_eq!(stuck["state"], "running");
 
-    let worker = TestDaemon::start(
-        &db,
-        Options {
-            workers: 1,
-            lease_secs: 3,
-            name: "rescuer",
-            ..Options::default()
-        },
-    )
-    .await;
+    let worker = rescuer(&db).await;
     let done = worker.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::support::daemon::{Options, TestDaemon};
 use crate::support::files::{TempTree, snapshot};
 use crate::support::pg::{self, TestDb};
-use crate::support::process::{Proc, serve_env};
+use crate::support::process::{rescuer, submit_to_a_doomed_daemon};
 use crate::support::servers::{Azurite, GcsEmulator, Moto};
 
 /// A Dify storage root with every kind of key Dify writes, and the rows that reference them.
@@ -492,25 +492,12 @@ async fn killed_mid_copy_the_job_resumes_and_copies_nothing_twice() {
             &i.to_le_bytes().repeat(50),
         );
     }
-    let mut proc = Proc::spawn(
-        &["serve"],
-        &serve_env(&db, "storage_migrate.flushed=abort@4", "3"),
-    );
-    proc.listening_addr().await;
-    let client = TestDaemon::start(
+    let (client, id) = submit_to_a_doomed_daemon(
         &db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
+        "storage_migrate.flushed=abort@4",
+        migrate(src.config(), dst.config(), json!({})),
     )
     .await;
-    let (status, job) = client
-        .submit(migrate(src.config(), dst.config(), json!({})))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
     let before = ledger(&db, &id).await;
     assert!(
         !before.is_empty() && before.len() < 1500,
@@ -530,16 +517,7 @@ async fn killed_mid_copy_the_job_resumes_and_copies_nothing_twice() {
         })
         .collect();
 
-    let rescuer = TestDaemon::start(
-        &db,
-        Options {
-            workers: 1,
-            lease_secs: 3,
-            name: "rescuer",
-            ..Options::default()
-        },
-    )
-    .await;
+    let rescuer = rescuer(&db).await;
     let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);

@@ -128,3 +128,43 @@ pub fn serve_env<'a>(
         ("UPKEEP_FAILPOINTS", failpoints),
     ]
 }
+
+/// Submits `body` to a daemon process (one worker, 3 s lease) that `failpoints` abort, and waits
+/// until it died as under kill -9: no requeue, the lease just lapses. Returns an API-only
+/// client and the job id.
+pub async fn submit_to_a_doomed_daemon(
+    db: &super::pg::TestDb,
+    failpoints: &str,
+    body: serde_json::Value,
+) -> (super::daemon::TestDaemon, String) {
+    use super::daemon::{Options, TestDaemon};
+    let mut proc = Proc::spawn(&["serve"], &serve_env(db, failpoints, "3"));
+    proc.listening_addr().await;
+    let client = TestDaemon::start(
+        db,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, job) = client.submit(body).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
+    let id = job["id"].as_str().expect("job id").to_string();
+    (client, id)
+}
+
+/// A daemon that resumes jobs whose 3 s lease lapsed.
+pub async fn rescuer(db: &super::pg::TestDb) -> super::daemon::TestDaemon {
+    super::daemon::TestDaemon::start(
+        db,
+        super::daemon::Options {
+            workers: 1,
+            lease_secs: 3,
+            name: "rescuer",
+            ..Default::default()
+        },
+    )
+    .await
+}
