@@ -2,11 +2,13 @@
 //! errors a job can end with. One file per kind.
 
 mod context;
+mod log_export;
 pub mod orphan_files;
 mod orphan_plan;
 pub mod orphan_records;
 pub mod progress;
 pub mod purge_exports;
+pub mod purge_logs;
 pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
@@ -184,6 +186,7 @@ macro_rules! job_kinds {
 job_kinds! {
     Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
     StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
+    PurgeLogs = "purge_logs" => purge_logs::PurgeLogs, purge_logs::PurgeLogsParams;
     PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
     OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
     OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;

@@ -12,6 +12,7 @@ mod openapi;
 mod orphan_files;
 mod orphan_records;
 mod purge_exports;
+mod purge_logs;
 mod queue;
 mod shutdown;
 mod storage_migrate;

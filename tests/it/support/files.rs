@@ -108,3 +108,24 @@ pub async fn put(config: &Value, key: &str, bytes: Vec<u8>) {
         .await
         .expect("write");
 }
+
+/// Every object under `prefix` with its bytes (for small test sets).
+pub async fn read_all(config: &Value, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let config = StorageConfig::from_value(config.clone()).expect("valid storage config");
+    let op = upkeep::storage::operator(&config, Resilience::default()).expect("operator");
+    let mut out = BTreeMap::new();
+    let mut lister = match op.lister_with(prefix).recursive(true).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return out,
+        Err(e) => panic!("list {prefix}: {e}"),
+    };
+    while let Some(entry) = lister.try_next().await.expect("list entry") {
+        if entry.path().ends_with('/') {
+            continue;
+        }
+        let key = entry.path().to_string();
+        let bytes = op.read(&key).await.expect("read").to_vec();
+        out.insert(key, bytes);
+    }
+    out
+}

@@ -1,0 +1,373 @@
+//! Dify's log tables as a purge must walk them: each parent table with its selection, and the
+//! rows that depend on it, children first (dify-reference: purge-orphans-schema §1, §2).
+//! There are almost no foreign keys, so this map is the only thing keeping dependents from
+//! outliving their parents.
+//!
+//! SQL fragments use `p` for the parent row and `t` for a dependent row. Every statement built
+//! from them binds the same parameters: `$1` tenant ids (`NULL` = every tenant), `$2` the
+//! cutoff (naive UTC), `$3`/`$4` the keyset cursor, `$5` the batch size and `$6` the workflow
+//! runs that must stay because a message younger than the cutoff points at them.
+
+use crate::db::quote_ident;
+
+/// How a parent table is walked: an index that serves the order, so no batch rescans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyset {
+    /// `(created_at, id)`: messages and workflow runs have an index on exactly that.
+    CreatedAtId,
+    /// The primary key, for tables without a usable time index (one pass over the table).
+    Id,
+}
+
+/// What happens to a dependent row when its parent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Delete,
+    /// Annotation replies are curated content: by default they stay, with these columns (the
+    /// links to the purged rows) set to NULL, as if created by hand.
+    Detach(&'static [&'static str]),
+}
+
+#[derive(Debug)]
+pub struct Dependent {
+    pub table: &'static str,
+    /// Joins `public.<table> t` to the parent `p` (possibly through an intermediate table).
+    pub link: &'static str,
+    pub fate: Fate,
+}
+
+#[derive(Debug)]
+pub struct Unit {
+    pub table: &'static str,
+    pub keyset: Keyset,
+    /// The parent's tenant (messages and conversations reach it through their app).
+    pub tenant: &'static str,
+    /// Which parent rows go.
+    pub filter: &'static str,
+    /// Re-checked with the rows locked, just before deleting: `$1` the batch's ids.
+    pub recheck: &'static str,
+    /// In delete order; the parent itself goes last.
+    pub dependents: &'static [Dependent],
+}
+
+const APP_TENANT: &str = "(SELECT a.tenant_id FROM public.apps a WHERE a.id = p.app_id)";
+
+macro_rules! by_message {
+    ($table:literal) => {
+        Dependent {
+            table: $table,
+            link: concat!("JOIN public.", $table, " t ON t.message_id = p.id"),
+            fate: Fate::Delete,
+        }
+    };
+}
+
+/// Every unit, in the order a purge runs them: messages first (so conversations and runs lose
+/// their last references), then conversations, runs, and the rows older runs left behind.
+pub const UNITS: &[Unit] = &[
+    Unit {
+        table: "messages",
+        keyset: Keyset::CreatedAtId,
+        tenant: APP_TENANT,
+        filter: "p.created_at < $2 AND p.app_id IN \
+                 (SELECT a.id FROM public.apps a WHERE $1::uuid[] IS NULL OR a.tenant_id = ANY($1))",
+        recheck: "p.created_at < $2",
+        dependents: &[
+            by_message!("dataset_retriever_resources"),
+            by_message!("message_feedbacks"),
+            by_message!("message_files"),
+            // Thoughts point at chains: thoughts first.
+            by_message!("message_agent_thoughts"),
+            by_message!("message_chains"),
+            by_message!("app_annotation_hit_histories"),
+            by_message!("saved_messages"),
+            Dependent {
+                table: "message_annotations",
+                link: "JOIN public.message_annotations t ON t.message_id = p.id",
+                fate: Fate::Detach(&["message_id", "conversation_id"]),
+            },
+        ],
+    },
+    Unit {
+        table: "conversations",
+        keyset: Keyset::Id,
+        tenant: APP_TENANT,
+        // Dify selects by `updated_at`; a conversation goes only with its last message.
+        filter: "p.updated_at < $2 AND p.app_id IN \
+                 (SELECT a.id FROM public.apps a WHERE $1::uuid[] IS NULL OR a.tenant_id = ANY($1)) \
+                 AND NOT EXISTS (SELECT 1 FROM public.messages m \
+                                 WHERE m.conversation_id = p.id AND m.created_at >= $2)",
+        recheck: "p.updated_at < $2 AND NOT EXISTS \
+                  (SELECT 1 FROM public.messages m WHERE m.conversation_id = p.id)",
+        dependents: &[
+            Dependent {
+                table: "pinned_conversations",
+                link: "JOIN public.pinned_conversations t ON t.conversation_id = p.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_conversation_variables",
+                link: "JOIN public.workflow_conversation_variables t ON t.conversation_id = p.id",
+                fate: Fate::Delete,
+            },
+            // Feedback whose message is already gone (the message purge takes the rest).
+            Dependent {
+                table: "message_feedbacks",
+                link: "JOIN public.message_feedbacks t ON t.conversation_id = p.id \
+                       AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = t.message_id)",
+                fate: Fate::Delete,
+            },
+        ],
+    },
+    Unit {
+        table: "workflow_runs",
+        keyset: Keyset::CreatedAtId,
+        tenant: "p.tenant_id",
+        // Running and paused runs are live work (a paused run waits for a human): never purged.
+        filter: "p.created_at < $2 AND ($1::uuid[] IS NULL OR p.tenant_id = ANY($1)) \
+                 AND p.status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped') \
+                 AND NOT (p.id = ANY($6))",
+        recheck: "p.status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped')",
+        dependents: &[
+            Dependent {
+                table: "workflow_node_execution_offload",
+                link: "JOIN public.workflow_node_executions n ON n.workflow_run_id = p.id \
+                       JOIN public.workflow_node_execution_offload t ON t.node_execution_id = n.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_node_executions",
+                link: "JOIN public.workflow_node_executions t ON t.workflow_run_id = p.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_app_logs",
+                link: "JOIN public.workflow_app_logs t ON t.workflow_run_id = p.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_pause_reasons",
+                link: "JOIN public.workflow_pauses w ON w.workflow_run_id = p.id \
+                       JOIN public.workflow_pause_reasons t ON t.pause_id = w.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_pauses",
+                link: "JOIN public.workflow_pauses t ON t.workflow_run_id = p.id",
+                fate: Fate::Delete,
+            },
+            Dependent {
+                table: "workflow_trigger_logs",
+                link: "JOIN public.workflow_trigger_logs t ON t.workflow_run_id = p.id",
+                fate: Fate::Delete,
+            },
+        ],
+    },
+    // Node executions without a run (single-step debug runs) or whose run is gone.
+    Unit {
+        table: "workflow_node_executions",
+        keyset: Keyset::Id,
+        tenant: "p.tenant_id",
+        filter: "p.created_at < $2 AND ($1::uuid[] IS NULL OR p.tenant_id = ANY($1)) \
+                 AND (p.workflow_run_id IS NULL OR NOT EXISTS \
+                      (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id))",
+        recheck: "p.workflow_run_id IS NULL OR NOT EXISTS \
+                  (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id)",
+        dependents: &[Dependent {
+            table: "workflow_node_execution_offload",
+            link: "JOIN public.workflow_node_execution_offload t ON t.node_execution_id = p.id",
+            fate: Fate::Delete,
+        }],
+    },
+    // App logs whose run is gone (e.g. left by an interrupted `flask` purge).
+    Unit {
+        table: "workflow_app_logs",
+        keyset: Keyset::Id,
+        tenant: "p.tenant_id",
+        filter: "p.created_at < $2 AND ($1::uuid[] IS NULL OR p.tenant_id = ANY($1)) \
+                 AND NOT EXISTS (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id)",
+        recheck: "NOT EXISTS (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id)",
+        dependents: &[],
+    },
+];
+
+/// Runs older than the cutoff that a younger message still points at (advanced-chat messages
+/// carry their run's id): purging them would leave a live message pointing at nothing.
+/// `$1` is the cutoff. Reads only the messages younger than the cutoff, by their time index.
+pub const PROTECTED_RUNS: &str = "SELECT DISTINCT m.workflow_run_id FROM public.messages m \
+     WHERE m.created_at >= $1 AND m.workflow_run_id IS NOT NULL \
+     AND EXISTS (SELECT 1 FROM public.workflow_runs r \
+                 WHERE r.id = m.workflow_run_id AND r.created_at < $1)";
+
+/// Every table a purge reads or changes, for the refusal when one is missing.
+pub fn tables() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = vec!["apps"];
+    for unit in UNITS {
+        all.push(unit.table);
+        all.extend(unit.dependents.iter().map(|d| d.table));
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+impl Unit {
+    /// The next batch of parent rows: id, tenant, the cursor's time, and the row as JSON.
+    pub fn select_batch(&self, row_json: &str) -> String {
+        let (time, after, order) = match self.keyset {
+            Keyset::CreatedAtId => (
+                "p.created_at",
+                "(p.created_at, p.id) > ($3, $4)",
+                "p.created_at, p.id",
+            ),
+            Keyset::Id => ("NULL::timestamp", "p.id > $4", "p.id"),
+        };
+        format!(
+            "SELECT p.id, {tenant}, {time}, {row_json} FROM public.{table} p \
+             WHERE {filter} AND ({after}) ORDER BY {order} LIMIT $5",
+            tenant = self.tenant,
+            table = self.table,
+            filter = self.filter,
+        )
+    }
+
+    /// Locks the batch's parents that still qualify: `$1` ids, `$2` cutoff.
+    pub fn lock_eligible(&self) -> String {
+        format!(
+            "SELECT p.id FROM public.{} p WHERE p.id = ANY($1) AND ({}) FOR UPDATE OF p",
+            self.table, self.recheck
+        )
+    }
+
+    pub fn delete_parents(&self) -> String {
+        format!(
+            "DELETE FROM public.{} WHERE id = ANY($1) RETURNING id",
+            self.table
+        )
+    }
+
+    /// Rows per tenant that a purge with these parameters would remove now.
+    pub fn count_per_tenant(&self) -> String {
+        format!(
+            "SELECT {tenant}, count(*) FROM public.{table} p WHERE {filter} GROUP BY 1",
+            tenant = self.tenant,
+            table = self.table,
+            filter = self.filter,
+        )
+    }
+}
+
+impl Dependent {
+    /// The dependents of the parents `$1`: id, parent id, and the row as JSON.
+    pub fn select_for(&self, parent: &str, row_json: &str) -> String {
+        format!(
+            "SELECT t.id, p.id, {row_json} FROM public.{parent} p {link} WHERE p.id = ANY($1)",
+            link = self.link
+        )
+    }
+
+    /// Deletes (or detaches) the dependents of the parents `$1`, returning their ids.
+    pub fn apply_for(&self, parent: &str) -> String {
+        let rows = format!(
+            "SELECT t.id FROM public.{parent} p {link} WHERE p.id = ANY($1)",
+            link = self.link
+        );
+        match self.fate {
+            Fate::Delete => format!(
+                "DELETE FROM public.{table} d WHERE d.id IN ({rows}) RETURNING d.id",
+                table = self.table
+            ),
+            Fate::Detach(columns) => {
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{} = NULL", quote_ident(c)))
+                    .collect();
+                format!(
+                    "UPDATE public.{table} d SET {set} WHERE d.id IN ({rows}) RETURNING d.id",
+                    table = self.table,
+                    set = set.join(", "),
+                )
+            }
+        }
+    }
+
+    /// Dependents per tenant of the parents `unit` would remove now.
+    pub fn count_per_tenant(&self, unit: &Unit) -> String {
+        format!(
+            "SELECT {tenant}, count(*) FROM public.{parent} p {link} WHERE {filter} GROUP BY 1",
+            tenant = unit.tenant,
+            parent = unit.table,
+            link = self.link,
+            filter = unit.filter,
+        )
+    }
+}
+
+/// An expression turning the row `p` of `columns` (name, Postgres type) into Dify's export
+/// JSON: uuids as strings, naive timestamps in Python's `isoformat()` (microseconds only when
+/// not zero), numerics as strings in fixed notation, json columns nested, text as stored.
+pub fn row_json(alias: &str, columns: &[(String, String)]) -> String {
+    let fields: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| {
+            let col = format!("{alias}.{}", quote_ident(name));
+            let value = match ty.as_str() {
+                "timestamp without time zone" => format!(
+                    "to_char({col}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN \
+                     extract(microseconds FROM {col})::bigint % 1000000 = 0 THEN '' \
+                     ELSE to_char({col}, '.US') END"
+                ),
+                "numeric" => format!("{col}::text"),
+                _ => col,
+            };
+            format!("{value} AS {}", quote_ident(name))
+        })
+        .collect();
+    format!(
+        "(SELECT row_to_json(r) FROM (SELECT {}) r)::text",
+        fields.join(", ")
+    )
+}
+
+/// Python's `json.dumps(..., ensure_ascii=True)` escaping: every non-ASCII character as
+/// lower-case `\uXXXX` UTF-16 units. Only strings can hold such characters, so the escape is
+/// safe to apply to a whole JSON text.
+pub fn ensure_ascii(json: &str, out: &mut String) {
+    use std::fmt::Write;
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_python() {
+        let mut out = String::new();
+        ensure_ascii(r#"{"a":"café 😀"}"#, &mut out);
+        assert_eq!(out, r#"{"a":"caf\u00e9 \ud83d\ude00"}"#);
+    }
+
+    #[test]
+    fn dependents_come_before_what_they_point_at() {
+        let messages = &UNITS[0];
+        let pos = |t: &str| messages.dependents.iter().position(|d| d.table == t);
+        assert!(pos("message_agent_thoughts") < pos("message_chains"));
+        let runs = UNITS
+            .iter()
+            .find(|u| u.table == "workflow_runs")
+            .expect("runs");
+        let pos = |t: &str| runs.dependents.iter().position(|d| d.table == t);
+        assert!(pos("workflow_node_execution_offload") < pos("workflow_node_executions"));
+        assert!(pos("workflow_pause_reasons") < pos("workflow_pauses"));
+    }
+}
