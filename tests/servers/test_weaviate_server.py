@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -25,8 +26,10 @@ URL_NS = uuid.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8")  # uuid.NAMESPACE_URL
 
 
 def start_server(*args):
+    errlog = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server can never block on it
     proc = subprocess.Popen([sys.executable, SERVER, "--host", "127.0.0.1", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=errlog)
+    proc.errlog = errlog
     deadline = time.time() + 10
     line = b""
     while time.time() < deadline:
@@ -38,7 +41,9 @@ def start_server(*args):
             break
     if not line.startswith(b"READY "):
         proc.kill()
-        raise RuntimeError("server did not start: %r %r" % (line, proc.stderr.read()))
+        proc.wait()
+        errlog.seek(0)
+        raise RuntimeError("server did not start: %r %r" % (line, errlog.read()))
     return proc, int(line.split()[1])
 
 
@@ -50,7 +55,12 @@ def stop_server(proc):
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
-        proc.stderr.close()
+        proc.errlog.seek(0)
+        err = proc.errlog.read()
+        proc.errlog.close()
+        if b"Traceback" in err:  # the stand-in hit a bug while serving
+            sys.stderr.write(err.decode(errors="replace"))
+            raise AssertionError("weaviate stand-in printed a traceback")
 
 
 class Client:
@@ -216,6 +226,8 @@ class DifyLayouts(unittest.TestCase):
                 self.assertEqual(r["result"], {"status": "SUCCESS"}, r)
                 self.assertIsNone(r["deprecations"])
         # auto-schema typed the undeclared properties like Weaviate (uuid-parsable -> uuid)
+        st, dump = self.c.json("GET", "/v1/schema")
+        self.assertIn(name, [c["class"] for c in dump["classes"]])
         st, sch = self.c.json("GET", "/v1/schema/" + name)
         types = {p["name"]: p["dataType"][0] for p in sch["properties"]}
         self.assertEqual(types, {"text": "text", "doc_id": "uuid", "document_id": "uuid", "dataset_id": "uuid",
@@ -494,6 +506,31 @@ class Errors(unittest.TestCase):
         self.assertEqual(b["error"][0]["message"],
                          "invalid object: invalid text property 'text' on class 'Err_class': not a string, "
                          "but json.Number")
+
+    def test_vector_text_kept_and_fallback_parsing(self):
+        self.c.json("POST", "/v1/schema", {"class": "Fallback", "properties": [
+            {"name": "text", "dataType": ["text"]}, {"name": "vector", "dataType": ["number[]"]}]})
+        a, b = str(uuid.uuid4()), str(uuid.uuid4())
+        # pretty-printed body, exponent notation: the text is kept as sent (fast path)
+        body = ('{ "objects" : [ {"class": "Fallback", "id": "%s", "vector" : [ 1e-7 , -0.5,\n 2 ] } ] }'
+                % a).encode()
+        st, resp, _ = self.c.call("POST", "/v1/batch/objects", raw=body)
+        self.assertEqual(st, 200, resp)
+        st, raw, _ = self.c.call("GET", "/v1/objects/Fallback/%s?include=vector" % a)
+        self.assertIn(b'"vector":[ 1e-7 , -0.5,\n 2 ]', raw)
+        self.assertEqual(json.loads(raw)["vector"], [1e-7, -0.5, 2])
+        # a property that is also called "vector": the whole body is parsed the slow way
+        body = json.dumps({"objects": [{"class": "Fallback", "id": b, "properties": {"vector": [1.5, 2.5]},
+                                        "vector": [0.25, 0.5, 0.75]}]}).encode()
+        st, resp, _ = self.c.call("POST", "/v1/batch/objects", raw=body)
+        self.assertEqual(json.loads(resp)[0]["result"], {"status": "SUCCESS"})
+        st, o = self.c.json("GET", "/v1/objects/Fallback/%s?include=vector" % b)
+        self.assertEqual(o["vector"], [0.25, 0.5, 0.75])
+        self.assertEqual(o["properties"]["vector"], [1.5, 2.5])
+        # not a number: rejected like Go's decoder would (400)
+        st, b2 = self.c.json("POST", "/v1/batch/objects", {"objects": [{"class": "Fallback", "vector": [1, "x"]}]})
+        self.assertEqual(st, 400)
+        self.assertEqual(b2["code"], 400)
 
     def test_fault_injection_and_calls(self):
         st, b = self.c.json("POST", "/__fault", {"fail_after": 2, "status": 503, "paths": ["/v1/objects"]})

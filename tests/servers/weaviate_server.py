@@ -1280,9 +1280,12 @@ def compile_filter(k, clause, inner=False):
         want = bool(value)
         return lambda o: (o.props.get(pname) is None) == want
     if base == "uuid":
-        if vkey != "valueText":
+        if vkey not in ("valueText", "valueString"):  # valueString is a deprecated alias of text
             raise UserError('property "%s" is of type "uuid" or "uuid[]": specify uuid as string using '
                             '"valueText"' % pname)
+        if op not in ("Equal", "NotEqual", "LessThan", "LessThanEqual", "GreaterThan", "GreaterThanEqual",
+                      "ContainsAll", "ContainsAny"):
+            raise UserError('operator "%s" cannot be used on uuid/uuid[] props' % op)
     else:
         expect = {"text": ("valueText", "valueString"), "int": ("valueInt",), "number": ("valueNumber",),
                   "boolean": ("valueBoolean",), "date": ("valueDate",)}.get(base, ())
@@ -1421,11 +1424,6 @@ class Enum(str):
 
 class StrLit(str):
     """A string literal written in the query (not allowed where an enum is expected)."""
-
-
-class Var:
-    def __init__(self, name):
-        self.name = name
 
 
 class Field:
