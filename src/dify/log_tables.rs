@@ -28,11 +28,16 @@ pub enum Fate {
     Detach(&'static [&'static str]),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Dependent {
     pub table: &'static str,
-    /// Joins `public.<table> t` to the parent `p` (possibly through an intermediate table).
-    pub link: &'static str,
+    /// The column of `t` holding the parent's id, or (through `via`) the intermediate's.
+    pub column: &'static str,
+    /// An intermediate table and its column holding the parent's id: offloads hang off node
+    /// executions, pause reasons off pauses.
+    pub via: Option<(&'static str, &'static str)>,
+    /// A further condition on `t`.
+    pub only: Option<&'static str>,
     pub fate: Fate,
 }
 
@@ -52,14 +57,18 @@ pub struct Unit {
 
 const APP_TENANT: &str = "(SELECT a.tenant_id FROM public.apps a WHERE a.id = p.app_id)";
 
-macro_rules! by_message {
-    ($table:literal) => {
-        Dependent {
-            table: $table,
-            link: concat!("JOIN public.", $table, " t ON t.message_id = p.id"),
-            fate: Fate::Delete,
-        }
-    };
+const fn child(table: &'static str, column: &'static str) -> Dependent {
+    Dependent {
+        table,
+        column,
+        via: None,
+        only: None,
+        fate: Fate::Delete,
+    }
+}
+
+const fn by_message(table: &'static str) -> Dependent {
+    child(table, "message_id")
 }
 
 /// Every unit, in the order a purge runs them: messages first (so conversations and runs lose
@@ -73,18 +82,17 @@ pub const UNITS: &[Unit] = &[
                  (SELECT a.id FROM public.apps a WHERE $1::uuid[] IS NULL OR a.tenant_id = ANY($1))",
         recheck: "p.created_at < $2",
         dependents: &[
-            by_message!("dataset_retriever_resources"),
-            by_message!("message_feedbacks"),
-            by_message!("message_files"),
+            by_message("dataset_retriever_resources"),
+            by_message("message_feedbacks"),
+            by_message("message_files"),
             // Thoughts point at chains: thoughts first.
-            by_message!("message_agent_thoughts"),
-            by_message!("message_chains"),
-            by_message!("app_annotation_hit_histories"),
-            by_message!("saved_messages"),
+            by_message("message_agent_thoughts"),
+            by_message("message_chains"),
+            by_message("app_annotation_hit_histories"),
+            by_message("saved_messages"),
             Dependent {
-                table: "message_annotations",
-                link: "JOIN public.message_annotations t ON t.message_id = p.id",
                 fate: Fate::Detach(&["message_id", "conversation_id"]),
+                ..by_message("message_annotations")
             },
         ],
     },
@@ -100,22 +108,14 @@ pub const UNITS: &[Unit] = &[
         recheck: "p.updated_at < $2 AND NOT EXISTS \
                   (SELECT 1 FROM public.messages m WHERE m.conversation_id = p.id)",
         dependents: &[
-            Dependent {
-                table: "pinned_conversations",
-                link: "JOIN public.pinned_conversations t ON t.conversation_id = p.id",
-                fate: Fate::Delete,
-            },
-            Dependent {
-                table: "workflow_conversation_variables",
-                link: "JOIN public.workflow_conversation_variables t ON t.conversation_id = p.id",
-                fate: Fate::Delete,
-            },
+            child("pinned_conversations", "conversation_id"),
+            child("workflow_conversation_variables", "conversation_id"),
             // Feedback whose message is already gone (the message purge takes the rest).
             Dependent {
-                table: "message_feedbacks",
-                link: "JOIN public.message_feedbacks t ON t.conversation_id = p.id \
-                       AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = t.message_id)",
-                fate: Fate::Delete,
+                only: Some(
+                    "NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = t.message_id)",
+                ),
+                ..child("message_feedbacks", "conversation_id")
             },
         ],
     },
@@ -130,37 +130,17 @@ pub const UNITS: &[Unit] = &[
         recheck: "p.status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped')",
         dependents: &[
             Dependent {
-                table: "workflow_node_execution_offload",
-                link: "JOIN public.workflow_node_executions n ON n.workflow_run_id = p.id \
-                       JOIN public.workflow_node_execution_offload t ON t.node_execution_id = n.id",
-                fate: Fate::Delete,
+                via: Some(("workflow_node_executions", "workflow_run_id")),
+                ..child("workflow_node_execution_offload", "node_execution_id")
             },
+            child("workflow_node_executions", "workflow_run_id"),
+            child("workflow_app_logs", "workflow_run_id"),
             Dependent {
-                table: "workflow_node_executions",
-                link: "JOIN public.workflow_node_executions t ON t.workflow_run_id = p.id",
-                fate: Fate::Delete,
+                via: Some(("workflow_pauses", "workflow_run_id")),
+                ..child("workflow_pause_reasons", "pause_id")
             },
-            Dependent {
-                table: "workflow_app_logs",
-                link: "JOIN public.workflow_app_logs t ON t.workflow_run_id = p.id",
-                fate: Fate::Delete,
-            },
-            Dependent {
-                table: "workflow_pause_reasons",
-                link: "JOIN public.workflow_pauses w ON w.workflow_run_id = p.id \
-                       JOIN public.workflow_pause_reasons t ON t.pause_id = w.id",
-                fate: Fate::Delete,
-            },
-            Dependent {
-                table: "workflow_pauses",
-                link: "JOIN public.workflow_pauses t ON t.workflow_run_id = p.id",
-                fate: Fate::Delete,
-            },
-            Dependent {
-                table: "workflow_trigger_logs",
-                link: "JOIN public.workflow_trigger_logs t ON t.workflow_run_id = p.id",
-                fate: Fate::Delete,
-            },
+            child("workflow_pauses", "workflow_run_id"),
+            child("workflow_trigger_logs", "workflow_run_id"),
         ],
     },
     // Node executions without a run (single-step debug runs) or whose run is gone.
@@ -173,11 +153,7 @@ pub const UNITS: &[Unit] = &[
                       (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id))",
         recheck: "p.workflow_run_id IS NULL OR NOT EXISTS \
                   (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id)",
-        dependents: &[Dependent {
-            table: "workflow_node_execution_offload",
-            link: "JOIN public.workflow_node_execution_offload t ON t.node_execution_id = p.id",
-            fate: Fate::Delete,
-        }],
+        dependents: &[child("workflow_node_execution_offload", "node_execution_id")],
     },
     // App logs whose run is gone (e.g. left by an interrupted `flask` purge).
     Unit {
@@ -258,46 +234,80 @@ impl Unit {
 }
 
 impl Dependent {
+    /// `t`'s rows under the parents `$1`, by an index on the linking column: the parent ids
+    /// (or the intermediate's ids, gathered once) as an array, never a join the planner could
+    /// turn into a scan of the whole table.
+    fn under_parents(&self) -> String {
+        let column = quote_ident(self.column);
+        let mut cond = match self.via {
+            None => format!("t.{column} = ANY($1)"),
+            Some((via, fk)) => format!(
+                "t.{column} = ANY(ARRAY(SELECT v.id FROM public.{via} v WHERE v.{} = ANY($1)))",
+                quote_ident(fk)
+            ),
+        };
+        if let Some(only) = self.only {
+            cond = format!("{cond} AND {only}");
+        }
+        cond
+    }
+
+    /// The parent id of `t`.
+    fn parent_of(&self) -> String {
+        let column = quote_ident(self.column);
+        match self.via {
+            None => format!("t.{column}"),
+            Some((via, fk)) => format!(
+                "(SELECT v.{} FROM public.{via} v WHERE v.id = t.{column})",
+                quote_ident(fk)
+            ),
+        }
+    }
+
     /// The dependents of the parents `$1`: id, parent id, and the row as JSON.
-    pub fn select_for(&self, parent: &str, row_json: &str) -> String {
+    pub fn select_for(&self, row_json: &str) -> String {
         format!(
-            "SELECT t.id, p.id, {row_json} FROM public.{parent} p {link} WHERE p.id = ANY($1)",
-            link = self.link
+            "SELECT t.id, {parent}, {row_json} FROM public.{table} t WHERE {cond}",
+            parent = self.parent_of(),
+            table = self.table,
+            cond = self.under_parents(),
         )
     }
 
     /// Deletes (or detaches) the dependents of the parents `$1`, returning their ids.
-    pub fn apply_for(&self, parent: &str) -> String {
-        let rows = format!(
-            "SELECT t.id FROM public.{parent} p {link} WHERE p.id = ANY($1)",
-            link = self.link
-        );
+    pub fn apply_for(&self) -> String {
+        let (table, cond) = (self.table, self.under_parents());
         match self.fate {
-            Fate::Delete => format!(
-                "DELETE FROM public.{table} d WHERE d.id IN ({rows}) RETURNING d.id",
-                table = self.table
-            ),
+            Fate::Delete => format!("DELETE FROM public.{table} t WHERE {cond} RETURNING t.id"),
             Fate::Detach(columns) => {
                 let set: Vec<String> = columns
                     .iter()
                     .map(|c| format!("{} = NULL", quote_ident(c)))
                     .collect();
                 format!(
-                    "UPDATE public.{table} d SET {set} WHERE d.id IN ({rows}) RETURNING d.id",
-                    table = self.table,
-                    set = set.join(", "),
+                    "UPDATE public.{table} t SET {} WHERE {cond} RETURNING t.id",
+                    set.join(", ")
                 )
             }
         }
     }
 
-    /// Dependents per tenant of the parents `unit` would remove now.
+    /// Dependents per tenant of the parents `unit` would remove now (one join over both).
     pub fn count_per_tenant(&self, unit: &Unit) -> String {
+        let column = quote_ident(self.column);
+        let link = match self.via {
+            None => format!("JOIN public.{} t ON t.{column} = p.id", self.table),
+            Some((via, fk)) => format!(
+                "JOIN public.{via} v ON v.{} = p.id JOIN public.{} t ON t.{column} = v.id",
+                quote_ident(fk),
+                self.table
+            ),
+        };
+        let only = self.only.map(|o| format!(" AND {o}")).unwrap_or_default();
         format!(
-            "SELECT {tenant}, count(*) FROM public.{parent} p {link} WHERE {filter} GROUP BY 1",
+            "SELECT {tenant}, count(*) FROM public.{parent} p {link} WHERE {filter}{only} GROUP BY 1",
             tenant = unit.tenant,
             parent = unit.table,
-            link = self.link,
             filter = unit.filter,
         )
     }

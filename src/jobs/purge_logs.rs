@@ -127,6 +127,9 @@ struct Checkpoint {
     bytes: u64,
     /// Batches redone because rows changed under them, or a lock was busy.
     retried_batches: u64,
+    /// The longest delete transaction so far: what Dify's writers could have waited for.
+    #[serde(default)]
+    longest_tx_ms: u64,
 }
 
 /// A row read for a batch: its id, its workspace, and its export JSON.
@@ -421,7 +424,7 @@ async fn statements(pool: &PgPool) -> Result<Sql, JobError> {
             .map(|u| {
                 u.dependents
                     .iter()
-                    .map(|d| d.select_for(u.table, &json(d.table, "t")))
+                    .map(|d| d.select_for(&json(d.table, "t")))
                     .collect()
             })
             .collect(),
@@ -458,6 +461,7 @@ async fn start(params: &PurgeLogsParams, ctx: &mut JobCtx) -> Result<Checkpoint,
         files: 0,
         bytes: 0,
         retried_batches: 0,
+        longest_tx_ms: 0,
     };
     ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
     Ok(cp)
@@ -553,6 +557,7 @@ async fn purge_batch(
             None => None,
         };
         ctx.failpoint("purge_logs.exported").await?;
+        let began = Instant::now();
         let mut tx = ctx.pool.begin().await?;
         match delete(params, ctx, &mut tx, cp, unit, &batch, exported.is_some()).await {
             Ok(tallies) => {
@@ -571,6 +576,9 @@ async fn purge_batch(
                 cp.batches += 1;
                 ctx.save_checkpoint(&mut *tx, &*cp).await?;
                 tx.commit().await?;
+                // Kept with the next checkpoint: commit included.
+                let held = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                cp.longest_tx_ms = cp.longest_tx_ms.max(held);
                 let removed = batch.parents.len() as u64;
                 ctx.count("rows", removed);
                 return Ok(true);
@@ -721,7 +729,7 @@ async fn delete(
             Fate::Detach(_) if !params.keep_annotations => Fate::Delete,
             f => f,
         };
-        let sql = log_tables::Dependent { fate, ..*d }.apply_for(unit.table);
+        let sql = log_tables::Dependent { fate, ..*d }.apply_for();
         let done: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(&eligible)
             .fetch_all(&mut **tx)
@@ -885,6 +893,7 @@ async fn finish(
         "tables": tables,
         "batches": cp.batches,
         "retried_batches": cp.retried_batches,
+        "longest_transaction_ms": cp.longest_tx_ms,
         "export": if params.export {
             json!({"prefix": super::purge_exports::EXPORT_PREFIX, "files": cp.files, "bytes": cp.bytes})
         } else {
