@@ -31,8 +31,15 @@ pub async fn connect(
         message: e.to_string(),
     })?;
     let options = options.application_name("upkeep");
+    let port = options.get_port();
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .after_connect(move |_, _| {
+            Box::pin(async move {
+                crate::nodelay::set_on_sockets_to(port);
+                Ok(())
+            })
+        })
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await

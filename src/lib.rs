@@ -13,6 +13,7 @@ pub mod fieldpath;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
+mod nodelay;
 pub mod queue;
 pub mod storage;
 pub mod vector;

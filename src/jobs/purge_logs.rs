@@ -507,12 +507,14 @@ async fn read_batch(
     }
     let tenant_of: HashMap<Uuid, Uuid> = parents.iter().map(|r| (r.id, r.tenant)).collect();
     let ids: Vec<Uuid> = parents.iter().map(|r| r.id).collect();
-    let mut dependents = Vec::with_capacity(unit.dependents.len());
-    for select in &sql.select_dependents[cp.unit] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+    // Each dependent table on its own connection, at once: the reads are independent.
+    let reads = sql.select_dependents[cp.unit].iter().map(|select| {
+        sqlx::query(sqlx::AssertSqlSafe(select.clone()))
             .bind(&ids)
             .fetch_all(&ctx.pool)
-            .await?;
+    });
+    let mut dependents = Vec::with_capacity(unit.dependents.len());
+    for rows in futures_util::future::try_join_all(reads).await? {
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
             let parent: Uuid = row.try_get(1)?;
@@ -549,14 +551,17 @@ async fn purge_batch(
     let unit = &UNITS[cp.unit];
     let (mut changed, mut busy) = (0u32, 0u32);
     loop {
+        let t0 = Instant::now();
         let Some(batch) = read_batch(params, ctx, sql, cp).await? else {
             return Ok(false);
         };
+        let read_ms_only = t0.elapsed().as_millis();
         let exported = match op {
             Some(op) => Some(export(ctx, cp, unit, &batch, op).await?),
             None => None,
         };
         ctx.failpoint("purge_logs.exported").await?;
+        let read_ms = t0.elapsed().as_millis();
         let began = Instant::now();
         let mut tx = ctx.pool.begin().await?;
         match delete(params, ctx, &mut tx, cp, unit, &batch, exported.is_some()).await {
@@ -579,6 +584,12 @@ async fn purge_batch(
                 // Kept with the next checkpoint: commit included.
                 let held = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
                 cp.longest_tx_ms = cp.longest_tx_ms.max(held);
+                tracing::debug!(
+                    job.id = %ctx.job_id,
+                    "{} batch: read {read_ms_only} ms, export {} ms, delete {held} ms",
+                    unit.table,
+                    read_ms - read_ms_only
+                );
                 let removed = batch.parents.len() as u64;
                 ctx.count("rows", removed);
                 return Ok(true);
