@@ -153,7 +153,10 @@ pub const UNITS: &[Unit] = &[
                       (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id))",
         recheck: "p.workflow_run_id IS NULL OR NOT EXISTS \
                   (SELECT 1 FROM public.workflow_runs r WHERE r.id = p.workflow_run_id)",
-        dependents: &[child("workflow_node_execution_offload", "node_execution_id")],
+        dependents: &[child(
+            "workflow_node_execution_offload",
+            "node_execution_id",
+        )],
     },
     // App logs whose run is gone (e.g. left by an interrupted `flask` purge).
     Unit {
