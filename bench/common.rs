@@ -86,3 +86,28 @@ pub async fn stop(c: &mut Child) {
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
 }
+
+/// A fresh database `name` holding the Dify fixture, Upkeep's migrations and the data `spec`
+/// describes; returns its URL, an open pool, what was generated and how long it took.
+pub async fn generated_database(
+    server: &str,
+    name: &str,
+    spec: &upkeep::demo::datagen::DemoSpec,
+) -> (
+    String,
+    sqlx::PgPool,
+    upkeep::demo::datagen::GenSummary,
+    Duration,
+) {
+    let url = recreate(server, name, None).await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    upkeep::demo::fixture::load_dify_fixture(&pool)
+        .await
+        .expect("fixture");
+    upkeep::db::migrate(&pool).await.expect("migrate");
+    let started = Instant::now();
+    let summary = upkeep::demo::datagen::generate(&pool, spec)
+        .await
+        .expect("generate");
+    (url, pool, summary, started.elapsed())
+}

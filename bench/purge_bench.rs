@@ -193,19 +193,10 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let source = recreate(&pg, "upkeep_bench_purge", None).await;
-    let pool = PgPool::connect(&source).await.expect("connect");
-    upkeep::demo::fixture::load_dify_fixture(&pool)
-        .await
-        .expect("fixture");
-    upkeep::db::migrate(&pool).await.expect("migrate");
     let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
     spec.dead_row_fraction = 0.0;
-    let started = Instant::now();
-    let summary = upkeep::demo::datagen::generate(&pool, &spec)
-        .await
-        .expect("generate");
-    let generated = started.elapsed();
+    let (_, pool, summary, generated) =
+        common::generated_database(&pg, "upkeep_bench_purge", &spec).await;
     sqlx::raw_sql("VACUUM ANALYZE")
         .execute(&pool)
         .await
@@ -219,7 +210,11 @@ async fn main() {
         generated.as_secs_f64(),
         summary.rows.get("messages").copied().unwrap_or(0),
         summary.rows.get("workflow_runs").copied().unwrap_or(0),
-        summary.rows.get("workflow_node_executions").copied().unwrap_or(0),
+        summary
+            .rows
+            .get("workflow_node_executions")
+            .copied()
+            .unwrap_or(0),
         spec.days_spread,
     );
     println!();
@@ -227,7 +222,13 @@ async fn main() {
     let server_db = recreate(&pg, "upkeep_bench_purge_server", Some("upkeep_bench_purge")).await;
     let plain_db = recreate(&pg, "upkeep_bench_purge_plain", Some("upkeep_bench_purge")).await;
     let upkeep_db = recreate(&pg, "upkeep_bench_purge_upkeep", Some("upkeep_bench_purge")).await;
-    let server = measured(&server_db, "plpgsql", &before, run_server_side(&server_db, days, batch)).await;
+    let server = measured(
+        &server_db,
+        "plpgsql",
+        &before,
+        run_server_side(&server_db, days, batch),
+    )
+    .await;
     let plain = measured(&plain_db, "psql", &before, run_psql(&plain_db, days, batch)).await;
     let exports = std::env::temp_dir().join(format!("upkeep-bench-purge-{}", std::process::id()));
     std::fs::create_dir_all(&exports).expect("export dir");
@@ -258,8 +259,14 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (name, o) in [
-        ("plain SQL loop: one psql session, a block per batch, no export", &plain),
-        ("the same loop server-side (PL/pgSQL, COMMIT per batch, no export)", &server),
+        (
+            "plain SQL loop: one psql session, a block per batch, no export",
+            &plain,
+        ),
+        (
+            "the same loop server-side (PL/pgSQL, COMMIT per batch, no export)",
+            &server,
+        ),
         ("Upkeep `purge_logs`, export on (local fs)", &ours),
     ] {
         println!(
@@ -285,7 +292,9 @@ async fn main() {
         .filter(|t| left(&after_server, &server, t) != left(&after_ours, &ours, t))
         .collect();
     if differs.is_empty() && also.is_empty() {
-        println!("All three end states have the same row count in every table (the writers' rows aside).");
+        println!(
+            "All three end states have the same row count in every table (the writers' rows aside)."
+        );
     } else {
         let diff = |after: &BTreeMap<String, i64>, o: &Outcome| -> Vec<String> {
             TABLES
@@ -328,8 +337,12 @@ async fn measured(
     let stop_flag = Arc::new(AtomicBool::new(false));
     let longest_us = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (stop_flag, longest_us, db, app) =
-            (stop_flag.clone(), longest_us.clone(), db.to_string(), app.to_string());
+        let (stop_flag, longest_us, db, app) = (
+            stop_flag.clone(),
+            longest_us.clone(),
+            db.to_string(),
+            app.to_string(),
+        );
         tokio::spawn(async move {
             let mut c = PgConnection::connect(&db).await.expect("sampler");
             while !stop_flag.load(Ordering::SeqCst) {
@@ -428,7 +441,10 @@ async fn run_psql(db: &str, days: u32, batch: u32) -> (String, String) {
         let mut stdin = psql.stdin.take().expect("stdin");
         stdin.write_all(script.as_bytes()).await.expect("script");
     }
-    assert!(psql.wait().await.expect("psql").success(), "psql loop failed");
+    assert!(
+        psql.wait().await.expect("psql").success(),
+        "psql loop failed"
+    );
     ("(psql: a few MB)".into(), String::new())
 }
 
@@ -463,8 +479,10 @@ async fn run_upkeep(
     let job: Value = http
         .post(format!("{url}/v1/jobs"))
         .bearer_auth(TOKEN)
-        .json(&json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
-            "storage": {"type": "local", "root": exports.to_string_lossy()}}}))
+        .json(
+            &json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
+            "storage": {"type": "local", "root": exports.to_string_lossy()}}}),
+        )
         .send()
         .await
         .expect("submit")

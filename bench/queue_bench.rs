@@ -12,6 +12,8 @@ use serde_json::json;
 use sqlx::PgPool;
 
 #[path = "common.rs"]
+// The queue bench needs no generated Dify data.
+#[allow(dead_code)]
 mod common;
 use common::{TOKEN, peak_rss, recreate, spawn_daemon, stop};
 

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
 #[path = "common.rs"]
@@ -28,19 +28,10 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let source = recreate(&pg, "upkeep_bench_vacuum", None).await;
-    let pool = PgPool::connect(&source).await.expect("connect");
-    upkeep::demo::fixture::load_dify_fixture(&pool)
-        .await
-        .expect("fixture");
-    upkeep::db::migrate(&pool).await.expect("migrate");
     let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
     spec.dead_row_fraction = 0.3;
-    let started = Instant::now();
-    let summary = upkeep::demo::datagen::generate(&pool, &spec)
-        .await
-        .expect("generate");
-    let generated = started.elapsed();
+    let (_, pool, summary, generated) =
+        common::generated_database(&pg, "upkeep_bench_vacuum", &spec).await;
     let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(&pool)
         .await
