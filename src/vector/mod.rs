@@ -1,5 +1,9 @@
-//! Vector stores. For now: which store Dify's env names, where, and whether it answers.
-//! (Adapters that read and write collections come with `vector_migrate`.)
+//! Vector stores: which store Dify's env names, where, and whether it answers; and one
+//! adapter per store behind `store::VectorStore`, for migrations.
+
+pub mod qdrant;
+pub mod store;
+pub mod weaviate;
 
 use std::time::Duration;
 

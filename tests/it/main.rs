@@ -18,3 +18,4 @@ mod shutdown;
 mod storage_migrate;
 mod test_servers;
 mod vacuum;
+mod vector_stores;

@@ -6,3 +6,4 @@ pub mod files;
 pub mod pg;
 pub mod process;
 pub mod servers;
+pub mod vector_servers;

@@ -1,0 +1,466 @@
+//! Qdrant over gRPC with the `qdrant-client` crate, writing exactly what Dify's Qdrant code
+//! writes: one unnamed cosine vector per collection, HNSW `m=0, payload_m=16`, payload
+//! `{page_content, metadata, group_id}`, point id = `metadata.doc_id`, and the payload
+//! indexes Dify creates. Only calls and fields Qdrant 1.8 serves (Dify's compose runs 1.8.3):
+//! vectors go in `Vector.data` unless the server is 1.13 or newer, which reads `dense`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use qdrant_client::qdrant::{
+    Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints,
+    DenseVector, Distance, FieldType, Filter, GetCollectionInfoRequest, GetPoints, HnswConfigDiff,
+    PayloadIndexParams, PointId, PointStruct, ScrollPoints, SearchPoints, TextIndexParams,
+    TokenizerType, UpsertPoints, Vector, VectorParams, Vectors, VectorsConfig,
+    payload_index_params::IndexParams, point_id::PointIdOptions, vector::Vector as VectorKind,
+    vector_output::Vector as OutputKind, vectors::VectorsOptions, vectors_config::Config,
+    vectors_output::VectorsOptions as OutputOptions,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::{Map, Value};
+
+use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
+
+const NAME: &str = "qdrant";
+
+pub struct QdrantStore {
+    client: Qdrant,
+    version: String,
+    /// The server reads `Vector.dense` (1.13+); older ones only `Vector.data`.
+    dense: bool,
+}
+
+/// Where the gRPC service is: Dify's `QDRANT_URL` names the REST port, `QDRANT_GRPC_PORT`
+/// (6334) the gRPC one, on the same host and scheme.
+pub fn grpc_url(rest_url: &str, grpc_port: u16) -> Result<String, VectorError> {
+    let (scheme, rest) = rest_url
+        .split_once("://")
+        .ok_or_else(|| VectorError::Config(format!("QDRANT_URL {rest_url:?} has no http(s)://")))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(VectorError::Config(format!(
+            "QDRANT_URL {rest_url:?}: only http and https are supported (embedded `path:` mode has no server)"
+        )));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        // An IPv6 literal keeps its brackets; a port is dropped.
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Err(VectorError::Config(format!(
+            "QDRANT_URL {rest_url:?} has no host"
+        )));
+    }
+    Ok(format!("{scheme}://{host}:{grpc_port}"))
+}
+
+/// `major.minor` of a version string like `1.8.3`.
+fn minor_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim_start_matches('v').split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn failed(call: &'static str, e: QdrantError) -> VectorError {
+    VectorError::store(NAME, call, e)
+}
+
+fn not_found(e: &QdrantError) -> bool {
+    matches!(e, QdrantError::ResponseError { status } if status.code() == tonic::Code::NotFound)
+}
+
+fn uuid_id(id: &str) -> PointId {
+    PointId::from(id.to_string())
+}
+
+fn id_string(id: Option<&PointId>) -> String {
+    match id.and_then(|i| i.point_id_options.as_ref()) {
+        Some(PointIdOptions::Uuid(u)) => u.clone(),
+        Some(PointIdOptions::Num(n)) => n.to_string(),
+        None => String::new(),
+    }
+}
+
+fn group_filter(group: &str) -> Filter {
+    Filter::must([Condition::matches("group_id", group.to_string())])
+}
+
+/// A stored point as Dify's record: `page_content`, `metadata` (every key), the vector from
+/// whichever field the server filled.
+#[allow(deprecated)] // `VectorOutput.data` is what servers before 1.17 fill.
+fn point_of(
+    id: Option<&PointId>,
+    payload: HashMap<String, qdrant_client::qdrant::Value>,
+    vectors: Option<qdrant_client::qdrant::VectorsOutput>,
+) -> Point {
+    let payload: Value = Payload::from(payload).into();
+    let text = payload["page_content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let metadata: Map<String, Value> = payload["metadata"].as_object().cloned().unwrap_or_default();
+    let vector = match vectors.and_then(|v| v.vectors_options) {
+        Some(OutputOptions::Vector(v)) => match v.vector {
+            Some(OutputKind::Dense(d)) => d.data,
+            _ => v.data,
+        },
+        _ => Vec::new(),
+    };
+    Point {
+        id: id_string(id),
+        vector,
+        text,
+        metadata,
+    }
+}
+
+impl QdrantStore {
+    /// Connects and asks the server's version once (it decides the vector wire form).
+    pub async fn connect(
+        grpc_url: &str,
+        api_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, VectorError> {
+        let client = Qdrant::from_url(grpc_url)
+            .api_key(api_key.filter(|k| !k.is_empty()).map(str::to_string))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| VectorError::Config(format!("Qdrant at {grpc_url}: {e}")))?;
+        let reply = client
+            .health_check()
+            .await
+            .map_err(|e| failed("health check", e))?;
+        let dense = minor_version(&reply.version).is_some_and(|v| v >= (1, 13));
+        Ok(QdrantStore {
+            client,
+            version: reply.version,
+            dense,
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// A vector in the form this server reads.
+    #[allow(deprecated)] // `Vector.data`: the only field Qdrant before 1.13 reads.
+    fn vector(&self, data: Vec<f32>) -> Vectors {
+        let vector = if self.dense {
+            Vector {
+                vector: Some(VectorKind::Dense(DenseVector { data })),
+                ..Default::default()
+            }
+        } else {
+            Vector {
+                data,
+                ..Default::default()
+            }
+        };
+        Vectors {
+            vectors_options: Some(VectorsOptions::Vector(vector)),
+        }
+    }
+
+    async fn create_index(
+        &self,
+        collection: &str,
+        field: &str,
+        kind: FieldType,
+        params: Option<IndexParams>,
+    ) -> Result<(), VectorError> {
+        self.client
+            .create_field_index(CreateFieldIndexCollection {
+                collection_name: collection.to_string(),
+                wait: Some(true),
+                field_name: field.to_string(),
+                field_type: Some(kind as i32),
+                field_index_params: params.map(|p| PayloadIndexParams {
+                    index_params: Some(p),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("create field index", e))?;
+        Ok(())
+    }
+}
+
+impl VectorStore for QdrantStore {
+    fn kind(&self) -> &'static str {
+        NAME
+    }
+
+    async fn health(&self) -> Result<String, VectorError> {
+        let reply = self
+            .client
+            .health_check()
+            .await
+            .map_err(|e| failed("health check", e))?;
+        Ok(reply.version)
+    }
+
+    async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
+        let info = match self
+            .client
+            .collection_info(GetCollectionInfoRequest {
+                collection_name: collection.to_string(),
+            })
+            .await
+        {
+            Ok(r) => r.result,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(failed("collection info", e)),
+        };
+        let params = info
+            .and_then(|i| i.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        match params {
+            Some(Config::Params(p)) => Ok(Some(CollectionInfo {
+                dimension: usize::try_from(p.size).ok(),
+                distance: Distance::try_from(p.distance)
+                    .map(|d| d.as_str_name().to_lowercase())
+                    .unwrap_or_else(|_| "unknown".into()),
+                layout: "unnamed".into(),
+            })),
+            _ => Err(VectorError::Layout(format!(
+                "Qdrant collection {collection} has named vectors; Dify writes one unnamed vector"
+            ))),
+        }
+    }
+
+    async fn read_page(
+        &self,
+        collection: &str,
+        group: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, VectorError> {
+        let page = self
+            .client
+            .scroll(ScrollPoints {
+                collection_name: collection.to_string(),
+                filter: Some(group_filter(group)),
+                offset: cursor.map(uuid_id),
+                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+                with_payload: Some(true.into()),
+                with_vectors: Some(true.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("scroll", e))?;
+        Ok(Page {
+            points: page
+                .result
+                .into_iter()
+                .map(|p| point_of(p.id.as_ref(), p.payload, p.vectors))
+                .collect(),
+            next: page.next_page_offset.as_ref().map(|id| id_string(Some(id))),
+        })
+    }
+
+    // `hnsw_config.on_disk` is deprecated in current Qdrant; Dify sends it, so do we.
+    #[allow(deprecated)]
+    async fn ensure_collection(
+        &self,
+        collection: &str,
+        dimension: usize,
+    ) -> Result<(), VectorError> {
+        if let Some(info) = self.describe(collection).await? {
+            return if info.dimension == Some(dimension) && info.distance == "cosine" {
+                Ok(())
+            } else {
+                Err(VectorError::Layout(format!(
+                    "Qdrant collection {collection} exists with {:?} dimensions and {} distance; \
+                     the source has {dimension} and cosine",
+                    info.dimension, info.distance
+                )))
+            };
+        }
+        self.client
+            .create_collection(CreateCollection {
+                collection_name: collection.to_string(),
+                vectors_config: Some(VectorsConfig {
+                    config: Some(Config::Params(VectorParams {
+                        size: dimension as u64,
+                        distance: Distance::Cosine as i32,
+                        ..Default::default()
+                    })),
+                }),
+                hnsw_config: Some(HnswConfigDiff {
+                    m: Some(0),
+                    payload_m: Some(16),
+                    ef_construct: Some(100),
+                    full_scan_threshold: Some(10_000),
+                    max_indexing_threads: Some(0),
+                    on_disk: Some(false),
+                    ..Default::default()
+                }),
+                replication_factor: Some(1),
+                write_consistency_factor: Some(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("create collection", e))?;
+        for field in ["group_id", "metadata.doc_id", "metadata.document_id"] {
+            self.create_index(collection, field, FieldType::Keyword, None)
+                .await?;
+        }
+        let text = TextIndexParams {
+            tokenizer: TokenizerType::Multilingual as i32,
+            lowercase: Some(true),
+            min_token_len: Some(2),
+            max_token_len: Some(20),
+            ..Default::default()
+        };
+        self.create_index(
+            collection,
+            "page_content",
+            FieldType::Text,
+            Some(IndexParams::TextIndexParams(text)),
+        )
+        .await
+    }
+
+    async fn upsert(
+        &self,
+        collection: &str,
+        group: &str,
+        points: &[Point],
+    ) -> Result<(), VectorError> {
+        let mut structs = Vec::with_capacity(points.len());
+        for p in points {
+            let payload = serde_json::json!({
+                "page_content": p.text,
+                "metadata": p.metadata,
+                "group_id": group,
+            });
+            let payload = Payload::try_from(payload)
+                .map_err(|e| VectorError::Layout(format!("point {}: {e}", p.id)))?;
+            structs.push(PointStruct {
+                id: Some(uuid_id(&p.id)),
+                payload: payload.into(),
+                vectors: Some(self.vector(p.vector.clone())),
+            });
+        }
+        // `wait`: before 1.19 a rejected point in an unawaited write is lost silently.
+        self.client
+            .upsert_points(UpsertPoints {
+                collection_name: collection.to_string(),
+                wait: Some(true),
+                points: structs,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("upsert", e))?;
+        Ok(())
+    }
+
+    async fn count(&self, collection: &str, group: &str) -> Result<u64, VectorError> {
+        let counted = self
+            .client
+            .count(CountPoints {
+                collection_name: collection.to_string(),
+                filter: Some(group_filter(group)),
+                exact: Some(true),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("count", e))?;
+        Ok(counted.result.map_or(0, |r| r.count))
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        let got = self
+            .client
+            .get_points(GetPoints {
+                collection_name: collection.to_string(),
+                ids: ids.iter().map(|i| uuid_id(i)).collect(),
+                with_payload: Some(true.into()),
+                with_vectors: Some(true.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("get points", e))?;
+        Ok(got
+            .result
+            .into_iter()
+            .map(|p| point_of(p.id.as_ref(), p.payload, p.vectors))
+            .collect())
+    }
+
+    async fn search(
+        &self,
+        collection: &str,
+        group: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Hit>, VectorError> {
+        let found = self
+            .client
+            .search_points(SearchPoints {
+                collection_name: collection.to_string(),
+                vector: vector.to_vec(),
+                filter: Some(group_filter(group)),
+                limit: limit as u64,
+                with_payload: Some(false.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("search", e))?;
+        Ok(found
+            .result
+            .into_iter()
+            .map(|p| Hit {
+                id: id_string(p.id.as_ref()),
+                score: p.score,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, collection: &str, ids: &[String]) -> Result<(), VectorError> {
+        let ids: Vec<PointId> = ids.iter().map(|i| uuid_id(i)).collect();
+        self.client
+            .delete_points(DeletePoints {
+                collection_name: collection.to_string(),
+                wait: Some(true),
+                points: Some(ids.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("delete points", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grpc_port_replaces_the_rest_one() {
+        assert_eq!(
+            grpc_url("http://qdrant:6333", 6334).ok().as_deref(),
+            Some("http://qdrant:6334")
+        );
+        assert_eq!(
+            grpc_url("https://q.example.com", 6334).ok().as_deref(),
+            Some("https://q.example.com:6334")
+        );
+        assert_eq!(
+            grpc_url("http://[::1]:6333/", 7000).ok().as_deref(),
+            Some("http://[::1]:7000")
+        );
+        assert!(grpc_url("path:storage/qdrant", 6334).is_err());
+    }
+
+    #[test]
+    fn reads_versions() {
+        assert_eq!(minor_version("1.8.3"), Some((1, 8)));
+        assert_eq!(minor_version("v1.13.0"), Some((1, 13)));
+        assert_eq!(minor_version("dev"), None);
+    }
+}

@@ -1,0 +1,403 @@
+//! Weaviate over its REST API (no gRPC needed): one class per dataset, metadata flattened into
+//! properties beside `text`. Reads all three of Dify's layouts: the legacy unnamed vector
+//! (Dify up to 1.9.1), the named `default` vector (1.9.2 on), and either object-id rule
+//! (`doc_id`, or `uuid5(text)` in 1.9.2 to 1.17): the id is kept as found, `doc_id` is read
+//! from the properties.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
+
+const NAME: &str = "weaviate";
+
+pub struct Weaviate {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Weaviate {
+    /// `endpoint` is Dify's `WEAVIATE_ENDPOINT` (`http://weaviate:8080`).
+    pub fn new(endpoint: &str, api_key: Option<&str>) -> Result<Self, VectorError> {
+        let base = endpoint.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(VectorError::Config(format!(
+                "WEAVIATE_ENDPOINT {base:?} is not an http(s) URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| VectorError::Config(e.to_string()))?;
+        Ok(Weaviate {
+            http,
+            base,
+            api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
+        })
+    }
+
+    async fn call(
+        &self,
+        call: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), VectorError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| VectorError::store(NAME, call, e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| VectorError::store(NAME, call, e))?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                VectorError::store(NAME, call, format!("{status}: unreadable answer: {e}"))
+            })?
+        };
+        Ok((status, value))
+    }
+
+    async fn ok(
+        &self,
+        call: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, VectorError> {
+        let (status, value) = self.call(call, method, path, body).await?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(VectorError::store(NAME, call, format!("{status} {value}")))
+        }
+    }
+
+    async fn graphql(&self, query: String) -> Result<Value, VectorError> {
+        let body = self
+            .ok(
+                "graphql",
+                Method::POST,
+                "/v1/graphql",
+                Some(&json!({ "query": query })),
+            )
+            .await?;
+        if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
+            return Err(VectorError::store(NAME, "graphql", errors.to_string()));
+        }
+        Ok(body["data"].clone())
+    }
+}
+
+/// An object of `GET /v1/objects` as a point: `text` is the content, every other property
+/// metadata; the vector is `vectors.default` (named layout) or `vector` (legacy).
+fn point_of(object: &Value) -> Result<Point, VectorError> {
+    let id = object["id"]
+        .as_str()
+        .ok_or_else(|| VectorError::Layout(format!("object without id: {object}")))?
+        .to_string();
+    let raw = object
+        .get("vectors")
+        .and_then(|v| v.get("default"))
+        .filter(|v| v.is_array())
+        .or_else(|| object.get("vector").filter(|v| v.is_array()))
+        .ok_or_else(|| {
+            VectorError::Layout(format!(
+                "object {id} has neither a `default` named vector nor a legacy vector"
+            ))
+        })?;
+    let vector = raw
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x.as_f64().map(|f| f as f32))
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(|| {
+            VectorError::Layout(format!("object {id}: a vector entry is not a number"))
+        })?;
+    let mut metadata: Map<String, Value> = object["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let text = match metadata.remove("text") {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    Ok(Point {
+        id,
+        vector,
+        text,
+        metadata,
+    })
+}
+
+impl VectorStore for Weaviate {
+    fn kind(&self) -> &'static str {
+        NAME
+    }
+
+    async fn health(&self) -> Result<String, VectorError> {
+        let meta = self.ok("meta", Method::GET, "/v1/meta", None).await?;
+        Ok(meta["version"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
+        let (status, class) = self
+            .call(
+                "schema",
+                Method::GET,
+                &format!("/v1/schema/{collection}"),
+                None,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(VectorError::store(
+                NAME,
+                "schema",
+                format!("{status} {class}"),
+            ));
+        }
+        let named = class["vectorConfig"]["default"].is_object();
+        let distance = if named {
+            &class["vectorConfig"]["default"]["vectorIndexConfig"]["distance"]
+        } else {
+            &class["vectorIndexConfig"]["distance"]
+        };
+        let first = self.read_page(collection, "", None, 1).await?;
+        Ok(Some(CollectionInfo {
+            dimension: first.points.first().map(|p| p.vector.len()),
+            distance: distance.as_str().unwrap_or("cosine").to_string(),
+            layout: if named { "named" } else { "legacy" }.to_string(),
+        }))
+    }
+
+    async fn read_page(
+        &self,
+        collection: &str,
+        _group: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, VectorError> {
+        // The cursor API: UUID order, the `after` object excluded, `limit` always sent.
+        let mut path = format!("/v1/objects?class={collection}&include=vector&limit={limit}");
+        if let Some(after) = cursor {
+            path.push_str("&after=");
+            path.push_str(after);
+        }
+        let (status, body) = self.call("list objects", Method::GET, &path, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(VectorError::Layout(format!(
+                "Weaviate has no class {collection}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(VectorError::store(
+                NAME,
+                "list objects",
+                format!("{status} {body}"),
+            ));
+        }
+        let points = body["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(point_of)
+            .collect::<Result<Vec<Point>, VectorError>>()?;
+        let next = (points.len() == limit)
+            .then(|| points.last().map(|p| p.id.clone()))
+            .flatten();
+        Ok(Page { points, next })
+    }
+
+    async fn ensure_collection(
+        &self,
+        collection: &str,
+        _dimension: usize,
+    ) -> Result<(), VectorError> {
+        if self.describe(collection).await?.is_some() {
+            return Ok(());
+        }
+        let text = |name: &str| json!({"name": name, "dataType": ["text"]});
+        // Dify's v4 class: declared properties, a self-provided named vector `default`.
+        let class = json!({
+            "class": collection,
+            "properties": [
+                {"name": "text", "dataType": ["text"], "tokenization": "word"},
+                text("document_id"), text("doc_id"), text("doc_type"),
+                {"name": "chunk_index", "dataType": ["int"]},
+                {"name": "is_summary", "dataType": ["boolean"]},
+                text("original_chunk_id"),
+            ],
+            "vectorConfig": {"default": {"vectorizer": {"none": {}}, "vectorIndexType": "hnsw"}},
+        });
+        self.ok("create class", Method::POST, "/v1/schema", Some(&class))
+            .await
+            .map(|_| ())
+    }
+
+    async fn upsert(
+        &self,
+        collection: &str,
+        _group: &str,
+        points: &[Point],
+    ) -> Result<(), VectorError> {
+        let objects: Vec<Value> = points
+            .iter()
+            .map(|p| {
+                let mut properties = p.metadata.clone();
+                properties.insert("text".into(), Value::String(p.text.clone()));
+                json!({"class": collection, "id": p.id, "properties": properties,
+                       "vectors": {"default": p.vector}})
+            })
+            .collect();
+        let answer = self
+            .ok(
+                "batch objects",
+                Method::POST,
+                "/v1/batch/objects",
+                Some(&json!({ "objects": objects })),
+            )
+            .await?;
+        let failed: Vec<&Value> = answer
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["result"]["errors"].is_object())
+            .collect();
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(VectorError::store(
+                NAME,
+                "batch objects",
+                format!(
+                    "{} of {} objects failed, e.g. {}",
+                    failed.len(),
+                    points.len(),
+                    first["result"]["errors"]
+                ),
+            )),
+        }
+    }
+
+    async fn count(&self, collection: &str, _group: &str) -> Result<u64, VectorError> {
+        let data = self
+            .graphql(format!(
+                "{{ Aggregate {{ {collection} {{ meta {{ count }} }} }} }}"
+            ))
+            .await?;
+        data["Aggregate"][collection][0]["meta"]["count"]
+            .as_u64()
+            .ok_or_else(|| VectorError::store(NAME, "aggregate", format!("no count in {data}")))
+    }
+
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (status, object) = self
+                .call(
+                    "get object",
+                    Method::GET,
+                    &format!("/v1/objects/{collection}/{id}?include=vector"),
+                    None,
+                )
+                .await?;
+            if status == StatusCode::NOT_FOUND {
+                continue;
+            }
+            if !status.is_success() {
+                return Err(VectorError::store(
+                    NAME,
+                    "get object",
+                    format!("{status} {object}"),
+                ));
+            }
+            found.push(point_of(&object)?);
+        }
+        Ok(found)
+    }
+
+    async fn search(
+        &self,
+        collection: &str,
+        _group: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Hit>, VectorError> {
+        let vector: Vec<String> = vector.iter().map(|x| x.to_string()).collect();
+        let data = self
+            .graphql(format!(
+                "{{ Get {{ {collection}(nearVector: {{vector: [{}]}}, limit: {limit}) {{ _additional {{ id distance }} }} }} }}",
+                vector.join(",")
+            ))
+            .await?;
+        Ok(data["Get"][collection]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let id = o["_additional"]["id"].as_str()?.to_string();
+                let distance = o["_additional"]["distance"].as_f64()?;
+                Some(Hit {
+                    id,
+                    score: (1.0 - distance) as f32,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, collection: &str, ids: &[String]) -> Result<(), VectorError> {
+        for id in ids {
+            let (status, body) = self
+                .call(
+                    "delete object",
+                    Method::DELETE,
+                    &format!("/v1/objects/{collection}/{id}"),
+                    None,
+                )
+                .await?;
+            if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                return Err(VectorError::store(
+                    NAME,
+                    "delete object",
+                    format!("{status} {body}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_vector_shapes() {
+        let legacy =
+            json!({"id": "a", "properties": {"text": "t", "doc_id": "d"}, "vector": [0.5, 1.0]});
+        let named = json!({"id": "b", "properties": {"text": "t"}, "vectors": {"default": [0.25]}});
+        let p = point_of(&legacy).expect("legacy");
+        assert_eq!((p.vector.clone(), p.doc_id()), (vec![0.5, 1.0], Some("d")));
+        assert_eq!(point_of(&named).expect("named").vector, vec![0.25]);
+        assert!(point_of(&json!({"id": "c", "properties": {}})).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! The vector-store test servers of `tests/servers/` (no real Weaviate or Qdrant installs
+//! here): a Weaviate REST server and a Qdrant gRPC stand-in over `qdrant-client`'s local mode.
+//! Each binds a free port on 127.0.0.1 and says `READY <ports>` on stdout; the handle kills it
+//! on drop. The Python is `.tools/venv`'s (`UPKEEP_TEST_QDRANT_PY`, from scripts/test).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+fn python() -> String {
+    std::env::var("UPKEEP_TEST_QDRANT_PY").unwrap_or_else(|_| {
+        panic!(
+            "UPKEEP_TEST_QDRANT_PY is not set: run the tests through scripts/test, which installs \
+             qdrant-client into .tools/venv and exports its python"
+        )
+    })
+}
+
+/// Spawns `script args`, returns the child and the numbers after `READY`.
+async fn spawn(script: &str, args: &[&str]) -> (Child, Vec<u16>) {
+    let path = format!("{}/tests/servers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(python());
+    cmd.arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls between fork and exec: the server dies with the
+    // test process even when that is killed without unwinding.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(READY_DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(ports) = line.strip_prefix("READY ") {
+                return Some(
+                    ports
+                        .split_whitespace()
+                        .map(|p| p.parse::<u16>().expect("port"))
+                        .collect::<Vec<u16>>(),
+                );
+            }
+        }
+        None
+    })
+    .await;
+    match ready {
+        Ok(Some(ports)) => (child, ports),
+        _ => panic!("{script} did not say READY within {READY_DEADLINE:?}"),
+    }
+}
+
+/// Qdrant's gRPC API answering as `version` (Dify's compose runs 1.8.3).
+pub struct QdrantStandin {
+    _child: Child,
+    pub grpc_port: u16,
+    control: String,
+}
+
+impl QdrantStandin {
+    pub async fn start(version: &str) -> QdrantStandin {
+        let (child, ports) = spawn(
+            "qdrant_standin.py",
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--version",
+                version,
+                "--exit-on-stdin-eof",
+            ],
+        )
+        .await;
+        QdrantStandin {
+            _child: child,
+            grpc_port: ports[0],
+            control: format!("http://127.0.0.1:{}", ports[1]),
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The collections as created: the CreateCollection request and the field indexes.
+    pub async fn layout(&self) -> Value {
+        control(
+            &self.control,
+            reqwest::Method::GET,
+            "/__debug/collections",
+            None,
+        )
+        .await
+    }
+
+    /// Matching calls after the first `after` fail with `code` (`UNAVAILABLE`, ...).
+    pub async fn fail_after(&self, after: u32, code: &str, methods: &[&str]) {
+        let body = serde_json::json!({"fail_after": after, "code": code, "methods": methods});
+        control(&self.control, reqwest::Method::POST, "/__fault", Some(body)).await;
+    }
+
+    pub async fn heal(&self) {
+        control(&self.control, reqwest::Method::POST, "/__fault/clear", None).await;
+    }
+}
+
+/// Weaviate's REST API (1.27 by default, auto-schema on as in Dify's compose).
+pub struct WeaviateServer {
+    _child: Child,
+    pub url: String,
+}
+
+impl WeaviateServer {
+    pub async fn start() -> WeaviateServer {
+        let (child, ports) = spawn(
+            "weaviate_server.py",
+            &["--host", "127.0.0.1", "--port", "0"],
+        )
+        .await;
+        WeaviateServer {
+            _child: child,
+            url: format!("http://127.0.0.1:{}", ports[0]),
+        }
+    }
+
+    /// A request to the server; panics unless it succeeds.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        control(&self.url, method, path, Some(body)).await
+    }
+}
+
+async fn control(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}

@@ -1,0 +1,300 @@
+//! The vector store adapters against the test servers: Weaviate's three Dify layouts read
+//! back whole, and Qdrant written exactly as Dify writes it, on a 1.8 server (vectors in
+//! `Vector.data`) and on a current one (`Vector.dense`).
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
+use upkeep::vector::qdrant::QdrantStore;
+use upkeep::vector::store::{Point, VectorStore};
+use upkeep::vector::weaviate::Weaviate;
+
+const DIM: usize = 8;
+
+/// A unit vector (Qdrant normalises cosine vectors; unit ones come back as sent, within f32).
+fn unit_vector(seed: u64) -> Vec<f32> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let v: Vec<f32> = (0..DIM).map(|_| rng.f32() - 0.5).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+fn metadata(doc_id: Uuid, dataset: Uuid, i: usize) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("doc_id".into(), json!(doc_id.to_string()));
+    m.insert(
+        "document_id".into(),
+        json!(Uuid::from_u128(i as u128 / 10).to_string()),
+    );
+    m.insert("dataset_id".into(), json!(dataset.to_string()));
+    m.insert("doc_hash".into(), json!(format!("hash{i}")));
+    m.insert("source".into(), json!(format!("file{i}.pdf")));
+    m.insert("page".into(), json!(i % 7));
+    m
+}
+
+/// A class as Dify writes it: `legacy` (up to 1.9.1: only `text` declared, unnamed vector,
+/// object id = doc_id) or `named` (1.9.2 on: declared properties, vector `default`, object id
+/// = uuid5 of the text, here any other uuid).
+async fn load_weaviate(w: &WeaviateServer, class: &str, named: bool, n: usize) -> Vec<Point> {
+    let schema = if named {
+        json!({"class": class, "properties": [
+            {"name": "text", "dataType": ["text"]}, {"name": "document_id", "dataType": ["text"]},
+            {"name": "doc_id", "dataType": ["text"]}, {"name": "doc_type", "dataType": ["text"]}],
+            "vectorConfig": {"default": {"vectorizer": {"none": {}}, "vectorIndexType": "hnsw"}}})
+    } else {
+        json!({"class": class, "properties": [{"name": "text", "dataType": ["text"]}]})
+    };
+    w.send(reqwest::Method::POST, "/v1/schema", schema).await;
+    let dataset = Uuid::new_v4();
+    let points: Vec<Point> = (0..n)
+        .map(|i| {
+            let doc_id = Uuid::new_v4();
+            Point {
+                id: if named { Uuid::new_v4() } else { doc_id }.to_string(),
+                vector: unit_vector(i as u64),
+                text: format!("segment {i} ✓"),
+                metadata: metadata(doc_id, dataset, i),
+            }
+        })
+        .collect();
+    for chunk in points.chunks(100) {
+        let objects: Vec<Value> = chunk
+            .iter()
+            .map(|p| {
+                let mut props = p.metadata.clone();
+                props.insert("text".into(), json!(p.text));
+                let mut o = json!({"class": class, "id": p.id, "properties": props});
+                if named {
+                    o["vectors"] = json!({"default": p.vector});
+                } else {
+                    o["vector"] = json!(p.vector);
+                }
+                o
+            })
+            .collect();
+        w.send(
+            reqwest::Method::POST,
+            "/v1/batch/objects",
+            json!({ "objects": objects }),
+        )
+        .await;
+    }
+    points
+}
+
+#[tokio::test]
+async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
+    let w = WeaviateServer::start().await;
+    let store = Weaviate::new(&w.url, None).expect("client");
+    assert!(store.health().await.expect("health").starts_with("1."));
+    for (class, named) in [
+        ("Vector_index_legacy_Node", false),
+        ("Vector_index_named_Node", true),
+    ] {
+        let written = load_weaviate(&w, class, named, 250).await;
+        let info = store
+            .describe(class)
+            .await
+            .expect("describe")
+            .expect("exists");
+        assert_eq!(info.layout, if named { "named" } else { "legacy" });
+        assert_eq!(
+            (info.dimension, info.distance.as_str()),
+            (Some(DIM), "cosine")
+        );
+        assert_eq!(store.count(class, "").await.expect("count"), 250);
+
+        let mut read = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .read_page(class, "", cursor.as_deref(), 100)
+                .await
+                .expect("page");
+            read.extend(page.points);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(read.len(), 250, "{class}");
+        read.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut want = written.clone();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        for (got, want) in read.iter().zip(&want) {
+            assert_eq!(got.id, want.id);
+            assert_eq!(got.vector, want.vector, "vectors come back bit for bit");
+            assert_eq!(got.text, want.text);
+            // Every metadata key, as found (numbers stay numbers).
+            for (k, v) in &want.metadata {
+                let found = &got.metadata[k];
+                assert!(
+                    found == v || found.as_f64() == v.as_f64(),
+                    "{k}: {found} vs {v}"
+                );
+            }
+        }
+    }
+    assert!(
+        store
+            .describe("Vector_index_none_Node")
+            .await
+            .expect("describe")
+            .is_none()
+    );
+    assert!(
+        store
+            .read_page("Vector_index_none_Node", "", None, 10)
+            .await
+            .is_err()
+    );
+}
+
+async fn qdrant_roundtrip(version: &str) {
+    let q = QdrantStandin::start(version).await;
+    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
+        .await
+        .expect("connect");
+    assert_eq!(store.version(), version);
+    let collection = "Vector_index_5e4d_Node";
+    store
+        .ensure_collection(collection, DIM)
+        .await
+        .expect("create");
+    // Again: it exists as Dify made it, nothing to do.
+    store
+        .ensure_collection(collection, DIM)
+        .await
+        .expect("exists");
+    assert!(store.ensure_collection(collection, DIM + 1).await.is_err());
+
+    let layout = q.layout().await;
+    let c = &layout[collection];
+    let create = &c["create"];
+    assert_eq!(create["hnsw_config"]["m"], 0, "{create}");
+    assert_eq!(create["hnsw_config"]["payload_m"], 16, "{create}");
+    assert_eq!(create["hnsw_config"]["ef_construct"], 100);
+    assert_eq!(create["hnsw_config"]["full_scan_threshold"], 10000);
+    assert_eq!(create["vectors_config"]["params"]["size"], DIM);
+    assert_eq!(create["vectors_config"]["params"]["distance"], "Cosine");
+    let indexes = c["field_indexes"].as_object().expect("indexes");
+    for (field, kind) in [
+        ("group_id", "Keyword"),
+        ("metadata.doc_id", "Keyword"),
+        ("metadata.document_id", "Keyword"),
+        ("page_content", "Text"),
+    ] {
+        assert_eq!(
+            indexes[field]["field_type"],
+            format!("FieldType{kind}"),
+            "{field}: {}",
+            indexes[field]
+        );
+    }
+    let text = indexes["page_content"]["params"].to_string();
+    for want in [
+        "Multilingual",
+        "\"min_token_len\":2",
+        "\"max_token_len\":20",
+        "\"lowercase\":true",
+    ] {
+        assert!(
+            text.contains(want),
+            "page_content index params {text} lack {want}"
+        );
+    }
+
+    // Two datasets share the collection, told apart by group_id.
+    let (a, b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let points: Vec<Point> = (0..300)
+        .map(|i| {
+            let doc_id = Uuid::new_v4();
+            Point {
+                id: doc_id.to_string(),
+                vector: unit_vector(1000 + i as u64),
+                text: format!("chunk {i}"),
+                metadata: metadata(doc_id, Uuid::nil(), i),
+            }
+        })
+        .collect();
+    for chunk in points.chunks(64) {
+        store.upsert(collection, &a, chunk).await.expect("upsert");
+    }
+    store.upsert(collection, &b, &points[..10]).await.ok();
+    assert_eq!(store.count(collection, &a).await.expect("count"), 300 - 10);
+    // Writing the same points again overwrites them: no duplicates.
+    store
+        .upsert(collection, &a, &points)
+        .await
+        .expect("upsert again");
+    assert_eq!(store.count(collection, &a).await.expect("count"), 300);
+    assert_eq!(store.count(collection, &b).await.expect("count"), 0);
+
+    let got = store
+        .get(collection, &[points[7].id.clone()])
+        .await
+        .expect("get");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text, points[7].text);
+    assert_eq!(got[0].metadata, points[7].metadata);
+    let diff = got[0]
+        .vector
+        .iter()
+        .zip(&points[7].vector)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-6, "{diff}");
+    let hits = store
+        .search(collection, &a, &points[42].vector, 3)
+        .await
+        .expect("search");
+    assert_eq!(hits[0].id, points[42].id);
+
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .read_page(collection, &a, cursor.as_deref(), 128)
+            .await
+            .expect("scroll");
+        for p in page.points {
+            assert!(seen.insert(p.id), "a point twice");
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 300);
+
+    // A wrong dimension is refused as Qdrant refuses it.
+    let mut bad = points[0].clone();
+    bad.vector.pop();
+    let err = store
+        .upsert(collection, &a, &[bad])
+        .await
+        .expect_err("dimension");
+    assert!(err.to_string().contains("expected dim: 8, got 7"), "{err}");
+
+    // A server failing mid-run surfaces as an error of the call.
+    q.fail_after(0, "UNAVAILABLE", &["Upsert"]).await;
+    assert!(store.upsert(collection, &a, &points[..1]).await.is_err());
+    q.heal().await;
+    store
+        .delete(collection, &[points[0].id.clone()])
+        .await
+        .expect("delete");
+    assert_eq!(store.count(collection, &a).await.expect("count"), 299);
+}
+
+#[tokio::test]
+async fn qdrant_1_8_gets_vectors_in_data_and_dify_s_layout() {
+    qdrant_roundtrip("1.8.3").await;
+}
+
+#[tokio::test]
+async fn qdrant_1_13_gets_vectors_in_dense() {
+    qdrant_roundtrip("1.13.0").await;
+}
