@@ -5,6 +5,7 @@ pub mod file_refs;
 pub mod log_tables;
 pub mod storage_refs;
 pub mod tenants;
+pub mod vector_records;
 
 /// Alembic heads of Dify releases (dify-reference: `alembic_version` per release).
 pub const KNOWN_REVISIONS: &[(&str, &str)] = &[

@@ -12,6 +12,7 @@ pub mod purge_logs;
 pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
+pub mod vector_migrate;
 
 pub use context::{CtxParts, JobCtx};
 pub use progress::Progress;
@@ -190,6 +191,7 @@ job_kinds! {
     PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
     OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
     OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;
+    VectorMigrate = "vector_migrate" => vector_migrate::VectorMigrate, vector_migrate::VectorMigrateParams;
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Vector stores: which store Dify's env names, where, and whether it answers; and one
 //! adapter per store behind `store::VectorStore`, for migrations.
 
+pub mod config;
 pub mod qdrant;
+pub mod redis_flags;
 pub mod store;
 pub mod weaviate;
 

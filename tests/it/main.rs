@@ -18,4 +18,5 @@ mod shutdown;
 mod storage_migrate;
 mod test_servers;
 mod vacuum;
+mod vector_migrate;
 mod vector_stores;

@@ -1,0 +1,142 @@
+//! A vector store as a job names it (`{"type": "qdrant", "url": ...}`: Dify's variable names,
+//! lowercased, without the prefix) or as Dify's env configures it (`QDRANT_URL`, ...).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::qdrant::{self, QdrantStore};
+use super::store::VectorError;
+use super::weaviate::Weaviate;
+use crate::config::Component;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    Weaviate {
+        /// `WEAVIATE_ENDPOINT`, e.g. `http://weaviate:8080`.
+        endpoint: String,
+        #[serde(default)]
+        api_key: Option<String>,
+    },
+    Qdrant {
+        /// `QDRANT_URL`: the REST URL; gRPC is on the same host at `grpc_port`.
+        url: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        /// `QDRANT_GRPC_PORT` (6334).
+        #[serde(default = "default_grpc_port")]
+        grpc_port: u16,
+        /// `QDRANT_CLIENT_TIMEOUT` in seconds (20).
+        #[serde(default = "default_timeout")]
+        client_timeout: u64,
+    },
+}
+
+fn default_grpc_port() -> u16 {
+    6334
+}
+fn default_timeout() -> u64 {
+    20
+}
+
+/// The stores this version reads and writes.
+pub const SUPPORTED: &[&str] = &["weaviate", "qdrant"];
+
+impl StoreConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::Weaviate { .. } => "weaviate",
+            StoreConfig::Qdrant { .. } => "qdrant",
+        }
+    }
+
+    /// Where it is, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Weaviate { endpoint, .. } => format!("weaviate at {endpoint}"),
+            StoreConfig::Qdrant { url, grpc_port, .. } => {
+                format!("qdrant at {url} (gRPC port {grpc_port})")
+            }
+        }
+    }
+
+    /// Params form; errors name the field under `params.<field>`.
+    pub fn from_value(v: &Value) -> Result<Self, (String, String)> {
+        serde_path_to_error::deserialize::<_, StoreConfig>(v.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            (if path == "." { String::new() } else { path }, message)
+        })
+    }
+
+    /// Dify's env, for the store `kind` (`VECTOR_STORE`, or the one a dataset's `index_struct`
+    /// names). Errors name the variable.
+    pub fn from_env(kind: &str, env: &Component) -> Result<Self, String> {
+        let need = |name: &str| {
+            env.get(name)
+                .map(str::to_string)
+                .ok_or_else(|| format!("{name} is not set"))
+        };
+        let key = |name: &str| env.get(name).map(str::to_string);
+        match kind {
+            "weaviate" => Ok(StoreConfig::Weaviate {
+                endpoint: need("WEAVIATE_ENDPOINT")?,
+                api_key: key("WEAVIATE_API_KEY"),
+            }),
+            "qdrant" => {
+                let number = |name: &str, default: u64| match env.get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse::<u64>()
+                        .map_err(|_| format!("{name}={v:?} is not a number")),
+                };
+                Ok(StoreConfig::Qdrant {
+                    url: need("QDRANT_URL")?,
+                    api_key: key("QDRANT_API_KEY"),
+                    grpc_port: u16::try_from(number("QDRANT_GRPC_PORT", 6334)?)
+                        .map_err(|_| "QDRANT_GRPC_PORT is not a port".to_string())?,
+                    client_timeout: number("QDRANT_CLIENT_TIMEOUT", 20)?,
+                })
+            }
+            other => Err(format!(
+                "vector store {other:?} is not supported by this version (supported: {})",
+                SUPPORTED.join(", ")
+            )),
+        }
+    }
+}
+
+/// An open store of either kind.
+pub enum AnyStore {
+    Weaviate(Weaviate),
+    Qdrant(QdrantStore),
+}
+
+impl StoreConfig {
+    /// Connects (Qdrant asks the server's version here).
+    pub async fn open(&self) -> Result<AnyStore, VectorError> {
+        match self {
+            StoreConfig::Weaviate { endpoint, api_key } => {
+                Weaviate::new(endpoint, api_key.as_deref()).map(AnyStore::Weaviate)
+            }
+            StoreConfig::Qdrant {
+                url,
+                api_key,
+                grpc_port,
+                client_timeout,
+            } => {
+                let grpc = qdrant::grpc_url(url, *grpc_port)?;
+                QdrantStore::connect(
+                    &grpc,
+                    api_key.as_deref(),
+                    Duration::from_secs(*client_timeout),
+                )
+                .await
+                .map(AnyStore::Qdrant)
+            }
+        }
+    }
+}
