@@ -435,3 +435,88 @@ async fn bad_params_name_the_field_and_queue_nothing() {
     assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn killed_after_a_write_before_its_checkpoint_the_rerun_ends_the_same_without_duplicates() {
+    use crate::support::process::{Proc, serve_env};
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let q = QdrantStandin::start("1.8.3").await;
+    let tenant = Uuid::new_v4();
+    let binding = Uuid::new_v4();
+    let shared = class_name(Uuid::new_v4());
+    exec(
+        &db,
+        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
+         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
+        vec![json!(binding), json!(shared)],
+    )
+    .await;
+    let first = dataset(&db, tenant, binding, 130, false, 7).await;
+    let second = dataset(&db, tenant, binding, 70, true, 8).await;
+    load(&w, &first, false, &[], 0).await;
+    load(&w, &second, true, &[], 0).await;
+    let grpc_port = q.grpc_port.to_string();
+    let vector_env = vec![
+        ("VECTOR_STORE", "qdrant".to_string()),
+        ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
+        ("QDRANT_GRPC_PORT", grpc_port.clone()),
+        ("WEAVIATE_ENDPOINT", w.url.clone()),
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_DB", "11".to_string()),
+    ];
+
+    // The daemon dies (as under kill -9) right after its third batch reached Qdrant, before
+    // that batch's checkpoint.
+    let mut env: Vec<(&str, &str)> = serve_env(&db, "vector_migrate.batch_written=abort@3", "3");
+    env.extend(vector_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut proc = Proc::spawn(&["serve"], &env);
+    proc.listening_addr().await;
+    let client = TestDaemon::start(
+        &db,
+        Options {
+            workers: 0,
+            env: vector_env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let all = json!([first.id, second.id]);
+    let (status, job) = client
+        .submit(json!({"kind": "vector_migrate", "params": {"dataset_ids": all, "batch_size": 50}}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
+    let id = job["id"].as_str().expect("id").to_string();
+
+    let rescuer = TestDaemon::start(
+        &db,
+        Options {
+            workers: 1,
+            lease_secs: 3,
+            name: "rescuer",
+            env: vector_env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
+        .await
+        .expect("qdrant");
+    for ds in [&first, &second] {
+        // Exactly the dataset's records: the batch written twice overwrote itself.
+        assert_eq!(
+            store
+                .count(&shared, &ds.id.to_string())
+                .await
+                .expect("count"),
+            ds.records.len() as u64
+        );
+        assert!(index_struct(&db, ds.id).await.contains("qdrant"));
+    }
+    rescuer.stop().await;
+    client.stop().await;
+}
