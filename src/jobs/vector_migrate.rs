@@ -196,6 +196,8 @@ impl JobKind for VectorMigrate {
         let redis = RedisFlags::from_env(&ctx.settings.vector_store);
         let datasets = selected(&params, &ctx.pool, target_cfg.kind()).await?;
         let mut cp: Checkpoint = ctx.checkpoint()?.unwrap_or_default();
+        // A retried job tries its failed datasets again; finished ones stay done.
+        cp.done.retain(|o| o.error.is_none());
         let mut total_expected = 0u64;
         for ds in &datasets {
             total_expected += vector_records::expected(&ctx.pool, ds.id).await?.len() as u64;

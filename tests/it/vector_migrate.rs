@@ -520,3 +520,76 @@ async fn killed_after_a_write_before_its_checkpoint_the_rerun_ends_the_same_with
     rescuer.stop().await;
     client.stop().await;
 }
+
+#[tokio::test]
+async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_retry() {
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let q = QdrantStandin::start("1.8.3").await;
+    let binding = Uuid::new_v4();
+    let shared = class_name(Uuid::new_v4());
+    exec(
+        &db,
+        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
+         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
+        vec![json!(binding), json!(shared)],
+    )
+    .await;
+    let ds = dataset(&db, Uuid::new_v4(), binding, 120, false, 9).await;
+    load(&w, &ds, true, &[], 0).await;
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env: vec![
+                ("VECTOR_STORE", "qdrant".into()),
+                ("QDRANT_URL", "http://127.0.0.1:6333".into()),
+                ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
+                ("WEAVIATE_ENDPOINT", w.url.clone()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    // Qdrant takes the first batch, then answers UNAVAILABLE to every write.
+    q.fail_after(1, "UNAVAILABLE", &["Upsert"]).await;
+    let params =
+        json!({"kind": "vector_migrate", "params": {"dataset_ids": [ds.id], "batch_size": 50}});
+    let (status, job) = d.submit(params).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let failed = d.wait_finished(&id).await;
+    assert_eq!(failed["error"]["code"], "datasets_failed", "{failed}");
+    let outcome = &failed["result"]["datasets"][0];
+    assert!(
+        outcome["error"].to_string().contains("UNAVAILABLE")
+            || outcome["error"].to_string().contains("Unavailable"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["switched"], false);
+    assert!(
+        index_struct(&db, ds.id).await.contains("weaviate"),
+        "still on Weaviate"
+    );
+
+    q.heal().await;
+    let (status, _) = d
+        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+        .await;
+    assert_eq!(status, 202);
+    // The retry tries the failed dataset again and finishes it.
+    let done = d.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["switched"], 1, "{done}");
+    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
+        .await
+        .expect("qdrant");
+    assert_eq!(
+        store
+            .count(&shared, &ds.id.to_string())
+            .await
+            .expect("count"),
+        120
+    );
+    assert!(index_struct(&db, ds.id).await.contains("qdrant"));
+    d.stop().await;
+}
