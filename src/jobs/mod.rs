@@ -13,6 +13,7 @@ pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
 pub mod vector_migrate;
+pub mod vector_rollback;
 
 pub use context::{CtxParts, JobCtx};
 pub use progress::Progress;
@@ -192,6 +193,7 @@ job_kinds! {
     OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
     OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;
     VectorMigrate = "vector_migrate" => vector_migrate::VectorMigrate, vector_migrate::VectorMigrateParams;
+    VectorRollback = "vector_rollback" => vector_rollback::VectorRollback, vector_rollback::VectorRollbackParams;
 }
 
 #[cfg(test)]

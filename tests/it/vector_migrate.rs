@@ -386,6 +386,39 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     .await
     .expect("switches");
     assert_eq!(switches, 4);
+
+    // Rollback: back to exactly the old index_struct, no data touched in either store.
+    let before = index_struct(&db, legacy.id).await;
+    let rollback = json!({"kind": "vector_rollback", "params": {"dataset_ids": [legacy.id]}});
+    for expect in ["restored", "already_restored"] {
+        let (status, job) = d.submit(rollback.clone()).await;
+        assert_eq!(status, 202, "{job}");
+        let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+        assert_eq!(done["result"]["datasets"][0]["state"], expect, "{done}");
+    }
+    assert_ne!(index_struct(&db, legacy.id).await, before);
+    assert_eq!(
+        index_struct(&db, legacy.id).await,
+        format!(
+            "{{\"type\": \"weaviate\", \"vector_store\": {{\"class_prefix\": \"{}\"}}}}",
+            class_name(legacy.id)
+        )
+    );
+    assert_eq!(
+        store
+            .count(&shared, &legacy.id.to_string())
+            .await
+            .expect("count"),
+        120
+    );
+    let (status, body) = d
+        .submit(json!({"kind": "vector_rollback", "params": {"dataset_ids": [broken.id]}}))
+        .await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (400, json!("params.dataset_ids[0]")),
+        "{body}"
+    );
     d.stop().await;
 }
 
