@@ -178,6 +178,31 @@ async fn load(w: &WeaviateServer, ds: &Ds, named: bool, skip: &[&str], extra: us
     }
 }
 
+/// A `dataset` binding of Dify's default embedding model: its id and shared collection.
+async fn binding(db: &TestDb) -> (Uuid, String) {
+    let (id, collection) = (Uuid::new_v4(), class_name(Uuid::new_v4()));
+    exec(
+        db,
+        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
+         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
+        vec![json!(id), json!(collection)],
+    )
+    .await;
+    (id, collection)
+}
+
+/// Dify's env for a move from the Weaviate server to the Qdrant stand-in.
+fn vector_env(w: &WeaviateServer, q: &QdrantStandin) -> Vec<(&'static str, String)> {
+    vec![
+        ("VECTOR_STORE", "qdrant".into()),
+        ("QDRANT_URL", "http://127.0.0.1:6333".into()),
+        ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
+        ("WEAVIATE_ENDPOINT", w.url.clone()),
+        ("REDIS_HOST", "127.0.0.1".into()),
+        ("REDIS_DB", "11".into()),
+    ]
+}
+
 async fn index_struct(db: &TestDb, id: Uuid) -> String {
     sqlx::query_scalar("SELECT index_struct FROM public.datasets WHERE id = $1")
         .bind(id)
@@ -186,8 +211,8 @@ async fn index_struct(db: &TestDb, id: Uuid) -> String {
         .expect("index_struct")
 }
 
+/// The machine's Redis, on a database number of the tests' own (`vector_env`'s).
 fn redis_db() -> (String, i64) {
-    // A database number of our own on the machine's Redis, per test.
     ("127.0.0.1".into(), 11)
 }
 
@@ -197,14 +222,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     let w = WeaviateServer::start().await;
     let q = QdrantStandin::start("1.8.3").await;
     let tenant = Uuid::new_v4();
-    let (binding, shared) = (Uuid::new_v4(), class_name(Uuid::new_v4()));
-    exec(
-        &db,
-        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
-         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
-        vec![json!(binding), json!(shared)],
-    )
-    .await;
+    let (binding, shared) = binding(&db).await;
     let legacy = dataset(&db, tenant, binding, 120, false, 1).await;
     let named = dataset(&db, tenant, binding, 80, false, 2).await;
     let parent_child = dataset(&db, tenant, binding, 40, true, 3).await;
@@ -246,14 +264,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     let d = TestDaemon::start(
         &db,
         Options {
-            env: vec![
-                ("VECTOR_STORE", "qdrant".into()),
-                ("QDRANT_URL", "http://127.0.0.1:6333".into()),
-                ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
-                ("WEAVIATE_ENDPOINT", w.url.clone()),
-                ("REDIS_HOST", redis_host.clone()),
-                ("REDIS_DB", redis_db.to_string()),
-            ],
+            env: vector_env(&w, &q),
             ..Options::default()
         },
     )
@@ -476,28 +487,12 @@ async fn killed_after_a_write_before_its_checkpoint_the_rerun_ends_the_same_with
     let w = WeaviateServer::start().await;
     let q = QdrantStandin::start("1.8.3").await;
     let tenant = Uuid::new_v4();
-    let binding = Uuid::new_v4();
-    let shared = class_name(Uuid::new_v4());
-    exec(
-        &db,
-        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
-         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
-        vec![json!(binding), json!(shared)],
-    )
-    .await;
+    let (binding, shared) = binding(&db).await;
     let first = dataset(&db, tenant, binding, 130, false, 7).await;
     let second = dataset(&db, tenant, binding, 70, true, 8).await;
     load(&w, &first, false, &[], 0).await;
     load(&w, &second, true, &[], 0).await;
-    let grpc_port = q.grpc_port.to_string();
-    let vector_env = vec![
-        ("VECTOR_STORE", "qdrant".to_string()),
-        ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
-        ("QDRANT_GRPC_PORT", grpc_port.clone()),
-        ("WEAVIATE_ENDPOINT", w.url.clone()),
-        ("REDIS_HOST", "127.0.0.1".to_string()),
-        ("REDIS_DB", "11".to_string()),
-    ];
+    let vector_env = vector_env(&w, &q);
 
     // The daemon dies (as under kill -9) right after its third batch reached Qdrant, before
     // that batch's checkpoint.
@@ -559,26 +554,13 @@ async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_
     let db = pg::dify_database().await;
     let w = WeaviateServer::start().await;
     let q = QdrantStandin::start("1.8.3").await;
-    let binding = Uuid::new_v4();
-    let shared = class_name(Uuid::new_v4());
-    exec(
-        &db,
-        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
-         VALUES ($1, 'langgenius/openai/openai', 'text-embedding-3-small', $2, 'dataset')",
-        vec![json!(binding), json!(shared)],
-    )
-    .await;
+    let (binding, shared) = binding(&db).await;
     let ds = dataset(&db, Uuid::new_v4(), binding, 120, false, 9).await;
     load(&w, &ds, true, &[], 0).await;
     let d = TestDaemon::start(
         &db,
         Options {
-            env: vec![
-                ("VECTOR_STORE", "qdrant".into()),
-                ("QDRANT_URL", "http://127.0.0.1:6333".into()),
-                ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
-                ("WEAVIATE_ENDPOINT", w.url.clone()),
-            ],
+            env: vector_env(&w, &q),
             ..Options::default()
         },
     )
