@@ -111,3 +111,36 @@ pub async fn generated_database(
         .expect("generate");
     (url, pool, summary, started.elapsed())
 }
+
+/// Submits a job to the daemon at `url` and polls it (every 100 ms) until it succeeds; returns
+/// the finished job view. Panics if it fails or is cancelled.
+pub async fn run_job(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let job: serde_json::Value = http
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("job");
+    let id = job["id"].as_str().expect("job id").to_string();
+    loop {
+        let view: serde_json::Value = http
+            .get(format!("{url}/v1/jobs/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("show")
+            .json()
+            .await
+            .expect("job");
+        match view["state"].as_str() {
+            Some("succeeded") => return view,
+            Some("failed") | Some("cancelled") => panic!("job ended {view}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

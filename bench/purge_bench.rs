@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 
 #[path = "common.rs"]
 mod common;
-use common::{TOKEN, peak_rss, recreate, spawn_daemon, stop};
+use common::{peak_rss, recreate, spawn_daemon, stop};
 
 /// Every table either side deletes from.
 const TABLES: &[&str] = &[
@@ -475,37 +475,12 @@ async fn run_upkeep(
     exports: &std::path::Path,
 ) -> (String, String) {
     let (mut child, url) = spawn_daemon(bin, db, "purge-bench").await;
-    let http = reqwest::Client::new();
-    let job: Value = http
-        .post(format!("{url}/v1/jobs"))
-        .bearer_auth(TOKEN)
-        .json(
-            &json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
+    let view = common::run_job(
+        &url,
+        &json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
             "storage": {"type": "local", "root": exports.to_string_lossy()}}}),
-        )
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("job");
-    let id = job["id"].as_str().expect("job id").to_string();
-    let view = loop {
-        let view: Value = http
-            .get(format!("{url}/v1/jobs/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("show")
-            .json()
-            .await
-            .expect("job");
-        match view["state"].as_str() {
-            Some("succeeded") => break view,
-            Some("failed") | Some("cancelled") => panic!("purge job ended {view}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    )
+    .await;
     let rss = peak_rss(&child);
     stop(&mut child).await;
     let r = &view["result"];

@@ -5,13 +5,13 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
 #[path = "common.rs"]
 mod common;
-use common::{TOKEN, peak_rss, recreate, spawn_daemon, stop};
+use common::{peak_rss, recreate, spawn_daemon, stop};
 
 #[tokio::main]
 async fn main() {
@@ -123,35 +123,12 @@ async fn db_size(url: &str) -> i64 {
 
 async fn run_upkeep(bin: &str, db_url: &str, mode: &str) -> (Duration, String) {
     let (mut child, url) = spawn_daemon(bin, db_url, "vacuum-bench").await;
-    let http = reqwest::Client::new();
     let t0 = Instant::now();
-    let job: Value = http
-        .post(format!("{url}/v1/jobs"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"kind": "vacuum", "params": {"mode": mode, "lock_timeout_ms": 60000}}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("job");
-    let id = job["id"].as_str().expect("job id").to_string();
-    loop {
-        let view: Value = http
-            .get(format!("{url}/v1/jobs/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("show")
-            .json()
-            .await
-            .expect("job");
-        match view["state"].as_str() {
-            Some("succeeded") => break,
-            Some("failed") | Some("cancelled") => panic!("vacuum job ended {view}"),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    common::run_job(
+        &url,
+        &json!({"kind": "vacuum", "params": {"mode": mode, "lock_timeout_ms": 60000}}),
+    )
+    .await;
     let elapsed = t0.elapsed();
     let rss = peak_rss(&child);
     stop(&mut child).await;
