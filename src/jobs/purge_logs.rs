@@ -555,13 +555,13 @@ async fn purge_batch(
         let Some(batch) = read_batch(params, ctx, sql, cp).await? else {
             return Ok(false);
         };
-        let read_ms_only = t0.elapsed().as_millis();
+        let read_ms = t0.elapsed().as_millis();
         let exported = match op {
             Some(op) => Some(export(ctx, cp, unit, &batch, op).await?),
             None => None,
         };
         ctx.failpoint("purge_logs.exported").await?;
-        let read_ms = t0.elapsed().as_millis();
+        let export_ms = t0.elapsed().as_millis() - read_ms;
         let began = Instant::now();
         let mut tx = ctx.pool.begin().await?;
         match delete(params, ctx, &mut tx, cp, unit, &batch, exported.is_some()).await {
@@ -586,9 +586,8 @@ async fn purge_batch(
                 cp.longest_tx_ms = cp.longest_tx_ms.max(held);
                 tracing::debug!(
                     job.id = %ctx.job_id,
-                    "{} batch: read {read_ms_only} ms, export {} ms, delete {held} ms",
-                    unit.table,
-                    read_ms - read_ms_only
+                    "{} batch: read {read_ms} ms, export {export_ms} ms, delete {held} ms",
+                    unit.table
                 );
                 let removed = batch.parents.len() as u64;
                 ctx.count("rows", removed);

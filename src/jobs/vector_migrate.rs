@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
 use crate::dify::vector_records::{self, Dataset};
-use crate::vector::config::{AnyStore, StoreConfig};
+use crate::vector::config::StoreConfig;
 use crate::vector::redis_flags::RedisFlags;
 use crate::vector::store::{Point, VectorError, VectorStore};
 
@@ -207,14 +207,16 @@ impl JobKind for VectorMigrate {
                 continue;
             }
             ctx.check_stop()?;
-            let outcome = match &target {
-                AnyStore::Qdrant(t) => {
-                    migrate_one(&params, ctx, &mut cp, ds, &target_cfg, t, total_expected).await?
-                }
-                AnyStore::Weaviate(t) => {
-                    migrate_one(&params, ctx, &mut cp, ds, &target_cfg, t, total_expected).await?
-                }
-            };
+            let outcome = migrate_one(
+                &params,
+                ctx,
+                &mut cp,
+                ds,
+                &target_cfg,
+                &target,
+                total_expected,
+            )
+            .await?;
             if outcome.switched {
                 let collection = target_collection(ds, &target_cfg);
                 match &redis {
@@ -380,16 +382,9 @@ async fn scan_source(
     let group = ds.id.to_string();
     let mut cursor: Option<String> = None;
     loop {
-        let page = match &store {
-            AnyStore::Weaviate(s) => {
-                s.read_page(collection, &group, cursor.as_deref(), batch as usize)
-                    .await?
-            }
-            AnyStore::Qdrant(s) => {
-                s.read_page(collection, &group, cursor.as_deref(), batch as usize)
-                    .await?
-            }
-        };
+        let page = store
+            .read_page(collection, &group, cursor.as_deref(), batch as usize)
+            .await?;
         for p in &page.points {
             scan.points += 1;
             scan.dimension.get_or_insert(p.vector.len());
@@ -452,29 +447,13 @@ async fn migrate_one<T: VectorStore>(
     let expected = vector_records::expected(&ctx.pool, ds.id).await?;
     outcome.expected = expected.len() as u64;
     let step = match source_cfg.open().await {
-        Ok(AnyStore::Weaviate(s)) => {
+        Ok(source) => {
             copy(
                 params,
                 ctx,
                 cp,
                 ds,
-                &s,
-                &source_collection,
-                target,
-                &collection,
-                &expected,
-                &mut outcome,
-                total_expected,
-            )
-            .await?
-        }
-        Ok(AnyStore::Qdrant(s)) => {
-            copy(
-                params,
-                ctx,
-                cp,
-                ds,
-                &s,
+                &source,
                 &source_collection,
                 target,
                 &collection,
@@ -583,10 +562,8 @@ async fn copy<S: VectorStore, T: VectorStore>(
         let ids: Vec<String> = chunk.iter().map(|r| r.doc_id.clone()).collect();
         let found = match target.get(collection, &ids).await {
             Ok(found) => found,
-            Err(e) if target.describe(collection).await.ok().flatten().is_none() => {
-                let _ = e;
-                Vec::new()
-            }
+            // Nothing was copied yet: every record is absent.
+            Err(_) if target.describe(collection).await.ok().flatten().is_none() => Vec::new(),
             Err(e) => return Ok(Err(e)),
         };
         let present: HashSet<String> = found.into_iter().map(|p| p.id).collect();

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::qdrant::{self, QdrantStore};
-use super::store::VectorError;
+use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
 use super::weaviate::Weaviate;
 use crate::config::Component;
 
@@ -138,5 +138,69 @@ impl StoreConfig {
                 .map(AnyStore::Qdrant)
             }
         }
+    }
+}
+
+/// Either store through the one trait: the job code is written once, for `AnyStore`.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Weaviate($s) => $call,
+            AnyStore::Qdrant($s) => $call,
+        }
+    };
+}
+
+impl VectorStore for AnyStore {
+    fn kind(&self) -> &'static str {
+        delegate!(self, s => s.kind())
+    }
+    async fn health(&self) -> Result<String, VectorError> {
+        delegate!(self, s => s.health().await)
+    }
+    async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
+        delegate!(self, s => s.describe(collection).await)
+    }
+    async fn read_page(
+        &self,
+        collection: &str,
+        group: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, VectorError> {
+        delegate!(self, s => s.read_page(collection, group, cursor, limit).await)
+    }
+    async fn ensure_collection(
+        &self,
+        collection: &str,
+        dimension: usize,
+    ) -> Result<(), VectorError> {
+        delegate!(self, s => s.ensure_collection(collection, dimension).await)
+    }
+    async fn upsert(
+        &self,
+        collection: &str,
+        group: &str,
+        points: &[Point],
+    ) -> Result<(), VectorError> {
+        delegate!(self, s => s.upsert(collection, group, points).await)
+    }
+    async fn count(&self, collection: &str, group: &str) -> Result<u64, VectorError> {
+        delegate!(self, s => s.count(collection, group).await)
+    }
+    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        delegate!(self, s => s.get(collection, ids).await)
+    }
+    async fn search(
+        &self,
+        collection: &str,
+        group: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Hit>, VectorError> {
+        delegate!(self, s => s.search(collection, group, vector, limit).await)
+    }
+    async fn delete(&self, collection: &str, ids: &[String]) -> Result<(), VectorError> {
+        delegate!(self, s => s.delete(collection, ids).await)
     }
 }
