@@ -2,6 +2,7 @@
 //! and the read-only queries behind `/v1/tenants` and `/v1/preflight`.
 
 pub mod file_refs;
+pub mod index_struct;
 pub mod log_tables;
 pub mod storage_refs;
 pub mod tenants;

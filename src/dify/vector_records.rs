@@ -1,14 +1,17 @@
 //! What Dify's tables say a dataset's vector index must hold (dify-reference: vectors.md §3,
 //! §7, §8): segments of available non-hierarchical documents, child chunks of hierarchical
-//! ones (never their parents), completed summaries, and multimodal attachments; plus the
-//! `embeddings` cache those records' vectors were made from.
+//! ones (never their parents), completed summaries, and multimodal attachments; the
+//! annotation replies of apps that have them enabled (vectors.md §2.3); plus the `embeddings`
+//! cache those records' vectors were made from.
 
 use std::collections::HashMap;
 
+use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A dataset a migration may move.
+/// A dataset a migration may move, or the stand-in dataset Dify builds for an app's
+/// annotation replies (`annotations`: id = app id, no `index_struct`, the annotation binding).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Dataset {
     pub id: Uuid,
@@ -18,6 +21,7 @@ pub struct Dataset {
     pub embedding_model_provider: Option<String>,
     /// The shared Qdrant collection of the dataset's embedding model, if bound.
     pub binding_collection: Option<String>,
+    pub annotations: bool,
 }
 
 /// High-quality datasets not already on `target` (Dify's own rule), narrowed by ids/tenants.
@@ -29,7 +33,7 @@ pub async fn datasets(
 ) -> Result<Vec<Dataset>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.id, d.tenant_id, d.index_struct, d.embedding_model, d.embedding_model_provider, \
-                b.collection_name AS binding_collection \
+                b.collection_name AS binding_collection, false AS annotations \
          FROM public.datasets d \
          LEFT JOIN public.dataset_collection_bindings b ON b.id = d.collection_binding_id \
          WHERE d.indexing_technique = 'high_quality' \
@@ -45,39 +49,115 @@ pub async fn datasets(
     .await
 }
 
-/// One record the index must hold: its `doc_id`, kind, document, and the cache key of its
-/// vector (`sha256(text + "None")`, or the upload file id for attachments).
+/// Apps whose annotation reply is enabled (an `app_annotation_settings` row), as Dify's
+/// `migrate_annotation_vector_database` walks them. The collection is the one Dify's query
+/// path reads: the oldest `annotation` binding of the setting's embedding model.
+pub async fn annotation_apps(
+    pool: &PgPool,
+    app_ids: Option<&[Uuid]>,
+    tenant_ids: Option<&[Uuid]>,
+) -> Result<Vec<Dataset>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.tenant_id, NULL::text AS index_struct, b.model_name AS embedding_model, \
+                b.provider_name AS embedding_model_provider, \
+                (SELECT o.collection_name FROM public.dataset_collection_bindings o \
+                 WHERE o.provider_name = b.provider_name AND o.model_name = b.model_name \
+                   AND o.type = 'annotation' ORDER BY o.created_at, o.id LIMIT 1) AS binding_collection, \
+                true AS annotations \
+         FROM public.apps a \
+         JOIN LATERAL (SELECT collection_binding_id FROM public.app_annotation_settings \
+                       WHERE app_id = a.id ORDER BY created_at LIMIT 1) s ON true \
+         JOIN public.dataset_collection_bindings b ON b.id = s.collection_binding_id \
+         WHERE a.status = 'normal' \
+           AND ($1::uuid[] IS NULL OR a.id = ANY($1)) \
+           AND ($2::uuid[] IS NULL OR a.tenant_id = ANY($2)) \
+         ORDER BY a.created_at, a.id",
+    )
+    .bind(app_ids)
+    .bind(tenant_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The vector stores Dify's datasets name in `index_struct` now, plus the ones migrations
+/// switched them away from: where an app's annotation replies (which have no `index_struct`)
+/// can have been written.
+pub async fn stores_named(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    // A regex, not a JSON cast: one malformed `index_struct` must not fail the query.
+    sqlx::query_scalar(
+        "SELECT DISTINCT t FROM ( \
+           SELECT substring(index_struct FROM '\"type\": *\"([^\"]+)\"') AS t FROM public.datasets \
+           UNION ALL \
+           SELECT substring(previous FROM '\"type\": *\"([^\"]+)\"') FROM upkeep.vector_switches \
+         ) s WHERE t IS NOT NULL ORDER BY t",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// One record the index must hold: its `doc_id`, kind, and the cache key of its vector
+/// (`sha256(text + "None")`, or the upload file id for attachments).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Record {
     pub doc_id: String,
     pub kind: String,
-    pub document_id: Uuid,
     pub cache_hash: String,
 }
 
+/// `question_text`: the question, or the answer when the question is empty.
+const ANNOTATION_TEXT: &str = "COALESCE(NULLIF(a.question, ''), a.content)";
+
 const AVAILABLE: &str = "d.indexing_status = 'completed' AND d.enabled AND NOT d.archived AND s.status = 'completed' AND s.enabled";
 
+fn hash(col: &str) -> String {
+    format!("encode(sha256(convert_to({col} || 'None', 'UTF8')), 'hex')")
+}
+
 /// Every record of `dataset` Dify's query path can return.
-pub async fn expected(pool: &PgPool, dataset: Uuid) -> Result<Vec<Record>, sqlx::Error> {
-    let hash = |col: &str| format!("encode(sha256(convert_to({col} || 'None', 'UTF8')), 'hex')");
-    let sql = format!(
-        "SELECT s.index_node_id AS doc_id, 'segment' AS kind, s.document_id, {seg} AS cache_hash \
+pub async fn expected(pool: &PgPool, dataset: &Dataset) -> Result<Vec<Record>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(expected_sql(dataset)))
+        .bind(dataset.id)
+        .fetch_all(pool)
+        .await
+}
+
+/// How many records `expected` returns, without fetching them.
+pub async fn expected_count(pool: &PgPool, dataset: &Dataset) -> Result<i64, sqlx::Error> {
+    let sql = format!("SELECT count(*) FROM ({}) e", expected_sql(dataset));
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(dataset.id)
+        .fetch_one(pool)
+        .await
+}
+
+fn expected_sql(dataset: &Dataset) -> String {
+    if dataset.annotations {
+        // `Vector.create` drops documents whose text is blank.
+        return format!(
+            "SELECT a.id::text AS doc_id, 'annotation' AS kind, {h} AS cache_hash \
+             FROM public.message_annotations a \
+             WHERE a.app_id = $1 AND btrim({ANNOTATION_TEXT}) <> ''",
+            h = hash(ANNOTATION_TEXT)
+        );
+    }
+    format!(
+        "SELECT s.index_node_id AS doc_id, 'segment' AS kind, {seg} AS cache_hash \
          FROM public.document_segments s JOIN public.documents d ON d.id = s.document_id \
          WHERE s.dataset_id = $1 AND {AVAILABLE} AND d.doc_form <> 'hierarchical_model' \
            AND s.index_node_id IS NOT NULL \
          UNION ALL \
-         SELECT c.index_node_id, 'child_chunk', c.document_id, {child} \
+         SELECT c.index_node_id, 'child_chunk', {child} \
          FROM public.child_chunks c JOIN public.document_segments s ON s.id = c.segment_id \
          JOIN public.documents d ON d.id = c.document_id \
          WHERE c.dataset_id = $1 AND {AVAILABLE} AND d.doc_form = 'hierarchical_model' \
            AND c.index_node_id IS NOT NULL \
          UNION ALL \
-         SELECT m.summary_index_node_id, 'summary', m.document_id, {summary} \
+         SELECT m.summary_index_node_id, 'summary', {summary} \
          FROM public.document_segment_summaries m \
          WHERE m.dataset_id = $1 AND m.status = 'completed' AND m.enabled \
            AND m.summary_index_node_id IS NOT NULL \
          UNION ALL \
-         SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', a.document_id, \
+         SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', \
                 a.attachment_id::text \
          FROM public.segment_attachment_bindings a \
          JOIN public.document_segments s ON s.id = a.segment_id \
@@ -87,35 +167,108 @@ pub async fn expected(pool: &PgPool, dataset: Uuid) -> Result<Vec<Record>, sqlx:
         seg = hash("s.content"),
         child = hash("c.content"),
         summary = hash("m.summary_content"),
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(dataset)
-        .fetch_all(pool)
-        .await
+    )
 }
 
-/// The text and metadata Dify would have written for records the source store lacks.
+/// A record as Dify would have written it, for one the source store lacks: its text and
+/// the metadata Dify's indexing path gives that kind.
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    pub doc_id: String,
+    pub kind: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+}
+
 pub async fn rebuilt(
     pool: &PgPool,
-    dataset: Uuid,
+    dataset: &Dataset,
     doc_ids: &[String],
-) -> Result<Vec<(String, String, Option<String>, Uuid, String)>, sqlx::Error> {
-    // (doc_id, text, doc_hash, document_id, kind)
-    sqlx::query_as(
-        "SELECT s.index_node_id, s.content, s.index_node_hash, s.document_id, 'segment' \
-         FROM public.document_segments s WHERE s.dataset_id = $1 AND s.index_node_id = ANY($2) \
-         UNION ALL \
-         SELECT c.index_node_id, c.content, c.index_node_hash, c.document_id, 'child_chunk' \
-         FROM public.child_chunks c WHERE c.dataset_id = $1 AND c.index_node_id = ANY($2) \
-         UNION ALL \
-         SELECT m.summary_index_node_id, m.summary_content, m.summary_index_node_hash, m.document_id, 'summary' \
-         FROM public.document_segment_summaries m \
-         WHERE m.dataset_id = $1 AND m.summary_index_node_id = ANY($2)",
-    )
-    .bind(dataset)
-    .bind(doc_ids)
-    .fetch_all(pool)
-    .await
+) -> Result<Vec<Rebuilt>, sqlx::Error> {
+    // (doc_id, kind, text, doc_hash, document_id, original_chunk_id)
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<Uuid>,
+        Option<Uuid>,
+    )> = if dataset.annotations {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT a.id::text, 'annotation', {ANNOTATION_TEXT}, NULL::text, NULL::uuid, NULL::uuid \
+                 FROM public.message_annotations a WHERE a.app_id = $1 AND a.id::text = ANY($2)"
+            )))
+            .bind(dataset.id)
+            .bind(doc_ids)
+            .fetch_all(pool)
+            .await?
+    } else {
+        // Attachments: the file name as text, an empty `doc_hash` (Dify's multimodal path).
+        sqlx::query_as(
+                "SELECT s.index_node_id, 'segment', s.content, s.index_node_hash, s.document_id, \
+                        NULL::uuid \
+                 FROM public.document_segments s WHERE s.dataset_id = $1 AND s.index_node_id = ANY($2) \
+                 UNION ALL \
+                 SELECT c.index_node_id, 'child_chunk', c.content, c.index_node_hash, c.document_id, NULL::uuid \
+                 FROM public.child_chunks c WHERE c.dataset_id = $1 AND c.index_node_id = ANY($2) \
+                 UNION ALL \
+                 SELECT m.summary_index_node_id, 'summary', m.summary_content, m.summary_index_node_hash, \
+                        m.document_id, m.chunk_id \
+                 FROM public.document_segment_summaries m \
+                 WHERE m.dataset_id = $1 AND m.summary_index_node_id = ANY($2) \
+                 UNION ALL \
+                 SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', u.name, '', \
+                        a.document_id, NULL::uuid \
+                 FROM public.segment_attachment_bindings a \
+                 JOIN public.upload_files u ON u.id = a.attachment_id \
+                 WHERE a.dataset_id = $1 AND a.attachment_id::text = ANY($2)",
+            )
+            .bind(dataset.id)
+            .bind(doc_ids)
+            .fetch_all(pool)
+            .await?
+    };
+    let owner = dataset.id.to_string();
+    Ok(rows
+        .into_iter()
+        .map(|(doc_id, kind, text, doc_hash, document_id, original)| {
+            let mut metadata = Map::new();
+            if kind == "annotation" {
+                metadata.insert("annotation_id".into(), json!(doc_id));
+                metadata.insert("app_id".into(), json!(owner));
+                metadata.insert("doc_id".into(), json!(doc_id));
+            } else {
+                metadata.insert("doc_id".into(), json!(doc_id));
+                metadata.insert("doc_hash".into(), json!(doc_hash));
+                metadata.insert(
+                    "document_id".into(),
+                    json!(document_id.map(|d| d.to_string())),
+                );
+                metadata.insert("dataset_id".into(), json!(owner));
+                match kind.as_str() {
+                    "summary" => {
+                        metadata.insert("doc_type".into(), json!("text"));
+                        metadata.insert("is_summary".into(), json!(true));
+                        metadata.insert(
+                            "original_chunk_id".into(),
+                            json!(original.map(|o| o.to_string())),
+                        );
+                    }
+                    "attachment" => {
+                        metadata.insert("doc_type".into(), json!("image"));
+                    }
+                    _ => {}
+                }
+            }
+            Rebuilt {
+                doc_id,
+                kind,
+                text,
+                metadata,
+            }
+        })
+        .collect())
 }
 
 /// Provider names a cache row may carry: the short form (before Dify 1.0) and the plugin id.

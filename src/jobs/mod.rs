@@ -12,6 +12,7 @@ pub mod purge_logs;
 pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
+mod vector_copy;
 pub mod vector_migrate;
 pub mod vector_rollback;
 

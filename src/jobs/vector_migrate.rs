@@ -1,43 +1,42 @@
-//! `vector_migrate`: moves knowledge bases to another vector store by copying the stored
-//! vectors (no re-embedding), the way `flask vdb-migrate` should: every record kind and every
-//! metadata key as found, Dify's exact target layout, records the source lacks taken from
-//! Dify's `embeddings` cache, then a verification per dataset (count, every `doc_id`, sampled
-//! vectors, a search with Dify's filter) before `datasets.index_struct` switches, in one short
-//! transaction. A dataset that fails keeps pointing at its old store.
+//! `vector_migrate`: moves knowledge bases and annotation replies to another vector store by
+//! copying the stored vectors (no re-embedding), the way `flask vdb-migrate` should: every
+//! record kind and metadata key as found, Dify's exact target layout, records the source lacks
+//! from Dify's `embeddings` cache (or an embeddings endpoint), a verification per dataset, and
+//! only then `datasets.index_struct` switches, in one short transaction. Datasets run in
+//! parallel (`vector_copy` does one); this file selects them, checkpoints what they report,
+//! and switches. A dataset that fails keeps pointing at its old store.
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::vector_copy::{self, Outcome, Report, Shared, Unit, UnitState};
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
+use crate::dify::index_struct;
 use crate::dify::vector_records::{self, Dataset};
 use crate::vector::config::StoreConfig;
+use crate::vector::embeddings::{Embedder, EmbeddingEndpoint};
 use crate::vector::redis_flags::RedisFlags;
-use crate::vector::store::{Point, VectorError, VectorStore};
+use crate::vector::store::VectorStore;
 
-/// Sampled points whose target vector is compared with the source's, per dataset.
-const VECTOR_SAMPLE: usize = 16;
-/// Sampled points searched for with Dify's filter, per dataset.
-const SEARCH_SAMPLE: usize = 4;
-/// Attempts per write before the dataset fails.
-const WRITE_ATTEMPTS: u32 = 4;
-/// Missing records named in a failure.
-const MISSING_LISTED: usize = 20;
+pub use super::vector_copy::MissingVectors;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum MissingVectors {
-    /// A record the source lacks fails its dataset.
-    Fail,
-    /// Take it from Dify's `embeddings` cache; fail the dataset if the cache lacks it too.
-    #[default]
-    EmbeddingCache,
+pub enum Scope {
+    /// Knowledge bases (`datasets`).
+    Knowledge,
+    /// Apps' annotation replies.
+    Annotation,
+    All,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -48,21 +47,36 @@ pub struct VectorMigrateParams {
     #[schema(value_type = Option<StoreConfig>)]
     pub target: Option<Value>,
     /// The store to read. Default: per dataset, the one its `index_struct` names, configured
-    /// from Dify's env.
+    /// from Dify's env. Annotation replies have no `index_struct`: their default is the one
+    /// store other than the target that datasets name (or named before a migration).
     #[serde(default)]
     #[schema(value_type = Option<StoreConfig>)]
     pub source: Option<Value>,
+    /// What to move. Default: `all`; `knowledge` when only `dataset_ids` is given,
+    /// `annotation` when only `app_ids` is.
+    #[serde(default)]
+    pub scope: Option<Scope>,
     /// Only these datasets (default: every high-quality dataset not on the target yet).
     #[serde(default)]
     pub dataset_ids: Option<Vec<Uuid>>,
+    /// Only these apps' annotation replies (default: every app with annotation reply on).
+    #[serde(default)]
+    pub app_ids: Option<Vec<Uuid>>,
     #[serde(default)]
     pub tenant_ids: Option<Vec<Uuid>>,
     #[serde(default)]
     pub missing_vectors: MissingVectors,
+    /// The OpenAI-compatible endpoint for `missing_vectors: reembed`.
+    #[serde(default)]
+    pub embedding_endpoint: Option<EmbeddingEndpoint>,
     /// Points per read and per write, 1..=1000.
     #[serde(default = "default_batch")]
     #[schema(default = 256, minimum = 1, maximum = 1000)]
     pub batch_size: u32,
+    /// Datasets copied at once, 1..=32.
+    #[serde(default = "default_concurrency")]
+    #[schema(default = 4, minimum = 1, maximum = 32)]
+    pub concurrency: u32,
     /// Point each verified dataset at the target; false copies and verifies only.
     #[serde(default = "yes")]
     pub switch_over: bool,
@@ -71,36 +85,37 @@ pub struct VectorMigrateParams {
 fn default_batch() -> u32 {
     256
 }
+fn default_concurrency() -> u32 {
+    4
+}
 fn yes() -> bool {
     true
 }
 
-pub struct VectorMigrate;
-
-/// How one dataset ended.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Outcome {
-    dataset_id: Uuid,
-    source: String,
-    target: String,
-    expected: u64,
-    copied: u64,
-    from_cache: u64,
-    /// Source points no record of the dataset names (e.g. parent vectors `vdb-migrate` wrote).
-    not_copied_strays: u64,
-    verified: bool,
-    switched: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    missing: Vec<String>,
+impl VectorMigrateParams {
+    fn scope(&self) -> Scope {
+        match (self.scope, &self.dataset_ids, &self.app_ids) {
+            (Some(s), _, _) => s,
+            (None, Some(_), None) => Scope::Knowledge,
+            (None, None, Some(_)) => Scope::Annotation,
+            (None, _, _) => Scope::All,
+        }
+    }
+    fn knowledge(&self) -> bool {
+        self.scope() != Scope::Annotation
+    }
+    fn annotations(&self) -> bool {
+        self.scope() != Scope::Knowledge
+    }
 }
+
+pub struct VectorMigrate;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
     done: Vec<Outcome>,
-    /// The dataset being copied and the source cursor after its last written batch.
-    current: Option<(Uuid, Option<String>)>,
+    /// Units being copied, by dataset (or app) id.
+    current: BTreeMap<Uuid, UnitState>,
 }
 
 impl JobKind for VectorMigrate {
@@ -119,6 +134,41 @@ impl JobKind for VectorMigrate {
         if !(1..=1000).contains(&params.batch_size) {
             return Err(SpecError::invalid("params.batch_size", "must be 1 to 1000"));
         }
+        if !(1..=32).contains(&params.concurrency) {
+            return Err(SpecError::invalid("params.concurrency", "must be 1 to 32"));
+        }
+        match (params.missing_vectors, &params.embedding_endpoint) {
+            (MissingVectors::Reembed, None) => {
+                return Err(SpecError::invalid(
+                    "params.embedding_endpoint",
+                    "is required with missing_vectors: reembed",
+                ));
+            }
+            (MissingVectors::Reembed, Some(ep)) => ep
+                .check()
+                .map_err(|m| SpecError::invalid("params.embedding_endpoint.url", m))?,
+            (_, Some(_)) => {
+                return Err(SpecError::invalid(
+                    "params.embedding_endpoint",
+                    "is only used with missing_vectors: reembed",
+                ));
+            }
+            (_, None) => {}
+        }
+        let (scope, knowledge, annotations) =
+            (params.scope(), params.knowledge(), params.annotations());
+        if params.dataset_ids.is_some() && !knowledge {
+            return Err(SpecError::invalid(
+                "params.dataset_ids",
+                format!("names datasets, but scope is {scope:?}"),
+            ));
+        }
+        if params.app_ids.is_some() && !annotations {
+            return Err(SpecError::invalid(
+                "params.app_ids",
+                format!("names apps, but scope is {scope:?}"),
+            ));
+        }
         let target = target_config(params, settings)?;
         if let Some(v) = &params.source {
             let source = parse(v, "source")?;
@@ -128,6 +178,7 @@ impl JobKind for VectorMigrate {
         }
         for (field, ids, table) in [
             ("dataset_ids", &params.dataset_ids, "datasets"),
+            ("app_ids", &params.app_ids, "apps"),
             ("tenant_ids", &params.tenant_ids, "tenants"),
         ] {
             let Some(ids) = ids else { continue };
@@ -150,31 +201,46 @@ impl JobKind for VectorMigrate {
                 ));
             }
         }
+        if annotations && !apps(params, pool).await?.is_empty() {
+            annotation_source(params, pool, settings, target.kind())
+                .await?
+                .map_err(|m| SpecError::invalid("params.source", m))?;
+        }
         Ok(())
     }
 
     async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        let target = target_config(&params, &ctx.settings).map_err(invalid)?;
-        let datasets = selected(&params, &ctx.pool, target.kind()).await?;
+        let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
+        let target = target_cfg.open().await.ok();
+        let units = units(&params, &ctx.pool, &ctx.settings, &target_cfg).await?;
         let mut planned = Vec::new();
-        for ds in &datasets {
+        for unit in &units {
             ctx.check_stop()?;
-            let expected = vector_records::expected(&ctx.pool, ds.id).await?;
-            let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
+            let expected = vector_records::expected(&ctx.pool, &unit.ds).await?;
+            let o = Outcome::new(unit, target_cfg.kind());
             let mut entry = json!({
-                "dataset_id": ds.id,
-                "target": format!("{} {}", target.kind(), target_collection(ds, &target)),
-                "expected": expected.len(),
+                "source": o.source, "target": o.target, "expected": expected.len(),
             });
-            match source_of(ds, &params, &ctx.settings) {
+            match (o.dataset_id, o.app_id) {
+                (Some(id), _) => entry["dataset_id"] = json!(id),
+                (_, Some(id)) => entry["app_id"] = json!(id),
+                _ => {}
+            }
+            if let Some(target) = &target
+                && let Ok(Some(info)) = target.describe(&unit.collection).await
+            {
+                entry["target_dimension"] = json!(info.dimension);
+            }
+            match &unit.source {
                 Err(e) => entry["error"] = json!(e),
                 Ok((config, collection)) => {
-                    entry["source"] = json!(format!("{} {collection}", config.kind()));
-                    match scan_source(&config, &collection, ds, &wanted, params.batch_size).await {
+                    match scan(config, collection, &unit.ds, &expected, params.batch_size).await {
                         Ok(scan) => {
+                            let cached = cached(&ctx.pool, &unit.ds, &scan.missing).await?;
                             entry["source_points"] = json!(scan.points);
                             entry["dimension"] = json!(scan.dimension);
-                            entry["missing_vectors"] = json!(wanted.len() as u64 - scan.matched);
+                            entry["missing_vectors"] = json!(scan.missing.len());
+                            entry["missing_in_cache"] = json!(cached);
                             entry["strays"] = json!(scan.points - scan.matched);
                             entry["estimated_bytes"] = json!(scan.bytes);
                         }
@@ -184,7 +250,7 @@ impl JobKind for VectorMigrate {
             }
             planned.push(entry);
         }
-        Ok(json!({"target": target.describe(), "datasets": planned}))
+        Ok(json!({"target": target_cfg.describe(), "datasets": planned}))
     }
 
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -193,60 +259,89 @@ impl JobKind for VectorMigrate {
             .open()
             .await
             .map_err(|e| JobError::failed("target_unreachable", e.to_string()))?;
+        let embedder = match (&params.missing_vectors, &params.embedding_endpoint) {
+            (MissingVectors::Reembed, Some(ep)) => Some(
+                Embedder::new(ep.clone())
+                    .map_err(|e| JobError::failed("invalid_params", e.to_string()))?,
+            ),
+            _ => None,
+        };
         let redis = RedisFlags::from_env(&ctx.settings.vector_store);
-        let datasets = selected(&params, &ctx.pool, target_cfg.kind()).await?;
+        let units = units(&params, &ctx.pool, &ctx.settings, &target_cfg).await?;
         let mut cp: Checkpoint = ctx.checkpoint()?.unwrap_or_default();
         // A retried job tries its failed datasets again; finished ones stay done.
         cp.done.retain(|o| o.error.is_none());
-        let mut total_expected = 0u64;
-        for ds in &datasets {
-            total_expected += vector_records::expected(&ctx.pool, ds.id).await?.len() as u64;
+        let mut total = 0u64;
+        for unit in &units {
+            total += vector_records::expected_count(&ctx.pool, &unit.ds).await? as u64;
         }
-        for ds in &datasets {
-            if cp.done.iter().any(|o| o.dataset_id == ds.id) {
-                continue;
+        let shared = Arc::new(Shared::new(
+            ctx.pool.clone(),
+            target,
+            params.batch_size as usize,
+            params.missing_vectors,
+            embedder,
+        ));
+        let mut todo: VecDeque<Arc<Unit>> = units
+            .into_iter()
+            .filter(|u| !cp.done.iter().any(|o| o.id() == Some(u.ds.id)))
+            .map(Arc::new)
+            .collect();
+        let (tx, mut rx) = mpsc::channel::<Report>(64);
+        let mut running: JoinSet<(Arc<Unit>, Result<Outcome, JobError>)> = JoinSet::new();
+        loop {
+            while running.len() < params.concurrency as usize
+                && let Some(unit) = todo.pop_front()
+            {
+                let state = cp.current.get(&unit.ds.id).cloned().unwrap_or_default();
+                let (shared, tx) = (shared.clone(), tx.clone());
+                running.spawn(async move {
+                    let outcome = vector_copy::run_unit(shared, unit.clone(), state, tx).await;
+                    (unit, outcome)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                // Reports first: a unit's last page is checkpointed before its end is seen.
+                biased;
+                Some(report) = rx.recv() => {
+                    ctx.failpoint("vector_migrate.batch_written").await?;
+                    ctx.count("points", report.state.copied.saturating_sub(
+                        cp.current.get(&report.id).map_or(0, |s| s.copied)));
+                    cp.current.insert(report.id, report.state);
+                    ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
+                    ctx.failpoint("vector_migrate.checkpointed").await?;
+                    report_progress(ctx, &cp, total).await?;
+                }
+                Some(joined) = running.join_next() => {
+                    let (unit, outcome) = joined.map_err(|e| {
+                        JobError::failed("internal", format!("a dataset's task ended: {e}"))
+                    })?;
+                    let outcome = outcome?;
+                    let verified = outcome.verified;
+                    finish(ctx, &params, &mut cp, &unit, outcome, target_cfg.kind()).await?;
+                    if verified {
+                        clear_flag(ctx, &redis, &unit.collection).await?;
+                    }
+                    report_progress(ctx, &cp, total).await?;
+                }
+                _ = ctx.stop_signal() => {}
             }
             ctx.check_stop()?;
-            let outcome = migrate_one(
-                &params,
-                ctx,
-                &mut cp,
-                ds,
-                &target_cfg,
-                &target,
-                total_expected,
-            )
-            .await?;
-            if outcome.switched {
-                let collection = target_collection(ds, &target_cfg);
-                match &redis {
-                    Ok(r) => {
-                        if let Err(e) = r.clear(&collection).await {
-                            ctx.warn(
-                                format!("could not clear Redis key {}: {e}", r.key(&collection)),
-                                Value::Null,
-                            )
-                            .await?;
-                        }
-                    }
-                    Err(e) => {
-                        ctx.warn(format!("Redis not cleared: {e}"), Value::Null)
-                            .await?
-                    }
-                }
-            }
-            cp.done.push(outcome);
-            cp.current = None;
-            ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
         }
         let failed = cp.done.iter().filter(|o| o.error.is_some()).count();
-        let result = json!({
+        let mut result = json!({
             "target": target_cfg.describe(),
             "datasets": cp.done,
             "migrated": cp.done.iter().filter(|o| o.verified).count(),
             "switched": cp.done.iter().filter(|o| o.switched).count(),
             "failed": failed,
         });
+        if cp.done.iter().any(|o| o.app_id.is_some() && o.verified) {
+            result["annotations"] = json!(annotation_note(&ctx.settings, target_cfg.kind()));
+        }
         if failed > 0 {
             return Err(JobError::Failed {
                 code: "datasets_failed",
@@ -259,6 +354,120 @@ impl JobKind for VectorMigrate {
         }
         Ok(result)
     }
+}
+
+/// Dify finds annotation replies in the store `VECTOR_STORE` names: nothing in the database
+/// says where they are, so nothing is switched for them.
+fn annotation_note(settings: &Settings, target: &str) -> String {
+    if settings.vector_store.kind == target {
+        format!(
+            "annotation replies are in {target}, where VECTOR_STORE={target} makes Dify read them"
+        )
+    } else {
+        format!(
+            "annotation replies are copied to {target}; Dify reads them from the store VECTOR_STORE \
+             names ({}), so set VECTOR_STORE={target} to use them",
+            settings.vector_store.kind
+        )
+    }
+}
+
+/// Done points over every unit: finished ones and the pages of those in flight.
+async fn report_progress(ctx: &mut JobCtx, cp: &Checkpoint, total: u64) -> Result<(), JobError> {
+    let done = cp.done.iter().map(Outcome::written).sum::<u64>()
+        + cp.current.values().map(|s| s.copied).sum::<u64>();
+    let detail = json!({
+        "datasets_done": cp.done.len(),
+        "datasets_running": cp.current.len(),
+        "failed": cp.done.iter().filter(|o| o.error.is_some()).count(),
+    });
+    ctx.progress(
+        Progress {
+            phase: "copy".into(),
+            done,
+            total: Some(total.max(done)),
+            unit: "points".into(),
+            detail: Some(detail),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+}
+
+/// A unit's end: switch it if verified (and asked to), record it, clear Dify's Redis flag.
+async fn finish(
+    ctx: &mut JobCtx,
+    params: &VectorMigrateParams,
+    cp: &mut Checkpoint,
+    unit: &Unit,
+    mut outcome: Outcome,
+    target_kind: &str,
+) -> Result<(), JobError> {
+    cp.current.remove(&unit.ds.id);
+    if outcome.verified {
+        ctx.failpoint("vector_migrate.verified").await?;
+    }
+    let id = unit.ds.id;
+    let kind = if unit.ds.annotations {
+        "app"
+    } else {
+        "dataset"
+    };
+    outcome.switched = outcome.verified && params.switch_over && !unit.ds.annotations;
+    cp.done.push(outcome);
+    // The switch commits with the checkpoint that records it.
+    let switched = cp.done[cp.done.len() - 1].switched
+        && switch(ctx, cp, &unit.ds, target_kind, &unit.collection).await?;
+    let last = cp.done.len() - 1;
+    if cp.done[last].switched && !switched {
+        cp.done[last].switched = false;
+        cp.done[last].error = Some("index_struct changed while the job ran; not switched".into());
+    }
+    if !switched {
+        ctx.save_checkpoint(&ctx.pool.clone(), &*cp).await?;
+    }
+    let o = &cp.done[last];
+    let data = serde_json::to_value(o).unwrap_or(Value::Null);
+    match &o.error {
+        None => {
+            let message = format!(
+                "{kind} {id}: {} points ({} from the cache, {} re-embedded), verified{}",
+                o.written(),
+                o.from_cache,
+                o.reembedded,
+                if o.switched { ", switched" } else { "" }
+            );
+            ctx.log(message, data).await?;
+        }
+        Some(e) => ctx.warn(format!("{kind} {id} failed: {e}"), data).await?,
+    }
+    Ok(())
+}
+
+/// Dify skips its "does the collection exist?" check while `vector_indexing_<name>` lives:
+/// after writing a collection, the key goes. Best effort: the job does not fail for it.
+async fn clear_flag(
+    ctx: &JobCtx,
+    redis: &Result<RedisFlags, String>,
+    collection: &str,
+) -> Result<(), JobError> {
+    match redis {
+        Ok(r) => {
+            if let Err(e) = r.clear(collection).await {
+                ctx.warn(
+                    format!("could not clear Redis key {}: {e}", r.key(collection)),
+                    Value::Null,
+                )
+                .await?;
+            }
+        }
+        Err(e) => {
+            ctx.warn(format!("Redis not cleared: {e}"), Value::Null)
+                .await?
+        }
+    }
+    Ok(())
 }
 
 fn invalid(e: SpecError) -> JobError {
@@ -297,443 +506,143 @@ fn target_config(
     }
 }
 
-async fn selected(
-    params: &VectorMigrateParams,
-    pool: &PgPool,
-    target: &str,
-) -> Result<Vec<Dataset>, JobError> {
-    Ok(vector_records::datasets(
+async fn apps(params: &VectorMigrateParams, pool: &PgPool) -> Result<Vec<Dataset>, sqlx::Error> {
+    vector_records::annotation_apps(
         pool,
-        target,
-        params.dataset_ids.as_deref(),
+        params.app_ids.as_deref(),
         params.tenant_ids.as_deref(),
     )
-    .await?)
+    .await
 }
 
-/// `Vector_index_<id with _>_Node` (Dify's `gen_collection_name_by_id`).
-fn generated_name(id: Uuid) -> String {
-    format!("Vector_index_{}_Node", id.to_string().replace('-', "_"))
+/// The store annotation replies are read from: `source` when given, else the one store other
+/// than the target that datasets name now, named before a switch, or `VECTOR_STORE` names.
+async fn annotation_source(
+    params: &VectorMigrateParams,
+    pool: &PgPool,
+    settings: &Settings,
+    target: &str,
+) -> Result<Result<String, String>, sqlx::Error> {
+    if let Some(v) = &params.source {
+        return Ok(StoreConfig::from_value(v)
+            .map(|c| c.kind().to_string())
+            .map_err(|(_, m)| m));
+    }
+    let mut kinds = vector_records::stores_named(pool).await?;
+    kinds.push(settings.vector_store.kind.clone());
+    kinds.retain(|k| k != target);
+    kinds.sort();
+    kinds.dedup();
+    Ok(match kinds.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "annotation replies have no index_struct, and no store other than {target} is in use: \
+             name the store they are in"
+        )),
+        many => Err(format!(
+            "annotation replies have no index_struct, and several stores are in use ({}): name \
+             the one they are in",
+            many.join(", ")
+        )),
+    })
 }
 
-fn class_prefix(ds: &Dataset) -> Option<(String, String)> {
-    let v: Value = serde_json::from_str(ds.index_struct.as_deref()?).ok()?;
-    Some((
-        v["type"].as_str()?.to_string(),
-        v["vector_store"]["class_prefix"].as_str()?.to_string(),
-    ))
+/// Every dataset and app the job moves, with its source and target collection.
+async fn units(
+    params: &VectorMigrateParams,
+    pool: &PgPool,
+    settings: &Settings,
+    target: &StoreConfig,
+) -> Result<Vec<Unit>, JobError> {
+    let mut units = Vec::new();
+    if params.knowledge() {
+        let datasets = vector_records::datasets(
+            pool,
+            target.kind(),
+            params.dataset_ids.as_deref(),
+            params.tenant_ids.as_deref(),
+        )
+        .await?;
+        for ds in datasets {
+            // A dataset with no `index_struct` is where `VECTOR_STORE` says (Dify's factory).
+            let fallback = Ok(settings.vector_store.kind.clone());
+            units.push(unit(ds, params, settings, target, fallback));
+        }
+    }
+    if params.annotations() {
+        let apps = apps(params, pool).await?;
+        if !apps.is_empty() {
+            let kind = annotation_source(params, pool, settings, target.kind()).await?;
+            for app in apps {
+                units.push(unit(app, params, settings, target, kind.clone()));
+            }
+        }
+    }
+    Ok(units)
 }
 
-/// Where the dataset's vectors are now: its `index_struct` (or Dify's generated name).
+fn unit(
+    ds: Dataset,
+    params: &VectorMigrateParams,
+    settings: &Settings,
+    target: &StoreConfig,
+    fallback_kind: Result<String, String>,
+) -> Unit {
+    let collection = collection_in(target.kind(), &ds, None);
+    let source = source_of(&ds, params, settings, target, fallback_kind);
+    Unit {
+        ds,
+        source,
+        collection,
+    }
+}
+
+/// Where a store keeps `ds`: Qdrant in the shared binding collection of its embedding model,
+/// every other store under the name `index_struct` gives, or the generated one.
+fn collection_in(kind: &str, ds: &Dataset, named: Option<&str>) -> String {
+    match (kind, &ds.binding_collection, named) {
+        ("qdrant", Some(binding), _) => binding.clone(),
+        (_, _, Some(name)) => name.to_string(),
+        _ => index_struct::generated_name(ds.id),
+    }
+}
+
+/// Where `ds`'s vectors are now: the store its `index_struct` names, else `fallback_kind`.
 fn source_of(
     ds: &Dataset,
     params: &VectorMigrateParams,
     settings: &Settings,
+    target: &StoreConfig,
+    fallback_kind: Result<String, String>,
 ) -> Result<(StoreConfig, String), String> {
-    let (kind, collection) = class_prefix(ds)
-        .unwrap_or_else(|| (settings.vector_store.kind.clone(), generated_name(ds.id)));
-    let config = match &params.source {
-        Some(v) => StoreConfig::from_value(v).map_err(|(_, m)| m)?,
+    let named = ds.index_struct.as_deref().and_then(index_struct::parse);
+    let given = match &params.source {
+        Some(v) => Some(StoreConfig::from_value(v).map_err(|(_, m)| m)?),
+        None => None,
+    };
+    let kind = match (&named, &given) {
+        (Some((kind, _)), Some(config)) if config.kind() != kind => {
+            return Err(format!(
+                "its index_struct names {kind}, the source given is {}",
+                config.kind()
+            ));
+        }
+        (Some((kind, _)), _) => kind.clone(),
+        (None, Some(config)) => config.kind().to_string(),
+        (None, None) => fallback_kind?,
+    };
+    let config = match given {
+        Some(config) => config,
         None => StoreConfig::from_env(&kind, &settings.vector_store)?,
     };
-    if config.kind() != kind {
+    if config == *target {
         return Err(format!(
-            "its index_struct names {kind}, the source given is {}",
-            config.kind()
+            "its vectors would be read from the target itself ({}): name the source",
+            target.describe()
         ));
     }
+    let collection = collection_in(&kind, ds, named.as_ref().map(|(_, c)| c.as_str()));
     Ok((config, collection))
-}
-
-/// Qdrant shares one collection per embedding model (`dataset_collection_bindings`).
-fn target_collection(ds: &Dataset, target: &StoreConfig) -> String {
-    match (target, &ds.binding_collection) {
-        (StoreConfig::Qdrant { .. }, Some(binding)) => binding.clone(),
-        _ => generated_name(ds.id),
-    }
-}
-
-/// `index_struct` as Dify writes it (Python `json.dumps` separators).
-fn index_struct(kind: &str, collection: &str) -> String {
-    format!("{{\"type\": \"{kind}\", \"vector_store\": {{\"class_prefix\": \"{collection}\"}}}}")
-}
-
-struct Scan {
-    points: u64,
-    matched: u64,
-    dimension: Option<usize>,
-    bytes: u64,
-}
-
-async fn scan_source(
-    config: &StoreConfig,
-    collection: &str,
-    ds: &Dataset,
-    wanted: &HashSet<&str>,
-    batch: u32,
-) -> Result<Scan, VectorError> {
-    let store = config.open().await?;
-    let mut scan = Scan {
-        points: 0,
-        matched: 0,
-        dimension: None,
-        bytes: 0,
-    };
-    let group = ds.id.to_string();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = store
-            .read_page(collection, &group, cursor.as_deref(), batch as usize)
-            .await?;
-        for p in &page.points {
-            scan.points += 1;
-            scan.dimension.get_or_insert(p.vector.len());
-            scan.bytes += (p.vector.len() * 4 + p.text.len()) as u64;
-            if p.doc_id().is_some_and(|d| wanted.contains(d)) {
-                scan.matched += 1;
-            }
-        }
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => return Ok(scan),
-        }
-    }
-}
-
-/// Retries a write a few times (the store may be restarting) before giving up.
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, VectorError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, VectorError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(VectorError::Store { .. }) if attempt < WRITE_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Copies, completes, verifies and (maybe) switches one dataset. Store failures end the
-/// dataset, not the job; database failures end the job.
-async fn migrate_one<T: VectorStore>(
-    params: &VectorMigrateParams,
-    ctx: &mut JobCtx,
-    cp: &mut Checkpoint,
-    ds: &Dataset,
-    target_cfg: &StoreConfig,
-    target: &T,
-    total_expected: u64,
-) -> Result<Outcome, JobError> {
-    let collection = target_collection(ds, target_cfg);
-    let mut outcome = Outcome {
-        dataset_id: ds.id,
-        target: format!("{} {collection}", target_cfg.kind()),
-        ..Outcome::default()
-    };
-    let (source_cfg, source_collection) = match source_of(ds, params, &ctx.settings) {
-        Ok(s) => s,
-        Err(e) => {
-            outcome.error = Some(e);
-            return Ok(outcome);
-        }
-    };
-    outcome.source = format!("{} {source_collection}", source_cfg.kind());
-    let expected = vector_records::expected(&ctx.pool, ds.id).await?;
-    outcome.expected = expected.len() as u64;
-    let step = match source_cfg.open().await {
-        Ok(source) => {
-            copy(
-                params,
-                ctx,
-                cp,
-                ds,
-                &source,
-                &source_collection,
-                target,
-                &collection,
-                &expected,
-                &mut outcome,
-                total_expected,
-            )
-            .await?
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = step {
-        outcome.error = Some(e.to_string());
-    }
-    Ok(outcome)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn copy<S: VectorStore, T: VectorStore>(
-    params: &VectorMigrateParams,
-    ctx: &mut JobCtx,
-    cp: &mut Checkpoint,
-    ds: &Dataset,
-    source: &S,
-    source_collection: &str,
-    target: &T,
-    collection: &str,
-    expected: &[vector_records::Record],
-    outcome: &mut Outcome,
-    total_expected: u64,
-) -> Result<Result<(), VectorError>, JobError> {
-    let group = ds.id.to_string();
-    let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
-    let done_before: u64 = cp.done.iter().map(|o| o.expected).sum();
-    let mut cursor = match &cp.current {
-        Some((id, cursor)) if *id == ds.id => cursor.clone(),
-        _ => None,
-    };
-    let mut sample: Vec<Point> = Vec::new();
-    let mut dimension: Option<usize> = None;
-    let source_exists = match source.describe(source_collection).await {
-        Ok(info) => info.is_some(),
-        Err(e) => return Ok(Err(e)),
-    };
-    let mut more = source_exists;
-    while more {
-        let page = match source
-            .read_page(
-                source_collection,
-                &group,
-                cursor.as_deref(),
-                params.batch_size as usize,
-            )
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut batch = Vec::with_capacity(page.points.len());
-        for p in page.points {
-            match p
-                .doc_id()
-                .filter(|d| wanted.contains(d))
-                .map(str::to_string)
-            {
-                Some(doc_id) => batch.push(Point { id: doc_id, ..p }),
-                None => outcome.not_copied_strays += 1,
-            }
-        }
-        if let Some(first) = batch.first() {
-            let dim = *dimension.get_or_insert(first.vector.len());
-            if let Err(e) = with_retries(|| target.ensure_collection(collection, dim)).await {
-                return Ok(Err(e));
-            }
-            if let Err(e) = with_retries(|| target.upsert(collection, &group, &batch)).await {
-                return Ok(Err(e));
-            }
-            outcome.copied += batch.len() as u64;
-            if sample.len() < VECTOR_SAMPLE {
-                let room = VECTOR_SAMPLE - sample.len();
-                sample.extend(batch.iter().take(room).cloned());
-            }
-        }
-        ctx.failpoint("vector_migrate.batch_written").await?;
-        cursor = page.next;
-        cp.current = Some((ds.id, cursor.clone()));
-        ctx.save_checkpoint(&ctx.pool.clone(), &*cp).await?;
-        ctx.count("points", batch.len() as u64);
-        ctx.progress(
-            Progress {
-                phase: format!("copy {}", ds.id),
-                done: done_before + outcome.copied,
-                total: Some(total_expected),
-                unit: "points".into(),
-                ..Default::default()
-            },
-            false,
-        )
-        .await?;
-        more = cursor.is_some();
-    }
-
-    // What the target still lacks (the source never had it, or a resumed run skipped it).
-    let mut absent = Vec::new();
-    for chunk in expected.chunks(params.batch_size as usize) {
-        let ids: Vec<String> = chunk.iter().map(|r| r.doc_id.clone()).collect();
-        let found = match target.get(collection, &ids).await {
-            Ok(found) => found,
-            // Nothing was copied yet: every record is absent.
-            Err(_) if target.describe(collection).await.ok().flatten().is_none() => Vec::new(),
-            Err(e) => return Ok(Err(e)),
-        };
-        let present: HashSet<String> = found.into_iter().map(|p| p.id).collect();
-        absent.extend(
-            chunk
-                .iter()
-                .filter(|r| !present.contains(&r.doc_id))
-                .cloned(),
-        );
-    }
-    if !absent.is_empty() && params.missing_vectors == MissingVectors::EmbeddingCache {
-        match from_cache(ctx, ds, &absent, dimension).await? {
-            points if points.is_empty() => {}
-            points => {
-                let dim = points[0].vector.len();
-                if let Err(e) = with_retries(|| target.ensure_collection(collection, dim)).await {
-                    return Ok(Err(e));
-                }
-                for chunk in points.chunks(params.batch_size as usize) {
-                    if let Err(e) = with_retries(|| target.upsert(collection, &group, chunk)).await
-                    {
-                        return Ok(Err(e));
-                    }
-                }
-                outcome.from_cache = points.len() as u64;
-                let filled: HashSet<String> = points.into_iter().map(|p| p.id).collect();
-                absent.retain(|r| !filled.contains(&r.doc_id));
-            }
-        }
-    }
-    if !absent.is_empty() {
-        outcome.missing = absent
-            .iter()
-            .take(MISSING_LISTED)
-            .map(|r| format!("{} {}", r.kind, r.doc_id))
-            .collect();
-        return Ok(Err(VectorError::Layout(format!(
-            "{} record(s) have no vector in the source{}",
-            absent.len(),
-            if params.missing_vectors == MissingVectors::EmbeddingCache {
-                " nor in Dify's embeddings cache"
-            } else {
-                ""
-            }
-        ))));
-    }
-
-    if let Err(e) = verify(target, collection, &group, expected, &sample).await {
-        return Ok(Err(e));
-    }
-    outcome.verified = true;
-    ctx.failpoint("vector_migrate.verified").await?;
-    if params.switch_over {
-        outcome.switched = switch(ctx, cp, ds, target.kind(), collection).await?;
-        if !outcome.switched {
-            return Ok(Err(VectorError::Layout(
-                "index_struct changed while the job ran; not switched".into(),
-            )));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// Points for records the source lacks, from Dify's `embeddings` cache, with the text and
-/// metadata Dify would have written.
-async fn from_cache(
-    ctx: &JobCtx,
-    ds: &Dataset,
-    absent: &[vector_records::Record],
-    dimension: Option<usize>,
-) -> Result<Vec<Point>, JobError> {
-    let (Some(model), Some(provider)) = (&ds.embedding_model, &ds.embedding_model_provider) else {
-        return Ok(Vec::new());
-    };
-    let hashes: Vec<String> = absent.iter().map(|r| r.cache_hash.clone()).collect();
-    let vectors = vector_records::cached_vectors(&ctx.pool, model, provider, &hashes).await?;
-    let ids: Vec<String> = absent.iter().map(|r| r.doc_id.clone()).collect();
-    let rows = vector_records::rebuilt(&ctx.pool, ds.id, &ids).await?;
-    let hash_of: BTreeMap<&str, &str> = absent
-        .iter()
-        .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
-        .collect();
-    let mut points = Vec::new();
-    for (doc_id, text, doc_hash, document_id, kind) in rows {
-        let Some(vector) = hash_of.get(doc_id.as_str()).and_then(|h| vectors.get(*h)) else {
-            continue;
-        };
-        if dimension.is_some_and(|d| d != vector.len()) {
-            continue;
-        }
-        let mut metadata = Map::new();
-        metadata.insert("doc_id".into(), json!(doc_id));
-        metadata.insert("doc_hash".into(), json!(doc_hash));
-        metadata.insert("document_id".into(), json!(document_id.to_string()));
-        metadata.insert("dataset_id".into(), json!(ds.id.to_string()));
-        if kind == "summary" {
-            metadata.insert("doc_type".into(), json!("text"));
-            metadata.insert("is_summary".into(), json!(true));
-        }
-        points.push(Point {
-            id: doc_id,
-            vector: vector.clone(),
-            text,
-            metadata,
-        });
-    }
-    Ok(points)
-}
-
-/// The target holds exactly the dataset's records, the sampled vectors equal the source's
-/// (within what a cosine store's renormalisation changes), and Dify's own search finds them.
-async fn verify<T: VectorStore>(
-    target: &T,
-    collection: &str,
-    group: &str,
-    expected: &[vector_records::Record],
-    sample: &[Point],
-) -> Result<(), VectorError> {
-    let counted = target.count(collection, group).await?;
-    if counted != expected.len() as u64 {
-        return Err(VectorError::Layout(format!(
-            "verification: the target holds {counted} points for this dataset, Dify's tables name {}",
-            expected.len()
-        )));
-    }
-    let ids: Vec<String> = sample.iter().map(|p| p.id.clone()).collect();
-    let copies = target.get(collection, &ids).await?;
-    for source in sample {
-        let Some(copy) = copies.iter().find(|c| c.id == source.id) else {
-            return Err(VectorError::Layout(format!(
-                "verification: {} is missing",
-                source.id
-            )));
-        };
-        let cos = cosine(&source.vector, &copy.vector);
-        if cos < 0.999_99 || copy.metadata != source.metadata || copy.text != source.text {
-            return Err(VectorError::Layout(format!(
-                "verification: {} differs from the source (cosine {cos})",
-                source.id
-            )));
-        }
-    }
-    for source in sample.iter().take(SEARCH_SAMPLE) {
-        let hits = target.search(collection, group, &source.vector, 3).await?;
-        let top = hits.first().map(|h| h.score).unwrap_or(f32::MIN);
-        let found = hits
-            .iter()
-            .any(|h| h.id == source.id && h.score >= top - 1e-5);
-        if !found {
-            return Err(VectorError::Layout(format!(
-                "verification: searching with {}'s own vector does not return it first",
-                source.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return 0.0;
-    }
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
 }
 
 /// Points the dataset at the target, if nobody changed its `index_struct` meanwhile; records
@@ -745,7 +654,7 @@ async fn switch(
     kind: &str,
     collection: &str,
 ) -> Result<bool, JobError> {
-    let new = index_struct(kind, collection);
+    let new = index_struct::render(kind, collection);
     let mut tx = ctx.pool.begin().await?;
     sqlx::query("SELECT set_config('lock_timeout', '5s', true)")
         .execute(&mut *tx)
@@ -778,20 +687,82 @@ async fn switch(
     Ok(true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a dry run learns of a source collection, without reading vectors.
+struct Scan {
+    points: u64,
+    matched: u64,
+    dimension: Option<usize>,
+    bytes: u64,
+    /// Records the source lacks.
+    missing: Vec<vector_records::Record>,
+}
 
-    #[test]
-    fn names_and_index_struct_as_dify_writes_them() {
-        let id = Uuid::parse_str("3f1c2a4b-0000-4000-8000-00000000009e").expect("uuid");
-        assert_eq!(
-            generated_name(id),
-            "Vector_index_3f1c2a4b_0000_4000_8000_00000000009e_Node"
-        );
-        assert_eq!(
-            index_struct("qdrant", "Vector_index_x_Node"),
-            r#"{"type": "qdrant", "vector_store": {"class_prefix": "Vector_index_x_Node"}}"#
-        );
+async fn scan(
+    config: &StoreConfig,
+    collection: &str,
+    ds: &Dataset,
+    expected: &[vector_records::Record],
+    batch: u32,
+) -> Result<Scan, crate::vector::store::VectorError> {
+    let store = config.open().await?;
+    let mut wanted: BTreeMap<&str, bool> = expected
+        .iter()
+        .map(|r| (r.doc_id.as_str(), false))
+        .collect();
+    let mut scan = Scan {
+        points: 0,
+        matched: 0,
+        dimension: None,
+        bytes: 0,
+        missing: Vec::new(),
+    };
+    if let Some(info) = store.describe(collection).await? {
+        scan.dimension = info.dimension;
+        let group = ds.id.to_string();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .read_page(collection, &group, cursor.as_deref(), batch as usize, false)
+                .await?;
+            for p in &page.points {
+                scan.points += 1;
+                if let Some(seen) = p.doc_id().and_then(|d| wanted.get_mut(d)) {
+                    *seen = true;
+                    scan.matched += 1;
+                    let metadata = serde_json::to_vec(&p.metadata).map_or(0, |m| m.len());
+                    let vector = scan.dimension.unwrap_or(0) * 4;
+                    scan.bytes += (vector + p.text.len() + metadata) as u64;
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
     }
+    scan.missing = expected
+        .iter()
+        .filter(|r| wanted.get(r.doc_id.as_str()) == Some(&false))
+        .cloned()
+        .collect();
+    Ok(scan)
+}
+
+/// How many of the records the source lacks Dify's `embeddings` cache holds.
+async fn cached(
+    pool: &PgPool,
+    ds: &Dataset,
+    missing: &[vector_records::Record],
+) -> Result<usize, JobError> {
+    let (Some(model), Some(provider)) = (&ds.embedding_model, &ds.embedding_model_provider) else {
+        return Ok(0);
+    };
+    let mut found = 0;
+    for chunk in missing.chunks(1000) {
+        let hashes: Vec<String> = chunk.iter().map(|r| r.cache_hash.clone()).collect();
+        found += vector_records::cached_vectors(pool, model, provider, &hashes)
+            .await?
+            .len();
+    }
+    Ok(found)
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{JobCtx, JobError, JobKind, SpecError};
 use crate::config::Settings;
+use crate::dify::index_struct;
 use crate::vector::redis_flags::RedisFlags;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -38,13 +39,6 @@ async fn latest(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Switch>, sqlx::Error>
     .bind(ids)
     .fetch_all(pool)
     .await
-}
-
-fn collection(index_struct: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(index_struct).ok()?;
-    v["vector_store"]["class_prefix"]
-        .as_str()
-        .map(str::to_string)
 }
 
 impl JobKind for VectorRollback {
@@ -122,7 +116,8 @@ impl JobKind for VectorRollback {
                 "changed_since"
             };
             if restored
-                && let (Ok(r), Some(name)) = (&redis, s.previous.as_deref().and_then(collection))
+                && let (Ok(r), Some((_, name))) =
+                    (&redis, s.previous.as_deref().and_then(index_struct::parse))
                 && let Err(e) = r.clear(&name).await
             {
                 ctx.warn(

@@ -32,6 +32,9 @@ pub enum StoreConfig {
         /// `QDRANT_CLIENT_TIMEOUT` in seconds (20).
         #[serde(default = "default_timeout")]
         client_timeout: u64,
+        /// `QDRANT_REPLICATION_FACTOR` (1), for collections Upkeep creates.
+        #[serde(default = "default_replication")]
+        replication_factor: u32,
     },
 }
 
@@ -40,6 +43,9 @@ fn default_grpc_port() -> u16 {
 }
 fn default_timeout() -> u64 {
     20
+}
+fn default_replication() -> u32 {
+    1
 }
 
 /// The stores this version reads and writes.
@@ -99,6 +105,8 @@ impl StoreConfig {
                     grpc_port: u16::try_from(number("QDRANT_GRPC_PORT", 6334)?)
                         .map_err(|_| "QDRANT_GRPC_PORT is not a port".to_string())?,
                     client_timeout: number("QDRANT_CLIENT_TIMEOUT", 20)?,
+                    replication_factor: u32::try_from(number("QDRANT_REPLICATION_FACTOR", 1)?)
+                        .map_err(|_| "QDRANT_REPLICATION_FACTOR is too large".to_string())?,
                 })
             }
             other => Err(format!(
@@ -127,12 +135,14 @@ impl StoreConfig {
                 api_key,
                 grpc_port,
                 client_timeout,
+                replication_factor,
             } => {
                 let grpc = qdrant::grpc_url(url, *grpc_port)?;
                 QdrantStore::connect(
                     &grpc,
                     api_key.as_deref(),
                     Duration::from_secs(*client_timeout),
+                    *replication_factor,
                 )
                 .await
                 .map(AnyStore::Qdrant)
@@ -167,8 +177,9 @@ impl VectorStore for AnyStore {
         group: &str,
         cursor: Option<&str>,
         limit: usize,
+        vectors: bool,
     ) -> Result<Page, VectorError> {
-        delegate!(self, s => s.read_page(collection, group, cursor, limit).await)
+        delegate!(self, s => s.read_page(collection, group, cursor, limit, vectors).await)
     }
     async fn ensure_collection(
         &self,
@@ -190,6 +201,9 @@ impl VectorStore for AnyStore {
     }
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
         delegate!(self, s => s.get(collection, ids).await)
+    }
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        delegate!(self, s => s.present(collection, ids).await)
     }
     async fn search(
         &self,

@@ -2,6 +2,7 @@
 //! adapter per store behind `store::VectorStore`, for migrations.
 
 pub mod config;
+pub mod embeddings;
 pub mod qdrant;
 pub mod redis_flags;
 pub mod store;

@@ -4,7 +4,7 @@
 //! indexes Dify creates. Only calls and fields Qdrant 1.8 serves (Dify's compose runs 1.8.3):
 //! vectors go in `Vector.data` unless the server is 1.13 or newer, which reads `dense`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
@@ -28,6 +28,8 @@ pub struct QdrantStore {
     version: String,
     /// The server reads `Vector.dense` (1.13+); older ones only `Vector.data`.
     dense: bool,
+    /// `QDRANT_REPLICATION_FACTOR`, for collections Upkeep creates.
+    replication_factor: u32,
 }
 
 /// Where the gRPC service is: Dify's `QDRANT_URL` names the REST port, `QDRANT_GRPC_PORT`
@@ -120,6 +122,7 @@ impl QdrantStore {
         grpc_url: &str,
         api_key: Option<&str>,
         timeout: Duration,
+        replication_factor: u32,
     ) -> Result<Self, VectorError> {
         let client = Qdrant::from_url(grpc_url)
             .api_key(api_key.filter(|k| !k.is_empty()).map(str::to_string))
@@ -137,6 +140,7 @@ impl QdrantStore {
             client,
             version: reply.version,
             dense,
+            replication_factor,
         })
     }
 
@@ -160,6 +164,45 @@ impl QdrantStore {
         };
         Vectors {
             vectors_options: Some(VectorsOptions::Vector(vector)),
+        }
+    }
+
+    /// The collection's vector params and the payload fields it indexes; None if absent.
+    async fn info(
+        &self,
+        collection: &str,
+    ) -> Result<Option<(CollectionInfo, HashSet<String>)>, VectorError> {
+        let info = match self
+            .client
+            .collection_info(GetCollectionInfoRequest {
+                collection_name: collection.to_string(),
+            })
+            .await
+        {
+            Ok(r) => r.result.unwrap_or_default(),
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(failed("collection info", e)),
+        };
+        let indexed = info.payload_schema.keys().cloned().collect();
+        let params = info
+            .config
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        match params {
+            Some(Config::Params(p)) => Ok(Some((
+                CollectionInfo {
+                    dimension: usize::try_from(p.size).ok(),
+                    distance: Distance::try_from(p.distance)
+                        .map(|d| d.as_str_name().to_lowercase())
+                        .unwrap_or_else(|_| "unknown".into()),
+                    layout: "unnamed".into(),
+                },
+                indexed,
+            ))),
+            _ => Err(VectorError::Layout(format!(
+                "Qdrant collection {collection} has named vectors; Dify writes one unnamed vector"
+            ))),
         }
     }
 
@@ -202,34 +245,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
-        let info = match self
-            .client
-            .collection_info(GetCollectionInfoRequest {
-                collection_name: collection.to_string(),
-            })
-            .await
-        {
-            Ok(r) => r.result,
-            Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(failed("collection info", e)),
-        };
-        let params = info
-            .and_then(|i| i.config)
-            .and_then(|c| c.params)
-            .and_then(|p| p.vectors_config)
-            .and_then(|v| v.config);
-        match params {
-            Some(Config::Params(p)) => Ok(Some(CollectionInfo {
-                dimension: usize::try_from(p.size).ok(),
-                distance: Distance::try_from(p.distance)
-                    .map(|d| d.as_str_name().to_lowercase())
-                    .unwrap_or_else(|_| "unknown".into()),
-                layout: "unnamed".into(),
-            })),
-            _ => Err(VectorError::Layout(format!(
-                "Qdrant collection {collection} has named vectors; Dify writes one unnamed vector"
-            ))),
-        }
+        Ok(self.info(collection).await?.map(|(info, _)| info))
     }
 
     async fn read_page(
@@ -238,6 +254,7 @@ impl VectorStore for QdrantStore {
         group: &str,
         cursor: Option<&str>,
         limit: usize,
+        vectors: bool,
     ) -> Result<Page, VectorError> {
         let page = self
             .client
@@ -247,7 +264,7 @@ impl VectorStore for QdrantStore {
                 offset: cursor.map(uuid_id),
                 limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
                 with_payload: Some(true.into()),
-                with_vectors: Some(true.into()),
+                with_vectors: Some(vectors.into()),
                 ..Default::default()
             })
             .await
@@ -269,60 +286,77 @@ impl VectorStore for QdrantStore {
         collection: &str,
         dimension: usize,
     ) -> Result<(), VectorError> {
-        if let Some(info) = self.describe(collection).await? {
-            return if info.dimension == Some(dimension) && info.distance == "cosine" {
-                Ok(())
-            } else {
-                Err(VectorError::Layout(format!(
-                    "Qdrant collection {collection} exists with {:?} dimensions and {} distance; \
-                     the source has {dimension} and cosine",
-                    info.dimension, info.distance
-                )))
-            };
-        }
-        self.client
-            .create_collection(CreateCollection {
-                collection_name: collection.to_string(),
-                vectors_config: Some(VectorsConfig {
-                    config: Some(Config::Params(VectorParams {
-                        size: dimension as u64,
-                        distance: Distance::Cosine as i32,
+        if self.info(collection).await?.is_none() {
+            let created = self
+                .client
+                .create_collection(CreateCollection {
+                    collection_name: collection.to_string(),
+                    vectors_config: Some(VectorsConfig {
+                        config: Some(Config::Params(VectorParams {
+                            size: dimension as u64,
+                            distance: Distance::Cosine as i32,
+                            ..Default::default()
+                        })),
+                    }),
+                    hnsw_config: Some(HnswConfigDiff {
+                        m: Some(0),
+                        payload_m: Some(16),
+                        ef_construct: Some(100),
+                        full_scan_threshold: Some(10_000),
+                        max_indexing_threads: Some(0),
+                        on_disk: Some(false),
                         ..Default::default()
-                    })),
-                }),
-                hnsw_config: Some(HnswConfigDiff {
-                    m: Some(0),
-                    payload_m: Some(16),
-                    ef_construct: Some(100),
-                    full_scan_threshold: Some(10_000),
-                    max_indexing_threads: Some(0),
-                    on_disk: Some(false),
+                    }),
+                    replication_factor: Some(self.replication_factor),
+                    write_consistency_factor: Some(1),
                     ..Default::default()
-                }),
-                replication_factor: Some(1),
-                write_consistency_factor: Some(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed("create collection", e))?;
-        for field in ["group_id", "metadata.doc_id", "metadata.document_id"] {
-            self.create_index(collection, field, FieldType::Keyword, None)
-                .await?;
+                })
+                .await;
+            match created {
+                Ok(_) => {}
+                // Dify (or another writer) made it meanwhile: checked below like any other.
+                Err(QdrantError::ResponseError { status })
+                    if status.code() == tonic::Code::AlreadyExists => {}
+                Err(e) => return Err(failed("create collection", e)),
+            }
         }
-        let text = TextIndexParams {
-            tokenizer: TokenizerType::Multilingual as i32,
-            lowercase: Some(true),
-            min_token_len: Some(2),
-            max_token_len: Some(20),
-            ..Default::default()
+        let Some((info, indexed)) = self.info(collection).await? else {
+            return Err(VectorError::Layout(format!(
+                "Qdrant collection {collection} is gone right after it was created"
+            )));
         };
-        self.create_index(
-            collection,
-            "page_content",
-            FieldType::Text,
-            Some(IndexParams::TextIndexParams(text)),
-        )
-        .await
+        if info.dimension != Some(dimension) || info.distance != "cosine" {
+            return Err(VectorError::Layout(format!(
+                "Qdrant collection {collection} exists with {:?} dimensions and {} distance; \
+                 the source has {dimension} and cosine",
+                info.dimension, info.distance
+            )));
+        }
+        // Dify creates its indexes right after the collection; one missing (a writer stopped
+        // in between, or a collection from before Dify added it) is made as Dify makes it.
+        for field in ["group_id", "metadata.doc_id", "metadata.document_id"] {
+            if !indexed.contains(field) {
+                self.create_index(collection, field, FieldType::Keyword, None)
+                    .await?;
+            }
+        }
+        if !indexed.contains("page_content") {
+            let text = TextIndexParams {
+                tokenizer: TokenizerType::Multilingual as i32,
+                lowercase: Some(true),
+                min_token_len: Some(2),
+                max_token_len: Some(20),
+                ..Default::default()
+            };
+            self.create_index(
+                collection,
+                "page_content",
+                FieldType::Text,
+                Some(IndexParams::TextIndexParams(text)),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn upsert(
@@ -389,6 +423,25 @@ impl VectorStore for QdrantStore {
             .result
             .into_iter()
             .map(|p| point_of(p.id.as_ref(), p.payload, p.vectors))
+            .collect())
+    }
+
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        let got = self
+            .client
+            .get_points(GetPoints {
+                collection_name: collection.to_string(),
+                ids: ids.iter().map(|i| uuid_id(i)).collect(),
+                with_payload: Some(false.into()),
+                with_vectors: Some(false.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("get points", e))?;
+        Ok(got
+            .result
+            .iter()
+            .map(|p| id_string(p.id.as_ref()))
             .collect())
     }
 

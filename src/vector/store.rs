@@ -89,13 +89,15 @@ pub trait VectorStore: Send + Sync {
         collection: &str,
     ) -> impl Future<Output = Result<Option<CollectionInfo>, VectorError>> + Send;
 
-    /// The points of `group` after `cursor`, with vectors and payload.
+    /// The points of `group` after `cursor`, with payload, and with vectors if `vectors`
+    /// (a dry run counts without them).
     fn read_page(
         &self,
         collection: &str,
         group: &str,
         cursor: Option<&str>,
         limit: usize,
+        vectors: bool,
     ) -> impl Future<Output = Result<Page, VectorError>> + Send;
 
     /// Creates the collection exactly as Dify would; Ok if it already exists as Dify made it.
@@ -125,6 +127,13 @@ pub trait VectorStore: Send + Sync {
         collection: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Point>, VectorError>> + Send;
+
+    /// Which of these ids the collection holds (no payload or vectors read).
+    fn present(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, VectorError>> + Send;
 
     /// Nearest points of `group`, with Dify's own filter.
     fn search(

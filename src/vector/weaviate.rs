@@ -105,31 +105,18 @@ impl Weaviate {
 }
 
 /// An object of `GET /v1/objects` as a point: `text` is the content, every other property
-/// metadata; the vector is `vectors.default` (named layout) or `vector` (legacy).
-fn point_of(object: &Value) -> Result<Point, VectorError> {
+/// metadata; the vector is `vectors.default` (named layout) or `vector` (legacy), and empty
+/// when the listing did not ask for vectors.
+fn point_of(object: &Value, with_vector: bool) -> Result<Point, VectorError> {
     let id = object["id"]
         .as_str()
         .ok_or_else(|| VectorError::Layout(format!("object without id: {object}")))?
         .to_string();
-    let raw = object
-        .get("vectors")
-        .and_then(|v| v.get("default"))
-        .filter(|v| v.is_array())
-        .or_else(|| object.get("vector").filter(|v| v.is_array()))
-        .ok_or_else(|| {
-            VectorError::Layout(format!(
-                "object {id} has neither a `default` named vector nor a legacy vector"
-            ))
-        })?;
-    let vector = raw
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| x.as_f64().map(|f| f as f32))
-        .collect::<Option<Vec<f32>>>()
-        .ok_or_else(|| {
-            VectorError::Layout(format!("object {id}: a vector entry is not a number"))
-        })?;
+    let vector = if with_vector {
+        vector_of(object, &id)?
+    } else {
+        Vec::new()
+    };
     let mut metadata: Map<String, Value> = object["properties"]
         .as_object()
         .cloned()
@@ -145,6 +132,25 @@ fn point_of(object: &Value) -> Result<Point, VectorError> {
         text,
         metadata,
     })
+}
+
+fn vector_of(object: &Value, id: &str) -> Result<Vec<f32>, VectorError> {
+    let raw = object
+        .get("vectors")
+        .and_then(|v| v.get("default"))
+        .filter(|v| v.is_array())
+        .or_else(|| object.get("vector").filter(|v| v.is_array()))
+        .ok_or_else(|| {
+            VectorError::Layout(format!(
+                "object {id} has neither a `default` named vector nor a legacy vector"
+            ))
+        })?;
+    raw.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x.as_f64().map(|f| f as f32))
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(|| VectorError::Layout(format!("object {id}: a vector entry is not a number")))
 }
 
 impl VectorStore for Weaviate {
@@ -182,7 +188,7 @@ impl VectorStore for Weaviate {
         } else {
             &class["vectorIndexConfig"]["distance"]
         };
-        let first = self.read_page(collection, "", None, 1).await?;
+        let first = self.read_page(collection, "", None, 1, true).await?;
         Ok(Some(CollectionInfo {
             dimension: first.points.first().map(|p| p.vector.len()),
             distance: distance.as_str().unwrap_or("cosine").to_string(),
@@ -196,9 +202,11 @@ impl VectorStore for Weaviate {
         _group: &str,
         cursor: Option<&str>,
         limit: usize,
+        vectors: bool,
     ) -> Result<Page, VectorError> {
         // The cursor API: UUID order, the `after` object excluded, `limit` always sent.
-        let mut path = format!("/v1/objects?class={collection}&include=vector&limit={limit}");
+        let include = if vectors { "&include=vector" } else { "" };
+        let mut path = format!("/v1/objects?class={collection}{include}&limit={limit}");
         if let Some(after) = cursor {
             path.push_str("&after=");
             path.push_str(after);
@@ -220,7 +228,7 @@ impl VectorStore for Weaviate {
             .as_array()
             .into_iter()
             .flatten()
-            .map(point_of)
+            .map(|o| point_of(o, vectors))
             .collect::<Result<Vec<Point>, VectorError>>()?;
         let next = (points.len() == limit)
             .then(|| points.last().map(|p| p.id.clone()))
@@ -330,7 +338,33 @@ impl VectorStore for Weaviate {
                     format!("{status} {object}"),
                 ));
             }
-            found.push(point_of(&object)?);
+            found.push(point_of(&object, true)?);
+        }
+        Ok(found)
+    }
+
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        let mut found = Vec::new();
+        for id in ids {
+            let (status, body) = self
+                .call(
+                    "head object",
+                    Method::HEAD,
+                    &format!("/v1/objects/{collection}/{id}"),
+                    None,
+                )
+                .await?;
+            match status {
+                s if s.is_success() => found.push(id.clone()),
+                StatusCode::NOT_FOUND => {}
+                s => {
+                    return Err(VectorError::store(
+                        NAME,
+                        "head object",
+                        format!("{s} {body}"),
+                    ));
+                }
+            }
         }
         Ok(found)
     }
@@ -395,9 +429,11 @@ mod tests {
         let legacy =
             json!({"id": "a", "properties": {"text": "t", "doc_id": "d"}, "vector": [0.5, 1.0]});
         let named = json!({"id": "b", "properties": {"text": "t"}, "vectors": {"default": [0.25]}});
-        let p = point_of(&legacy).expect("legacy");
+        let p = point_of(&legacy, true).expect("legacy");
         assert_eq!((p.vector.clone(), p.doc_id()), (vec![0.5, 1.0], Some("d")));
-        assert_eq!(point_of(&named).expect("named").vector, vec![0.25]);
-        assert!(point_of(&json!({"id": "c", "properties": {}})).is_err());
+        assert_eq!(point_of(&named, true).expect("named").vector, vec![0.25]);
+        assert!(point_of(&json!({"id": "c", "properties": {}}), true).is_err());
+        let listed = point_of(&json!({"id": "c", "properties": {"text": "t"}}), false);
+        assert_eq!(listed.expect("no vector asked").vector, Vec::<f32>::new());
     }
 }

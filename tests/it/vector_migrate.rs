@@ -11,7 +11,6 @@ use uuid::Uuid;
 use crate::support::daemon::{Options, TestDaemon};
 use crate::support::pg::{self, TestDb};
 use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
-use upkeep::vector::qdrant::QdrantStore;
 use upkeep::vector::store::VectorStore;
 
 const DIM: usize = 1536;
@@ -317,9 +316,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
         })
         .collect();
 
-    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
-        .await
-        .expect("qdrant");
+    let store = q.store().await;
     for ds in [&legacy, &named, &parent_child, &cached] {
         let o = &outcomes[&ds.id.to_string()];
         assert_eq!(
@@ -467,7 +464,34 @@ async fn bad_params_name_the_field_and_queue_nothing() {
             json!({"source": {"type": "qdrant", "url": "http://127.0.0.1:6333"}}),
             "params.source",
         ),
-        (json!({"scope": "annotation"}), "params.scope"),
+        (json!({"scope": "everything"}), "params.scope"),
+        (
+            json!({"scope": "annotation", "dataset_ids": [unknown]}),
+            "params.dataset_ids",
+        ),
+        (
+            json!({"scope": "knowledge", "app_ids": [unknown]}),
+            "params.app_ids",
+        ),
+        (json!({"app_ids": [unknown]}), "params.app_ids[0]"),
+        (json!({"concurrency": 0}), "params.concurrency"),
+        (json!({"concurrency": 33}), "params.concurrency"),
+        (
+            json!({"missing_vectors": "reembed"}),
+            "params.embedding_endpoint",
+        ),
+        (
+            json!({"missing_vectors": "reembed", "embedding_endpoint": {"url": "ftp://x"}}),
+            "params.embedding_endpoint.url",
+        ),
+        (
+            json!({"embedding_endpoint": {"url": "http://127.0.0.1:1/v1"}}),
+            "params.embedding_endpoint",
+        ),
+        (
+            json!({"missing_vectors": "reembed", "embedding_endpoint": {"url": "http://x", "key": "k"}}),
+            "params.embedding_endpoint.key",
+        ),
     ] {
         let (status, body) = d
             .submit(json!({"kind": "vector_migrate", "params": params}))
@@ -531,9 +555,7 @@ async fn killed_after_a_write_before_its_checkpoint_the_rerun_ends_the_same_with
     let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);
-    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
-        .await
-        .expect("qdrant");
+    let store = q.store().await;
     for ds in [&first, &second] {
         // Exactly the dataset's records: the batch written twice overwrote itself.
         assert_eq!(
@@ -595,9 +617,7 @@ async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_
     let done = d.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["switched"], 1, "{done}");
-    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
-        .await
-        .expect("qdrant");
+    let store = q.store().await;
     assert_eq!(
         store
             .count(&shared, &ds.id.to_string())

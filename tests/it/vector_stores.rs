@@ -6,7 +6,6 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
-use upkeep::vector::qdrant::QdrantStore;
 use upkeep::vector::store::{Point, VectorStore};
 use upkeep::vector::weaviate::Weaviate;
 
@@ -110,7 +109,7 @@ async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
         let mut cursor: Option<String> = None;
         loop {
             let page = store
-                .read_page(class, "", cursor.as_deref(), 100)
+                .read_page(class, "", cursor.as_deref(), 100, true)
                 .await
                 .expect("page");
             read.extend(page.points);
@@ -146,7 +145,7 @@ async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
     );
     assert!(
         store
-            .read_page("Vector_index_none_Node", "", None, 10)
+            .read_page("Vector_index_none_Node", "", None, 10, true)
             .await
             .is_err()
     );
@@ -154,9 +153,7 @@ async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
 
 async fn qdrant_roundtrip(version: &str) {
     let q = QdrantStandin::start(version).await;
-    let store = QdrantStore::connect(&q.grpc_url(), None, std::time::Duration::from_secs(20))
-        .await
-        .expect("connect");
+    let store = q.store().await;
     assert_eq!(store.version(), version);
     let collection = "Vector_index_5e4d_Node";
     store
@@ -256,7 +253,7 @@ async fn qdrant_roundtrip(version: &str) {
     let mut cursor: Option<String> = None;
     loop {
         let page = store
-            .read_page(collection, &a, cursor.as_deref(), 128)
+            .read_page(collection, &a, cursor.as_deref(), 128, true)
             .await
             .expect("scroll");
         for p in page.points {

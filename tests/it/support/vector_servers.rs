@@ -97,6 +97,18 @@ impl QdrantStandin {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
+    /// A client of it, as the job makes one.
+    pub async fn store(&self) -> upkeep::vector::qdrant::QdrantStore {
+        upkeep::vector::qdrant::QdrantStore::connect(
+            &self.grpc_url(),
+            None,
+            Duration::from_secs(20),
+            1,
+        )
+        .await
+        .expect("the Qdrant stand-in answers")
+    }
+
     /// The collections as created: the CreateCollection request and the field indexes.
     pub async fn layout(&self) -> Value {
         control(

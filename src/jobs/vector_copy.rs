@@ -1,0 +1,640 @@
+//! One knowledge base (or one app's annotation replies) of a `vector_migrate`, from source to
+//! target: copy the stored points page by page (the next page is read while the current one
+//! is written), take what the source lacks from Dify's `embeddings` cache or an embeddings
+//! endpoint, then verify. Runs as its own task; each written page is reported to the job,
+//! which checkpoints it. Store failures end this unit, not the job; database failures end both.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::{OnceCell, mpsc};
+use uuid::Uuid;
+
+use super::JobError;
+use crate::dify::vector_records::{self, Dataset, Record};
+use crate::vector::config::{AnyStore, StoreConfig};
+use crate::vector::embeddings::Embedder;
+use crate::vector::store::{Page, Point, VectorError, VectorStore};
+
+/// Copied points whose target vector, text and metadata are compared with the source's.
+const VECTOR_SAMPLE: usize = 16;
+/// Sampled points searched for with Dify's filter.
+const SEARCH_SAMPLE: usize = 4;
+/// Attempts per store call before the unit fails.
+const ATTEMPTS: u32 = 4;
+/// Missing records named in a failure.
+const MISSING_LISTED: usize = 20;
+
+/// What to do with a record the source store lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingVectors {
+    /// It fails its dataset.
+    Fail,
+    /// Take it from Dify's `embeddings` cache; fail the dataset if the cache lacks it too.
+    #[default]
+    EmbeddingCache,
+    /// The cache, then the embeddings endpoint in `embedding_endpoint`.
+    Reembed,
+}
+
+/// A dataset, or an app's annotation replies, with where its points are and go.
+pub struct Unit {
+    pub ds: Dataset,
+    /// The source store and collection, or why there is none.
+    pub source: Result<(StoreConfig, String), String>,
+    pub collection: String,
+}
+
+/// What is shared by the units of one job.
+pub struct Shared {
+    pub pool: PgPool,
+    pub target: AnyStore,
+    pub batch: usize,
+    pub missing: MissingVectors,
+    pub embedder: Option<Embedder>,
+    /// Target collections made sure of in this run, with their dimension: datasets of one
+    /// embedding model share one Qdrant collection, and only one of them creates it.
+    collections: std::sync::Mutex<HashMap<String, Arc<OnceCell<usize>>>>,
+}
+
+impl Shared {
+    pub fn new(
+        pool: PgPool,
+        target: AnyStore,
+        batch: usize,
+        missing: MissingVectors,
+        embedder: Option<Embedder>,
+    ) -> Self {
+        Shared {
+            pool,
+            target,
+            batch,
+            missing,
+            embedder,
+            collections: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates the target collection as Dify would, once per run, and checks that `dim`
+    /// matches what it holds.
+    async fn ensure(&self, collection: &str, dim: usize) -> Result<(), VectorError> {
+        let cell = {
+            let mut map = self
+                .collections
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.entry(collection.to_string()).or_default().clone()
+        };
+        let made = *cell
+            .get_or_try_init(|| async {
+                retried(|| self.target.ensure_collection(collection, dim)).await?;
+                Ok::<usize, VectorError>(dim)
+            })
+            .await?;
+        if made != dim {
+            return Err(VectorError::Layout(format!(
+                "collection {collection} holds {made}-dimensional vectors, this dataset's are {dim}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A copied point kept for verification: its id in the source and its `doc_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Sampled {
+    pub doc_id: String,
+    pub source_id: String,
+}
+
+/// How far a unit got; checkpointed after every written page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UnitState {
+    /// The source cursor after the last written page.
+    pub cursor: Option<String>,
+    /// Every source page is written.
+    pub read_all: bool,
+    pub copied: u64,
+    pub strays: u64,
+    /// The copied points with the smallest `doc_id`s: the same sample whether or not the
+    /// copy was interrupted and resumed.
+    pub sample: Vec<Sampled>,
+}
+
+/// A page written to the target, for the job to checkpoint.
+pub struct Report {
+    pub id: Uuid,
+    pub state: UnitState,
+}
+
+/// How one unit ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dataset_id: Option<Uuid>,
+    /// For annotation replies: the app.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub app_id: Option<Uuid>,
+    pub source: String,
+    pub target: String,
+    pub expected: u64,
+    pub copied: u64,
+    pub from_cache: u64,
+    pub reembedded: u64,
+    /// Source points no record of the dataset names (e.g. parent vectors `vdb-migrate` wrote).
+    pub not_copied_strays: u64,
+    pub verified: bool,
+    pub switched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub missing: Vec<String>,
+}
+
+impl Outcome {
+    pub fn new(unit: &Unit, target_kind: &str) -> Self {
+        let (dataset_id, app_id) = if unit.ds.annotations {
+            (None, Some(unit.ds.id))
+        } else {
+            (Some(unit.ds.id), None)
+        };
+        Outcome {
+            dataset_id,
+            app_id,
+            source: match &unit.source {
+                Ok((config, collection)) => format!("{} {collection}", config.kind()),
+                Err(_) => String::new(),
+            },
+            target: format!("{target_kind} {}", unit.collection),
+            ..Outcome::default()
+        }
+    }
+
+    pub fn id(&self) -> Option<Uuid> {
+        self.dataset_id.or(self.app_id)
+    }
+
+    /// Points now in the target for this unit.
+    pub fn written(&self) -> u64 {
+        self.copied + self.from_cache + self.reembedded
+    }
+}
+
+/// Retries a store call a few times (the store may be restarting) before giving up.
+pub async fn retried<T, F, Fut>(mut call: F) -> Result<T, VectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, VectorError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(VectorError::Store { .. }) if attempt < ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies, completes and verifies one unit, resuming from `state`.
+pub async fn run_unit(
+    shared: Arc<Shared>,
+    unit: Arc<Unit>,
+    state: UnitState,
+    reports: mpsc::Sender<Report>,
+) -> Result<Outcome, JobError> {
+    let mut outcome = Outcome::new(&unit, shared.target.kind());
+    let (source_cfg, source_collection) = match &unit.source {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.error = Some(e.clone());
+            return Ok(outcome);
+        }
+    };
+    let expected = vector_records::expected(&shared.pool, &unit.ds).await?;
+    outcome.expected = expected.len() as u64;
+    let step = match source_cfg.open().await {
+        Err(e) => Err(e),
+        Ok(source) => {
+            let copy = Copy {
+                shared: &shared,
+                unit: &unit,
+                source: &source,
+                source_collection,
+                expected: &expected,
+            };
+            copy.run(state, &reports, &mut outcome).await?
+        }
+    };
+    match step {
+        Ok(()) => outcome.verified = true,
+        Err(e) => outcome.error = Some(e.to_string()),
+    }
+    Ok(outcome)
+}
+
+struct Copy<'a> {
+    shared: &'a Shared,
+    unit: &'a Unit,
+    source: &'a AnyStore,
+    source_collection: &'a str,
+    expected: &'a [Record],
+}
+
+impl Copy<'_> {
+    fn group(&self) -> String {
+        self.unit.ds.id.to_string()
+    }
+
+    async fn read(&self, cursor: Option<&str>) -> Result<Page, VectorError> {
+        let group = self.group();
+        retried(|| {
+            self.source.read_page(
+                self.source_collection,
+                &group,
+                cursor,
+                self.shared.batch,
+                true,
+            )
+        })
+        .await
+    }
+
+    async fn write(&self, points: &[Point]) -> Result<(), VectorError> {
+        let Some(first) = points.first() else {
+            return Ok(());
+        };
+        self.shared
+            .ensure(&self.unit.collection, first.vector.len())
+            .await?;
+        let group = self.group();
+        retried(|| {
+            self.shared
+                .target
+                .upsert(&self.unit.collection, &group, points)
+        })
+        .await
+    }
+
+    /// The whole unit; `Err(JobError)` only for the database, a store failure is the inner one.
+    async fn run(
+        &self,
+        mut state: UnitState,
+        reports: &mpsc::Sender<Report>,
+        outcome: &mut Outcome,
+    ) -> Result<Result<(), VectorError>, JobError> {
+        if !state.read_all
+            && let Err(e) = self.copy(&mut state, reports).await
+        {
+            return Ok(Err(e));
+        }
+        outcome.copied = state.copied;
+        outcome.not_copied_strays = state.strays;
+        let filled = match self.fill(outcome).await? {
+            Ok(filled) => filled,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.verify(&state.sample, &filled).await)
+    }
+
+    /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
+    /// the write of this one. Each written page is reported before the next is written.
+    async fn copy(
+        &self,
+        state: &mut UnitState,
+        reports: &mpsc::Sender<Report>,
+    ) -> Result<(), VectorError> {
+        if self
+            .source
+            .describe(self.source_collection)
+            .await?
+            .is_none()
+        {
+            // Nothing stored: every record is left to the cache or the endpoint.
+            state.read_all = true;
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = self.expected.iter().map(|r| r.doc_id.as_str()).collect();
+        let mut page = self.read(state.cursor.as_deref()).await?;
+        loop {
+            let mut batch = Vec::with_capacity(page.points.len());
+            for p in page.points {
+                match p
+                    .doc_id()
+                    .filter(|d| wanted.contains(d))
+                    .map(str::to_string)
+                {
+                    Some(doc_id) => {
+                        state.sample.push(Sampled {
+                            doc_id: doc_id.clone(),
+                            source_id: p.id.clone(),
+                        });
+                        batch.push(Point { id: doc_id, ..p });
+                    }
+                    None => state.strays += 1,
+                }
+            }
+            state.sample.sort();
+            state.sample.dedup();
+            state.sample.truncate(VECTOR_SAMPLE);
+            let next = page.next.take();
+            let (written, next_page) = tokio::join!(self.write(&batch), async {
+                match &next {
+                    Some(cursor) => Some(self.read(Some(cursor)).await),
+                    None => None,
+                }
+            });
+            written?;
+            state.copied += batch.len() as u64;
+            state.read_all = next.is_none();
+            state.cursor = next;
+            // The job stopped listening only when it is ending: nothing left to report to.
+            let _ = reports
+                .send(Report {
+                    id: self.unit.ds.id,
+                    state: state.clone(),
+                })
+                .await;
+            match next_page {
+                None => return Ok(()),
+                Some(p) => page = p?,
+            }
+        }
+    }
+
+    /// Records Dify's tables name that the target lacks (the source never had them), from
+    /// the cache and then the endpoint. Returns the points written this way.
+    async fn fill(
+        &self,
+        outcome: &mut Outcome,
+    ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
+        let target = &self.shared.target;
+        let collection = &self.unit.collection;
+        let exists = match target.describe(collection).await {
+            Ok(info) => info,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut absent: Vec<&Record> = Vec::new();
+        if exists.is_none() {
+            absent.extend(self.expected.iter());
+        } else {
+            for chunk in self.expected.chunks(self.shared.batch) {
+                let ids: Vec<String> = chunk.iter().map(|r| r.doc_id.clone()).collect();
+                let present: HashSet<String> =
+                    match retried(|| target.present(collection, &ids)).await {
+                        Ok(p) => p.into_iter().collect(),
+                        Err(e) => return Ok(Err(e)),
+                    };
+                absent.extend(chunk.iter().filter(|r| !present.contains(&r.doc_id)));
+            }
+        }
+        if absent.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let dimension = exists.and_then(|i| i.dimension);
+        let mut filled = Vec::new();
+        let mut wrong_size = 0usize;
+        if self.shared.missing != MissingVectors::Fail {
+            let points = self.cached_points(&absent).await?;
+            outcome.from_cache = self.keep_sized(points, dimension, &mut filled, &mut wrong_size);
+        }
+        if self.shared.missing == MissingVectors::Reembed {
+            let done: HashSet<&str> = filled.iter().map(|p: &Point| p.id.as_str()).collect();
+            let left: Vec<&Record> = absent
+                .iter()
+                .copied()
+                .filter(|r| !done.contains(r.doc_id.as_str()))
+                .collect();
+            let points = match self.reembed(&left).await? {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            outcome.reembedded = self.keep_sized(points, dimension, &mut filled, &mut wrong_size);
+        }
+        for chunk in filled.chunks(self.shared.batch) {
+            if let Err(e) = self.write(chunk).await {
+                return Ok(Err(e));
+            }
+        }
+        let done: HashSet<&str> = filled.iter().map(|p| p.id.as_str()).collect();
+        let still: Vec<&&Record> = absent
+            .iter()
+            .filter(|r| !done.contains(r.doc_id.as_str()))
+            .collect();
+        if still.is_empty() {
+            return Ok(Ok(filled));
+        }
+        outcome.missing = still
+            .iter()
+            .take(MISSING_LISTED)
+            .map(|r| format!("{} {}", r.kind, r.doc_id))
+            .collect();
+        let whence = match self.shared.missing {
+            MissingVectors::Fail => "",
+            MissingVectors::EmbeddingCache => " nor in Dify's embeddings cache",
+            MissingVectors::Reembed => {
+                " nor in Dify's embeddings cache, and the endpoint cannot embed them (attachments)"
+            }
+        };
+        let sized = if wrong_size > 0 {
+            format!("; {wrong_size} found had the wrong dimension")
+        } else {
+            String::new()
+        };
+        Ok(Err(VectorError::Layout(format!(
+            "{} record(s) have no vector in the source{whence}{sized}",
+            still.len()
+        ))))
+    }
+
+    /// Moves points whose dimension fits the collection into `into`; returns how many.
+    fn keep_sized(
+        &self,
+        points: Vec<Point>,
+        dimension: Option<usize>,
+        into: &mut Vec<Point>,
+        wrong: &mut usize,
+    ) -> u64 {
+        let want = dimension.or_else(|| into.first().map(|p| p.vector.len()));
+        let mut kept = 0;
+        for p in points {
+            if want.is_some_and(|d| d != p.vector.len()) {
+                *wrong += 1;
+            } else {
+                into.push(p);
+                kept += 1;
+            }
+        }
+        kept
+    }
+
+    /// Points for `absent` records from Dify's `embeddings` cache, with the text and metadata
+    /// Dify would have written.
+    async fn cached_points(&self, absent: &[&Record]) -> Result<Vec<Point>, JobError> {
+        let ds = &self.unit.ds;
+        let (Some(model), Some(provider)) = (&ds.embedding_model, &ds.embedding_model_provider)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut points = Vec::new();
+        for chunk in absent.chunks(self.shared.batch) {
+            let hashes: Vec<String> = chunk.iter().map(|r| r.cache_hash.clone()).collect();
+            let vectors =
+                vector_records::cached_vectors(&self.shared.pool, model, provider, &hashes).await?;
+            let hash_of: HashMap<&str, &str> = chunk
+                .iter()
+                .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
+                .collect();
+            let ids: Vec<String> = chunk.iter().map(|r| r.doc_id.clone()).collect();
+            for r in vector_records::rebuilt(&self.shared.pool, ds, &ids).await? {
+                if let Some(v) = hash_of.get(r.doc_id.as_str()).and_then(|h| vectors.get(*h)) {
+                    points.push(Point {
+                        id: r.doc_id,
+                        vector: v.clone(),
+                        text: r.text,
+                        metadata: r.metadata,
+                    });
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    /// Points for `absent` text records from the embeddings endpoint.
+    async fn reembed(
+        &self,
+        absent: &[&Record],
+    ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
+        let Some(embedder) = &self.shared.embedder else {
+            return Ok(Ok(Vec::new()));
+        };
+        let ds = &self.unit.ds;
+        let model = ds.embedding_model.as_deref().unwrap_or_default();
+        let mut points = Vec::new();
+        for chunk in absent.chunks(self.shared.batch) {
+            let ids: Vec<String> = chunk
+                .iter()
+                .filter(|r| r.kind != "attachment")
+                .map(|r| r.doc_id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let rebuilt = vector_records::rebuilt(&self.shared.pool, ds, &ids).await?;
+            let texts: Vec<String> = rebuilt.iter().map(|r| r.text.clone()).collect();
+            let vectors = match retried(|| embedder.embed(model, &texts)).await {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+            points.extend(rebuilt.into_iter().zip(vectors).map(|(r, vector)| Point {
+                id: r.doc_id,
+                vector,
+                text: r.text,
+                metadata: r.metadata,
+            }));
+        }
+        Ok(Ok(points))
+    }
+
+    /// The target holds exactly the unit's records; sampled copies equal the source's points
+    /// (within what a cosine store's renormalisation changes) and filled ones what was
+    /// written; Dify's own search (the group filter) finds sampled points first.
+    async fn verify(&self, sample: &[Sampled], filled: &[Point]) -> Result<(), VectorError> {
+        let target = &self.shared.target;
+        let collection = &self.unit.collection;
+        let group = self.group();
+        let counted = if target.describe(collection).await?.is_some() {
+            retried(|| target.count(collection, &group)).await?
+        } else {
+            0
+        };
+        if counted != self.expected.len() as u64 {
+            return Err(VectorError::Layout(format!(
+                "verification: the target holds {counted} points for this group, Dify's tables name {}",
+                self.expected.len()
+            )));
+        }
+        let source_ids: Vec<String> = sample.iter().map(|s| s.source_id.clone()).collect();
+        let originals = retried(|| self.source.get(self.source_collection, &source_ids)).await?;
+        let mut wanted: Vec<Point> = Vec::new();
+        for s in sample {
+            let Some(original) = originals.iter().find(|p| p.id == s.source_id) else {
+                return Err(VectorError::Layout(format!(
+                    "verification: source point {} ({}) is gone from the source",
+                    s.source_id, s.doc_id
+                )));
+            };
+            wanted.push(Point {
+                id: s.doc_id.clone(),
+                ..original.clone()
+            });
+        }
+        wanted.extend(filled.iter().take(VECTOR_SAMPLE).cloned());
+        let ids: Vec<String> = wanted.iter().map(|p| p.id.clone()).collect();
+        let copies = retried(|| target.get(collection, &ids)).await?;
+        for want in &wanted {
+            let Some(copy) = copies.iter().find(|c| c.id == want.id) else {
+                return Err(VectorError::Layout(format!(
+                    "verification: {} is missing",
+                    want.id
+                )));
+            };
+            if !same_direction(&want.vector, &copy.vector)
+                || copy.metadata != want.metadata
+                || copy.text != want.text
+            {
+                return Err(VectorError::Layout(format!(
+                    "verification: {} differs from what was copied",
+                    want.id
+                )));
+            }
+        }
+        for want in wanted.iter().take(SEARCH_SAMPLE) {
+            let hits = retried(|| target.search(collection, &group, &want.vector, 3)).await?;
+            let top = hits.first().map(|h| h.score).unwrap_or(f32::MIN);
+            if !hits
+                .iter()
+                .any(|h| h.id == want.id && h.score >= top - 1e-5)
+            {
+                return Err(VectorError::Layout(format!(
+                    "verification: searching with {}'s own vector does not return it first",
+                    want.id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Equal once both are unit length, to float32 precision: Qdrant (cosine) normalises what
+/// it stores, so a copy may differ from the source in the last bits (dify-reference §5.3).
+fn same_direction(a: &[f32], b: &[f32]) -> bool {
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let (na, nb) = (norm(a), norm(b));
+    a.len() == b.len()
+        && na > 0.0
+        && nb > 0.0
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (f64::from(*x) / na - f64::from(*y) / nb).abs() <= 1e-6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directions_compare_after_normalising() {
+        assert!(same_direction(&[3.0, 4.0], &[0.6, 0.8]));
+        assert!(!same_direction(&[3.0, 4.0], &[0.8, 0.6]));
+        assert!(!same_direction(&[0.0, 0.0], &[0.0, 0.0]));
+        assert!(!same_direction(&[1.0], &[1.0, 0.0]));
+    }
+}
