@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::JobError;
@@ -123,12 +123,25 @@ pub struct UnitState {
     /// The copied points with the smallest `doc_id`s: the same sample whether or not the
     /// copy was interrupted and resumed.
     pub sample: Vec<Sampled>,
+    /// Records the source lacked, from the cache and from the endpoint: checkpointed before
+    /// they are written, so a run resumed after the writes reports them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filled: Option<(u64, u64)>,
 }
 
-/// A page written to the target, for the job to checkpoint.
+impl UnitState {
+    /// Points in the target for this unit so far.
+    pub fn written(&self) -> u64 {
+        self.copied + self.filled.map_or(0, |(c, r)| c + r)
+    }
+}
+
+/// A unit's progress, for the job to checkpoint: after a page is written, or before records
+/// the source lacks are written (then `saved` says when the checkpoint is committed).
 pub struct Report {
     pub id: Uuid,
     pub state: UnitState,
+    pub saved: Option<oneshot::Sender<()>>,
 }
 
 /// How one unit ended.
@@ -253,6 +266,26 @@ impl Copy<'_> {
         self.unit.ds.id.to_string()
     }
 
+    async fn report(&self, reports: &mpsc::Sender<Report>, state: &UnitState) {
+        self.report_with(reports, state, None).await
+    }
+
+    async fn report_with(
+        &self,
+        reports: &mpsc::Sender<Report>,
+        state: &UnitState,
+        saved: Option<oneshot::Sender<()>>,
+    ) {
+        // The job stopped listening only when it is ending: nothing left to report to.
+        let _ = reports
+            .send(Report {
+                id: self.unit.ds.id,
+                state: state.clone(),
+                saved,
+            })
+            .await;
+    }
+
     async fn read(&self, cursor: Option<&str>) -> Result<Page, VectorError> {
         let group = self.group();
         retried(|| {
@@ -297,10 +330,15 @@ impl Copy<'_> {
         }
         outcome.copied = state.copied;
         outcome.not_copied_strays = state.strays;
-        let filled = match self.fill(outcome).await? {
+        let filled = match self.fill(&mut state, reports, outcome).await? {
             Ok(filled) => filled,
             Err(e) => return Ok(Err(e)),
         };
+        // Filled by an earlier attempt: the target has them, this one found none absent.
+        if let (Some((cached, reembedded)), true) = (state.filled, filled.is_empty()) {
+            outcome.from_cache = cached;
+            outcome.reembedded = reembedded;
+        }
         Ok(self.verify(&state.sample, &filled).await)
     }
 
@@ -355,13 +393,7 @@ impl Copy<'_> {
             state.copied += batch.len() as u64;
             state.read_all = next.is_none();
             state.cursor = next;
-            // The job stopped listening only when it is ending: nothing left to report to.
-            let _ = reports
-                .send(Report {
-                    id: self.unit.ds.id,
-                    state: state.clone(),
-                })
-                .await;
+            self.report(reports, state).await;
             match next_page {
                 None => return Ok(()),
                 Some(p) => page = p?,
@@ -373,6 +405,8 @@ impl Copy<'_> {
     /// the cache and then the endpoint. Returns the points written this way.
     async fn fill(
         &self,
+        state: &mut UnitState,
+        reports: &mpsc::Sender<Report>,
         outcome: &mut Outcome,
     ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
         let target = &self.shared.target;
@@ -417,6 +451,16 @@ impl Copy<'_> {
                 Err(e) => return Ok(Err(e)),
             };
             outcome.reembedded = self.keep_sized(points, dimension, &mut filled, &mut wrong_size);
+        }
+        if !filled.is_empty() {
+            // Checkpointed before the writes: a run resumed after them finds nothing absent
+            // and still reports where these came from.
+            state.filled = Some((outcome.from_cache, outcome.reembedded));
+            let (saved, checkpointed) = oneshot::channel();
+            self.report_with(reports, state, Some(saved)).await;
+            if checkpointed.await.is_err() {
+                return Ok(Err(VectorError::Layout("the job is stopping".into())));
+            }
         }
         for chunk in filled.chunks(self.shared.batch) {
             if let Err(e) = self.write(chunk).await {

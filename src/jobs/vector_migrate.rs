@@ -308,12 +308,15 @@ impl JobKind for VectorMigrate {
                 biased;
                 Some(report) = rx.recv() => {
                     ctx.failpoint("vector_migrate.batch_written").await?;
-                    ctx.count("points", report.state.copied.saturating_sub(
-                        cp.current.get(&report.id).map_or(0, |s| s.copied)));
+                    ctx.count("points", report.state.written().saturating_sub(
+                        cp.current.get(&report.id).map_or(0, UnitState::written)));
                     cp.current.insert(report.id, report.state);
                     ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
+                    if let Some(saved) = report.saved {
+                        let _ = saved.send(());
+                    }
                     ctx.failpoint("vector_migrate.checkpointed").await?;
-                    report_progress(ctx, &cp, total).await?;
+                    report_progress(ctx, &cp, total, false).await?;
                 }
                 Some(joined) = running.join_next() => {
                     let (unit, outcome) = joined.map_err(|e| {
@@ -325,12 +328,13 @@ impl JobKind for VectorMigrate {
                     if verified {
                         clear_flag(ctx, &redis, &unit.collection).await?;
                     }
-                    report_progress(ctx, &cp, total).await?;
+                    report_progress(ctx, &cp, total, false).await?;
                 }
                 _ = ctx.stop_signal() => {}
             }
             ctx.check_stop()?;
         }
+        report_progress(ctx, &cp, total, true).await?;
         let failed = cp.done.iter().filter(|o| o.error.is_some()).count();
         let mut result = json!({
             "target": target_cfg.describe(),
@@ -373,12 +377,22 @@ fn annotation_note(settings: &Settings, target: &str) -> String {
 }
 
 /// Done points over every unit: finished ones and the pages of those in flight.
-async fn report_progress(ctx: &mut JobCtx, cp: &Checkpoint, total: u64) -> Result<(), JobError> {
+async fn report_progress(
+    ctx: &mut JobCtx,
+    cp: &Checkpoint,
+    total: u64,
+    force: bool,
+) -> Result<(), JobError> {
+    let finished = |id: &Uuid| cp.done.iter().any(|o| o.id() == Some(*id));
     let done = cp.done.iter().map(Outcome::written).sum::<u64>()
-        + cp.current.values().map(|s| s.copied).sum::<u64>();
+        + cp.current
+            .iter()
+            .filter(|(id, _)| !finished(id))
+            .map(|(_, s)| s.written())
+            .sum::<u64>();
     let detail = json!({
         "datasets_done": cp.done.len(),
-        "datasets_running": cp.current.len(),
+        "datasets_running": cp.current.keys().filter(|id| !finished(id)).count(),
         "failed": cp.done.iter().filter(|o| o.error.is_some()).count(),
     });
     ctx.progress(
@@ -390,7 +404,7 @@ async fn report_progress(ctx: &mut JobCtx, cp: &Checkpoint, total: u64) -> Resul
             detail: Some(detail),
             ..Default::default()
         },
-        false,
+        force,
     )
     .await
 }
@@ -404,7 +418,10 @@ async fn finish(
     mut outcome: Outcome,
     target_kind: &str,
 ) -> Result<(), JobError> {
-    cp.current.remove(&unit.ds.id);
+    if outcome.error.is_none() {
+        cp.current.remove(&unit.ds.id);
+    }
+    // A failed unit keeps its state: a retry resumes it where it stopped.
     if outcome.verified {
         ctx.failpoint("vector_migrate.verified").await?;
     }

@@ -2,6 +2,8 @@
 //! daemons run as real processes (for signals), and real storage servers (S3, Azure, GCS).
 
 pub mod daemon;
+pub mod dify_vectors;
+pub mod embeddings_server;
 pub mod files;
 pub mod pg;
 pub mod process;
