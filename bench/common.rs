@@ -32,6 +32,16 @@ pub async fn recreate(server: &str, name: &str, template: Option<&str>) -> Strin
 
 /// Starts `upkeep serve` on a free port and waits until `/readyz` answers.
 pub async fn spawn_daemon(bin: &str, db_url: &str, name: &str) -> (Child, String) {
+    spawn_daemon_with(bin, db_url, name, &[]).await
+}
+
+/// `spawn_daemon` with more environment (Dify's variables).
+pub async fn spawn_daemon_with(
+    bin: &str,
+    db_url: &str,
+    name: &str,
+    env: &[(&str, String)],
+) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -44,6 +54,7 @@ pub async fn spawn_daemon(bin: &str, db_url: &str, name: &str) -> (Child, String
         .env("UPKEEP_WORKERS", "4")
         .env("UPKEEP_WORKER_NAME", name)
         .env("UPKEEP_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -14,7 +14,10 @@ mod storage_param;
 pub mod vacuum;
 mod vector_copy;
 pub mod vector_migrate;
+mod vector_plan;
 pub mod vector_rollback;
+mod vector_units;
+mod vector_verify;
 
 pub use context::{CtxParts, JobCtx};
 pub use progress::Progress;

@@ -14,15 +14,14 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::JobError;
+use super::vector_verify::{Place, verify};
 use crate::dify::vector_records::{self, Dataset, Record};
 use crate::vector::config::{AnyStore, StoreConfig};
 use crate::vector::embeddings::Embedder;
 use crate::vector::store::{Page, Point, VectorError, VectorStore};
 
 /// Copied points whose target vector, text and metadata are compared with the source's.
-const VECTOR_SAMPLE: usize = 16;
-/// Sampled points searched for with Dify's filter.
-const SEARCH_SAMPLE: usize = 4;
+pub const VECTOR_SAMPLE: usize = 16;
 /// Attempts per store call before the unit fails.
 const ATTEMPTS: u32 = 4;
 /// Missing records named in a failure.
@@ -339,7 +338,24 @@ impl Copy<'_> {
             outcome.from_cache = cached;
             outcome.reembedded = reembedded;
         }
-        Ok(self.verify(&state.sample, &filled).await)
+        let target = Place {
+            store: &self.shared.target,
+            collection: &self.unit.collection,
+        };
+        let source = Place {
+            store: self.source,
+            collection: self.source_collection,
+        };
+        let expected = self.expected.len() as u64;
+        Ok(verify(
+            target,
+            source,
+            &self.group(),
+            expected,
+            &state.sample,
+            &filled,
+        )
+        .await)
     }
 
     /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
@@ -585,100 +601,5 @@ impl Copy<'_> {
             }));
         }
         Ok(Ok(points))
-    }
-
-    /// The target holds exactly the unit's records; sampled copies equal the source's points
-    /// (within what a cosine store's renormalisation changes) and filled ones what was
-    /// written; Dify's own search (the group filter) finds sampled points first.
-    async fn verify(&self, sample: &[Sampled], filled: &[Point]) -> Result<(), VectorError> {
-        let target = &self.shared.target;
-        let collection = &self.unit.collection;
-        let group = self.group();
-        let counted = if target.describe(collection).await?.is_some() {
-            retried(|| target.count(collection, &group)).await?
-        } else {
-            0
-        };
-        if counted != self.expected.len() as u64 {
-            return Err(VectorError::Layout(format!(
-                "verification: the target holds {counted} points for this group, Dify's tables name {}",
-                self.expected.len()
-            )));
-        }
-        let source_ids: Vec<String> = sample.iter().map(|s| s.source_id.clone()).collect();
-        let originals = retried(|| self.source.get(self.source_collection, &source_ids)).await?;
-        let mut wanted: Vec<Point> = Vec::new();
-        for s in sample {
-            let Some(original) = originals.iter().find(|p| p.id == s.source_id) else {
-                return Err(VectorError::Layout(format!(
-                    "verification: source point {} ({}) is gone from the source",
-                    s.source_id, s.doc_id
-                )));
-            };
-            wanted.push(Point {
-                id: s.doc_id.clone(),
-                ..original.clone()
-            });
-        }
-        wanted.extend(filled.iter().take(VECTOR_SAMPLE).cloned());
-        let ids: Vec<String> = wanted.iter().map(|p| p.id.clone()).collect();
-        let copies = retried(|| target.get(collection, &ids)).await?;
-        for want in &wanted {
-            let Some(copy) = copies.iter().find(|c| c.id == want.id) else {
-                return Err(VectorError::Layout(format!(
-                    "verification: {} is missing",
-                    want.id
-                )));
-            };
-            if !same_direction(&want.vector, &copy.vector)
-                || copy.metadata != want.metadata
-                || copy.text != want.text
-            {
-                return Err(VectorError::Layout(format!(
-                    "verification: {} differs from what was copied",
-                    want.id
-                )));
-            }
-        }
-        for want in wanted.iter().take(SEARCH_SAMPLE) {
-            let hits = retried(|| target.search(collection, &group, &want.vector, 3)).await?;
-            let top = hits.first().map(|h| h.score).unwrap_or(f32::MIN);
-            if !hits
-                .iter()
-                .any(|h| h.id == want.id && h.score >= top - 1e-5)
-            {
-                return Err(VectorError::Layout(format!(
-                    "verification: searching with {}'s own vector does not return it first",
-                    want.id
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Equal once both are unit length, to float32 precision: Qdrant (cosine) normalises what
-/// it stores, so a copy may differ from the source in the last bits (dify-reference §5.3).
-fn same_direction(a: &[f32], b: &[f32]) -> bool {
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let (na, nb) = (norm(a), norm(b));
-    a.len() == b.len()
-        && na > 0.0
-        && nb > 0.0
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (f64::from(*x) / na - f64::from(*y) / nb).abs() <= 1e-6)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn directions_compare_after_normalising() {
-        assert!(same_direction(&[3.0, 4.0], &[0.6, 0.8]));
-        assert!(!same_direction(&[3.0, 4.0], &[0.8, 0.6]));
-        assert!(!same_direction(&[0.0, 0.0], &[0.0, 0.0]));
-        assert!(!same_direction(&[1.0], &[1.0, 0.0]));
     }
 }

@@ -18,6 +18,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::vector_copy::{self, Outcome, Report, Shared, Unit, UnitState};
+use super::vector_plan;
+use super::vector_units::{annotation_source, apps, invalid, parse, target_config, units};
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
 use crate::dify::index_struct;
@@ -25,7 +27,6 @@ use crate::dify::vector_records::{self, Dataset};
 use crate::vector::config::StoreConfig;
 use crate::vector::embeddings::{Embedder, EmbeddingEndpoint};
 use crate::vector::redis_flags::RedisFlags;
-use crate::vector::store::VectorStore;
 
 pub use super::vector_copy::MissingVectors;
 
@@ -101,10 +102,10 @@ impl VectorMigrateParams {
             (None, _, _) => Scope::All,
         }
     }
-    fn knowledge(&self) -> bool {
+    pub(super) fn knowledge(&self) -> bool {
         self.scope() != Scope::Annotation
     }
-    fn annotations(&self) -> bool {
+    pub(super) fn annotations(&self) -> bool {
         self.scope() != Scope::Knowledge
     }
 }
@@ -210,47 +211,7 @@ impl JobKind for VectorMigrate {
     }
 
     async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
-        let target = target_cfg.open().await.ok();
-        let units = units(&params, &ctx.pool, &ctx.settings, &target_cfg).await?;
-        let mut planned = Vec::new();
-        for unit in &units {
-            ctx.check_stop()?;
-            let expected = vector_records::expected(&ctx.pool, &unit.ds).await?;
-            let o = Outcome::new(unit, target_cfg.kind());
-            let mut entry = json!({
-                "source": o.source, "target": o.target, "expected": expected.len(),
-            });
-            match (o.dataset_id, o.app_id) {
-                (Some(id), _) => entry["dataset_id"] = json!(id),
-                (_, Some(id)) => entry["app_id"] = json!(id),
-                _ => {}
-            }
-            if let Some(target) = &target
-                && let Ok(Some(info)) = target.describe(&unit.collection).await
-            {
-                entry["target_dimension"] = json!(info.dimension);
-            }
-            match &unit.source {
-                Err(e) => entry["error"] = json!(e),
-                Ok((config, collection)) => {
-                    match scan(config, collection, &unit.ds, &expected, params.batch_size).await {
-                        Ok(scan) => {
-                            let cached = cached(&ctx.pool, &unit.ds, &scan.missing).await?;
-                            entry["source_points"] = json!(scan.points);
-                            entry["dimension"] = json!(scan.dimension);
-                            entry["missing_vectors"] = json!(scan.missing.len());
-                            entry["missing_in_cache"] = json!(cached);
-                            entry["strays"] = json!(scan.points - scan.matched);
-                            entry["estimated_bytes"] = json!(scan.bytes);
-                        }
-                        Err(e) => entry["error"] = json!(e.to_string()),
-                    }
-                }
-            }
-            planned.push(entry);
-        }
-        Ok(json!({"target": target_cfg.describe(), "datasets": planned}))
+        vector_plan::plan(params, ctx).await
     }
 
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -487,181 +448,6 @@ async fn clear_flag(
     Ok(())
 }
 
-fn invalid(e: SpecError) -> JobError {
-    JobError::failed("invalid_params", e.to_string())
-}
-
-fn parse(v: &Value, field: &str) -> Result<StoreConfig, SpecError> {
-    StoreConfig::from_value(v).map_err(|(path, message)| {
-        let at = if path.is_empty() {
-            String::new()
-        } else {
-            format!(".{path}")
-        };
-        SpecError::invalid(format!("params.{field}{at}"), message)
-    })
-}
-
-fn target_config(
-    params: &VectorMigrateParams,
-    settings: &Settings,
-) -> Result<StoreConfig, SpecError> {
-    match &params.target {
-        Some(v) => parse(v, "target"),
-        None => {
-            let env = &settings.vector_store;
-            StoreConfig::from_env(&env.kind, env).map_err(|e| {
-                SpecError::invalid(
-                    "params.target",
-                    format!(
-                        "not given, and VECTOR_STORE={:?} cannot be used: {e}",
-                        env.kind
-                    ),
-                )
-            })
-        }
-    }
-}
-
-async fn apps(params: &VectorMigrateParams, pool: &PgPool) -> Result<Vec<Dataset>, sqlx::Error> {
-    vector_records::annotation_apps(
-        pool,
-        params.app_ids.as_deref(),
-        params.tenant_ids.as_deref(),
-    )
-    .await
-}
-
-/// The store annotation replies are read from: `source` when given, else the one store other
-/// than the target that datasets name now, named before a switch, or `VECTOR_STORE` names.
-async fn annotation_source(
-    params: &VectorMigrateParams,
-    pool: &PgPool,
-    settings: &Settings,
-    target: &str,
-) -> Result<Result<String, String>, sqlx::Error> {
-    if let Some(v) = &params.source {
-        return Ok(StoreConfig::from_value(v)
-            .map(|c| c.kind().to_string())
-            .map_err(|(_, m)| m));
-    }
-    let mut kinds = vector_records::stores_named(pool).await?;
-    kinds.push(settings.vector_store.kind.clone());
-    kinds.retain(|k| k != target);
-    kinds.sort();
-    kinds.dedup();
-    Ok(match kinds.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(format!(
-            "annotation replies have no index_struct, and no store other than {target} is in use: \
-             name the store they are in"
-        )),
-        many => Err(format!(
-            "annotation replies have no index_struct, and several stores are in use ({}): name \
-             the one they are in",
-            many.join(", ")
-        )),
-    })
-}
-
-/// Every dataset and app the job moves, with its source and target collection.
-async fn units(
-    params: &VectorMigrateParams,
-    pool: &PgPool,
-    settings: &Settings,
-    target: &StoreConfig,
-) -> Result<Vec<Unit>, JobError> {
-    let mut units = Vec::new();
-    if params.knowledge() {
-        let datasets = vector_records::datasets(
-            pool,
-            target.kind(),
-            params.dataset_ids.as_deref(),
-            params.tenant_ids.as_deref(),
-        )
-        .await?;
-        for ds in datasets {
-            // A dataset with no `index_struct` is where `VECTOR_STORE` says (Dify's factory).
-            let fallback = Ok(settings.vector_store.kind.clone());
-            units.push(unit(ds, params, settings, target, fallback));
-        }
-    }
-    if params.annotations() {
-        let apps = apps(params, pool).await?;
-        if !apps.is_empty() {
-            let kind = annotation_source(params, pool, settings, target.kind()).await?;
-            for app in apps {
-                units.push(unit(app, params, settings, target, kind.clone()));
-            }
-        }
-    }
-    Ok(units)
-}
-
-fn unit(
-    ds: Dataset,
-    params: &VectorMigrateParams,
-    settings: &Settings,
-    target: &StoreConfig,
-    fallback_kind: Result<String, String>,
-) -> Unit {
-    let collection = collection_in(target.kind(), &ds, None);
-    let source = source_of(&ds, params, settings, target, fallback_kind);
-    Unit {
-        ds,
-        source,
-        collection,
-    }
-}
-
-/// Where a store keeps `ds`: Qdrant in the shared binding collection of its embedding model,
-/// every other store under the name `index_struct` gives, or the generated one.
-fn collection_in(kind: &str, ds: &Dataset, named: Option<&str>) -> String {
-    match (kind, &ds.binding_collection, named) {
-        ("qdrant", Some(binding), _) => binding.clone(),
-        (_, _, Some(name)) => name.to_string(),
-        _ => index_struct::generated_name(ds.id),
-    }
-}
-
-/// Where `ds`'s vectors are now: the store its `index_struct` names, else `fallback_kind`.
-fn source_of(
-    ds: &Dataset,
-    params: &VectorMigrateParams,
-    settings: &Settings,
-    target: &StoreConfig,
-    fallback_kind: Result<String, String>,
-) -> Result<(StoreConfig, String), String> {
-    let named = ds.index_struct.as_deref().and_then(index_struct::parse);
-    let given = match &params.source {
-        Some(v) => Some(StoreConfig::from_value(v).map_err(|(_, m)| m)?),
-        None => None,
-    };
-    let kind = match (&named, &given) {
-        (Some((kind, _)), Some(config)) if config.kind() != kind => {
-            return Err(format!(
-                "its index_struct names {kind}, the source given is {}",
-                config.kind()
-            ));
-        }
-        (Some((kind, _)), _) => kind.clone(),
-        (None, Some(config)) => config.kind().to_string(),
-        (None, None) => fallback_kind?,
-    };
-    let config = match given {
-        Some(config) => config,
-        None => StoreConfig::from_env(&kind, &settings.vector_store)?,
-    };
-    if config == *target {
-        return Err(format!(
-            "its vectors would be read from the target itself ({}): name the source",
-            target.describe()
-        ));
-    }
-    let collection = collection_in(&kind, ds, named.as_ref().map(|(_, c)| c.as_str()));
-    Ok((config, collection))
-}
-
 /// Points the dataset at the target, if nobody changed its `index_struct` meanwhile; records
 /// the previous value for `vector_rollback`; commits with the checkpoint.
 async fn switch(
@@ -702,84 +488,4 @@ async fn switch(
     ctx.save_checkpoint(&mut *tx, cp).await?;
     tx.commit().await?;
     Ok(true)
-}
-
-/// What a dry run learns of a source collection, without reading vectors.
-struct Scan {
-    points: u64,
-    matched: u64,
-    dimension: Option<usize>,
-    bytes: u64,
-    /// Records the source lacks.
-    missing: Vec<vector_records::Record>,
-}
-
-async fn scan(
-    config: &StoreConfig,
-    collection: &str,
-    ds: &Dataset,
-    expected: &[vector_records::Record],
-    batch: u32,
-) -> Result<Scan, crate::vector::store::VectorError> {
-    let store = config.open().await?;
-    let mut wanted: BTreeMap<&str, bool> = expected
-        .iter()
-        .map(|r| (r.doc_id.as_str(), false))
-        .collect();
-    let mut scan = Scan {
-        points: 0,
-        matched: 0,
-        dimension: None,
-        bytes: 0,
-        missing: Vec::new(),
-    };
-    if let Some(info) = store.describe(collection).await? {
-        scan.dimension = info.dimension;
-        let group = ds.id.to_string();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = store
-                .read_page(collection, &group, cursor.as_deref(), batch as usize, false)
-                .await?;
-            for p in &page.points {
-                scan.points += 1;
-                if let Some(seen) = p.doc_id().and_then(|d| wanted.get_mut(d)) {
-                    *seen = true;
-                    scan.matched += 1;
-                    let metadata = serde_json::to_vec(&p.metadata).map_or(0, |m| m.len());
-                    let vector = scan.dimension.unwrap_or(0) * 4;
-                    scan.bytes += (vector + p.text.len() + metadata) as u64;
-                }
-            }
-            match page.next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-    }
-    scan.missing = expected
-        .iter()
-        .filter(|r| wanted.get(r.doc_id.as_str()) == Some(&false))
-        .cloned()
-        .collect();
-    Ok(scan)
-}
-
-/// How many of the records the source lacks Dify's `embeddings` cache holds.
-async fn cached(
-    pool: &PgPool,
-    ds: &Dataset,
-    missing: &[vector_records::Record],
-) -> Result<usize, JobError> {
-    let (Some(model), Some(provider)) = (&ds.embedding_model, &ds.embedding_model_provider) else {
-        return Ok(0);
-    };
-    let mut found = 0;
-    for chunk in missing.chunks(1000) {
-        let hashes: Vec<String> = chunk.iter().map(|r| r.cache_hash.clone()).collect();
-        found += vector_records::cached_vectors(pool, model, provider, &hashes)
-            .await?
-            .len();
-    }
-    Ok(found)
 }

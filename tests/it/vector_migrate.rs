@@ -174,7 +174,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     )
     .await;
     let layout = q.layout().await;
-    assert_dify_layout(&layout, &shared);
+    assert_dify_layout(&layout, &shared, DIM);
     assert_eq!(
         layout.as_object().map(|m| m.len()),
         Some(1),
@@ -306,8 +306,8 @@ async fn annotations_attachments_and_summaries_move_with_every_metadata_key() {
     assert_search_matches_brute_force(&q, &app_collection, &app).await;
     assert_search_matches_brute_force(&q, &kb_collection, &multimodal).await;
     let layout = q.layout().await;
-    assert_dify_layout(&layout, &kb_collection);
-    assert_dify_layout(&layout, &app_collection);
+    assert_dify_layout(&layout, &kb_collection, DIM);
+    assert_dify_layout(&layout, &app_collection, DIM);
     // Qdrant 1.13 reads `dense`; the stand-in would have stored empty vectors otherwise.
     assert_eq!(
         layout[&app_collection]["async_errors"],

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::support::dify_vectors::assert_dify_layout;
 use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
 use upkeep::vector::store::{Point, VectorStore};
 use upkeep::vector::weaviate::Weaviate;
@@ -168,40 +169,7 @@ async fn qdrant_roundtrip(version: &str) {
     assert!(store.ensure_collection(collection, DIM + 1).await.is_err());
 
     let layout = q.layout().await;
-    let c = &layout[collection];
-    let create = &c["create"];
-    assert_eq!(create["hnsw_config"]["m"], 0, "{create}");
-    assert_eq!(create["hnsw_config"]["payload_m"], 16, "{create}");
-    assert_eq!(create["hnsw_config"]["ef_construct"], 100);
-    assert_eq!(create["hnsw_config"]["full_scan_threshold"], 10000);
-    assert_eq!(create["vectors_config"]["params"]["size"], DIM);
-    assert_eq!(create["vectors_config"]["params"]["distance"], "Cosine");
-    let indexes = c["field_indexes"].as_object().expect("indexes");
-    for (field, kind) in [
-        ("group_id", "Keyword"),
-        ("metadata.doc_id", "Keyword"),
-        ("metadata.document_id", "Keyword"),
-        ("page_content", "Text"),
-    ] {
-        assert_eq!(
-            indexes[field]["field_type"],
-            format!("FieldType{kind}"),
-            "{field}: {}",
-            indexes[field]
-        );
-    }
-    let text = indexes["page_content"]["params"].to_string();
-    for want in [
-        "Multilingual",
-        "\"min_token_len\":2",
-        "\"max_token_len\":20",
-        "\"lowercase\":true",
-    ] {
-        assert!(
-            text.contains(want),
-            "page_content index params {text} lack {want}"
-        );
-    }
+    assert_dify_layout(&layout, collection, DIM);
 
     // Two datasets share the collection, told apart by group_id.
     let (a, b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
@@ -294,4 +262,31 @@ async fn qdrant_1_8_gets_vectors_in_data_and_dify_s_layout() {
 #[tokio::test]
 async fn qdrant_1_13_gets_vectors_in_dense() {
     qdrant_roundtrip("1.13.0").await;
+}
+
+/// The test servers are strict where Weaviate and Qdrant are: their own self-tests (39, each
+/// an answer of the real server's, word for word) pass, so the tests above can trust them.
+#[tokio::test]
+async fn the_vector_test_servers_pass_their_self_tests() {
+    let python = std::env::var("UPKEEP_TEST_QDRANT_PY").expect("run through scripts/test");
+    let out = tokio::process::Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/servers/",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("pytest runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains(" passed"), "{report}");
 }

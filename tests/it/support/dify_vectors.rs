@@ -441,7 +441,7 @@ pub fn same_direction(a: &[f32], b: &[f32]) -> bool {
 
 /// The collection was created as Dify creates it: the CreateCollection request and the four
 /// payload indexes.
-pub fn assert_dify_layout(layout: &Value, collection: &str) {
+pub fn assert_dify_layout(layout: &Value, collection: &str, dim: usize) {
     let c = &layout[collection];
     let create = &c["create"];
     assert_eq!(create["hnsw_config"]["m"], 0, "{create}");
@@ -449,7 +449,7 @@ pub fn assert_dify_layout(layout: &Value, collection: &str) {
     assert_eq!(create["hnsw_config"]["ef_construct"], 100);
     assert_eq!(create["hnsw_config"]["full_scan_threshold"], 10000);
     assert_eq!(create["hnsw_config"]["on_disk"], false);
-    assert_eq!(create["vectors_config"]["params"]["size"], DIM);
+    assert_eq!(create["vectors_config"]["params"]["size"], dim);
     assert_eq!(create["vectors_config"]["params"]["distance"], "Cosine");
     assert_eq!(create["replication_factor"], 1);
     assert_eq!(create["write_consistency_factor"], 1);

@@ -1,0 +1,403 @@
+//! Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to the
+//! Qdrant stand-in (`tests/servers/`), beside the ceiling, in one run: a tight loop that only
+//! upserts the same points (ids, payloads, vectors, batch size) into the same server, with no
+//! reading, once sequentially and once with Upkeep's parallelism. Between runs the stand-in
+//! is reset. Every run's collection is counted afterwards, so a broken run cannot look fast.
+//! Run it with `bench/vectors.sh`; it prints Markdown.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use upkeep::vector::qdrant::QdrantStore;
+use upkeep::vector::store::{Point, VectorStore};
+
+#[allow(dead_code)]
+#[path = "common.rs"]
+mod common;
+use common::{peak_rss, spawn_daemon_with, stop};
+
+const MODEL: &str = "text-embedding-3-small";
+const PROVIDER: &str = "langgenius/openai/openai";
+
+struct Args {
+    pg: String,
+    upkeep: String,
+    python: String,
+    datasets: usize,
+    points: usize,
+    dim: usize,
+    batch: usize,
+    concurrency: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        pg: String::new(),
+        upkeep: String::new(),
+        python: String::new(),
+        datasets: 4,
+        points: 100_000,
+        dim: 1536,
+        batch: 256,
+        concurrency: 4,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .unwrap_or_else(|_| panic!("{flag} {value}"))
+        };
+        match flag.as_str() {
+            "--pg" => a.pg = value.clone(),
+            "--upkeep" => a.upkeep = value.clone(),
+            "--python" => a.python = value.clone(),
+            "--datasets" => a.datasets = number(),
+            "--points" => a.points = number(),
+            "--dim" => a.dim = number(),
+            "--batch" => a.batch = number(),
+            "--concurrency" => a.concurrency = number(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    a
+}
+
+/// One of `tests/servers/`, on a free port; the ports it prints after `READY`.
+async fn server(python: &str, script: &str, args: &[&str]) -> (Child, Vec<u16>) {
+    let mut child = Command::new(python)
+        .arg(format!("tests/servers/{script}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start test server");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(ports) = line.strip_prefix("READY ") {
+            let ports = ports
+                .split_whitespace()
+                .map(|p| p.parse().expect("port"))
+                .collect();
+            return (child, ports);
+        }
+    }
+    panic!("{script} did not start");
+}
+
+fn unit_vector(rng: &mut fastrand::Rng, dim: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dim).map(|_| rng.f32() - 0.5).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+/// The points of one dataset as Dify wrote them (metadata as Weaviate's flat properties).
+fn dataset_points(ds: Uuid, doc: Uuid, n: usize, dim: usize, seed: u64) -> Vec<Point> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            let doc_id = Uuid::new_v4().to_string();
+            let metadata = json!({"doc_id": doc_id, "doc_hash": format!("h{i}"),
+                                  "document_id": doc.to_string(), "dataset_id": ds.to_string(),
+                                  "source": "handbook.pdf", "page": i % 300});
+            Point {
+                id: doc_id,
+                vector: unit_vector(&mut rng, dim),
+                text: format!("chunk {i} of the handbook, dataset {ds}"),
+                metadata: metadata.as_object().cloned().unwrap_or_else(Map::new),
+            }
+        })
+        .collect()
+}
+
+async fn load_postgres(pool: &sqlx::PgPool, ds: Uuid, doc: Uuid, binding: Uuid, points: &[Point]) {
+    let tenant = Uuid::nil();
+    let struct_ = format!(
+        "{{\"type\": \"weaviate\", \"vector_store\": {{\"class_prefix\": \"{}\"}}}}",
+        class_name(ds)
+    );
+    sqlx::query(
+        "INSERT INTO public.datasets (id, tenant_id, name, indexing_technique, index_struct, created_by, \
+            embedding_model, embedding_model_provider, collection_binding_id) \
+         VALUES ($1, $2, 'bench', 'high_quality', $3, $2, $4, $5, $6)",
+    )
+    .bind(ds)
+    .bind(tenant)
+    .bind(struct_)
+    .bind(MODEL)
+    .bind(PROVIDER)
+    .bind(binding)
+    .execute(pool)
+    .await
+    .expect("dataset");
+    sqlx::query(
+        "INSERT INTO public.documents (id, tenant_id, dataset_id, position, data_source_type, batch, name, \
+            created_from, created_by, indexing_status) \
+         VALUES ($1, $2, $3, 1, 'upload_file', 'b', 'handbook.pdf', 'web', $2, 'completed')",
+    )
+    .bind(doc)
+    .bind(tenant)
+    .bind(ds)
+    .execute(pool)
+    .await
+    .expect("document");
+    for chunk in points.chunks(5000) {
+        let ids: Vec<String> = chunk.iter().map(|p| p.id.clone()).collect();
+        let texts: Vec<String> = chunk.iter().map(|p| p.text.clone()).collect();
+        sqlx::query(
+            "INSERT INTO public.document_segments (tenant_id, dataset_id, document_id, position, content, \
+                word_count, tokens, hit_count, created_by, index_node_id, index_node_hash, status) \
+             SELECT $1, $2, $3, 0, t, 8, 8, 0, $1, i, 'h', 'completed' FROM unnest($4::text[], $5::text[]) AS u(i, t)",
+        )
+        .bind(tenant)
+        .bind(ds)
+        .bind(doc)
+        .bind(&ids)
+        .bind(&texts)
+        .execute(pool)
+        .await
+        .expect("segments");
+    }
+}
+
+fn class_name(id: Uuid) -> String {
+    format!("Vector_index_{}_Node", id.to_string().replace('-', "_"))
+}
+
+/// Dify's legacy Weaviate class (id = doc_id, unnamed vector), filled in batches of 500.
+async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Point]) {
+    let class = class_name(ds);
+    let schema = json!({"class": class, "properties": [{"name": "text", "dataType": ["text"]}]});
+    let r = http
+        .post(format!("{url}/v1/schema"))
+        .json(&schema)
+        .send()
+        .await
+        .expect("schema");
+    assert!(r.status().is_success(), "schema: {}", r.status());
+    for chunk in points.chunks(500) {
+        let objects: Vec<Value> = chunk
+            .iter()
+            .map(|p| {
+                let mut props = p.metadata.clone();
+                props.insert("text".into(), json!(p.text));
+                json!({"class": class, "id": p.id, "properties": props, "vector": p.vector})
+            })
+            .collect();
+        let r = http
+            .post(format!("{url}/v1/batch/objects"))
+            .json(&json!({ "objects": objects }))
+            .send()
+            .await
+            .expect("batch");
+        assert!(r.status().is_success(), "batch: {}", r.status());
+    }
+}
+
+/// The ceiling: only upserts, `streams` at once (one per dataset), batches of `batch`.
+async fn ceiling(
+    store: &QdrantStore,
+    collection: &str,
+    data: &[(Uuid, Vec<Point>)],
+    batch: usize,
+    streams: usize,
+) -> Duration {
+    store
+        .ensure_collection(collection, data[0].1[0].vector.len())
+        .await
+        .expect("collection");
+    let started = Instant::now();
+    let per_stream = data.len().div_ceil(streams);
+    let work = data.chunks(per_stream).map(|part| async move {
+        for (ds, points) in part {
+            let group = ds.to_string();
+            for chunk in points.chunks(batch) {
+                store
+                    .upsert(collection, &group, chunk)
+                    .await
+                    .expect("upsert");
+            }
+        }
+    });
+    futures_util::future::join_all(work).await;
+    started.elapsed()
+}
+
+async fn count_all(store: &QdrantStore, collection: &str, data: &[(Uuid, Vec<Point>)]) -> u64 {
+    let mut n = 0;
+    for (ds, _) in data {
+        n += store
+            .count(collection, &ds.to_string())
+            .await
+            .expect("count");
+    }
+    n
+}
+
+async fn reset(http: &reqwest::Client, control: u16) {
+    let r = http
+        .post(format!("http://127.0.0.1:{control}/__reset"))
+        .send()
+        .await
+        .expect("reset");
+    assert!(r.status().is_success());
+}
+
+fn seconds(job: &Value) -> f64 {
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[k].as_str().expect("timestamp")).expect("rfc3339")
+    };
+    (at("finished_at") - at("started_at")).num_milliseconds() as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let total = a.points;
+    let per = total / a.datasets;
+    let http = reqwest::Client::new();
+    let (mut weaviate, wport) = server(
+        &a.python,
+        "weaviate_server.py",
+        &["--host", "127.0.0.1", "--port", "0"],
+    )
+    .await;
+    let (mut qdrant, qports) = server(
+        &a.python,
+        "qdrant_standin.py",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--version",
+            "1.8.3",
+            "--exit-on-stdin-eof",
+        ],
+    )
+    .await;
+    let weaviate_url = format!("http://127.0.0.1:{}", wport[0]);
+    let (grpc, control) = (qports[0], qports[1]);
+
+    let db_url = common::recreate(&a.pg, "upkeep_bench_vectors", None).await;
+    let pool = sqlx::PgPool::connect(&db_url).await.expect("connect");
+    upkeep::demo::fixture::load_dify_fixture(&pool)
+        .await
+        .expect("fixture");
+    upkeep::db::migrate(&pool).await.expect("migrate");
+    let binding = Uuid::new_v4();
+    let collection = class_name(Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO public.dataset_collection_bindings (id, provider_name, model_name, collection_name, type) \
+         VALUES ($1, $2, $3, $4, 'dataset')",
+    )
+    .bind(binding)
+    .bind(PROVIDER)
+    .bind(MODEL)
+    .bind(&collection)
+    .execute(&pool)
+    .await
+    .expect("binding");
+
+    let loading = Instant::now();
+    let mut data = Vec::new();
+    for d in 0..a.datasets {
+        let (ds, doc) = (Uuid::new_v4(), Uuid::new_v4());
+        let points = dataset_points(ds, doc, per, a.dim, d as u64 + 1);
+        load_postgres(&pool, ds, doc, binding, &points).await;
+        load_weaviate(&http, &weaviate_url, ds, &points).await;
+        data.push((ds, points));
+    }
+    let loaded = loading.elapsed();
+    let n = (per * a.datasets) as u64;
+
+    let store = QdrantStore::connect(
+        &format!("http://127.0.0.1:{grpc}"),
+        None,
+        Duration::from_secs(60),
+        1,
+    )
+    .await
+    .expect("qdrant");
+    let mut rows = Vec::new();
+    for streams in [1, a.concurrency] {
+        let took = ceiling(&store, &collection, &data, a.batch, streams).await;
+        assert_eq!(
+            count_all(&store, &collection, &data).await,
+            n,
+            "ceiling wrote every point"
+        );
+        rows.push((
+            format!("upsert loop, {streams} stream(s) (ceiling)"),
+            took.as_secs_f64(),
+            "—".to_string(),
+        ));
+        reset(&http, control).await;
+    }
+    drop(data);
+
+    let env = vec![
+        ("VECTOR_STORE", "qdrant".to_string()),
+        ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
+        ("QDRANT_GRPC_PORT", grpc.to_string()),
+        ("QDRANT_CLIENT_TIMEOUT", "60".to_string()),
+        ("WEAVIATE_ENDPOINT", weaviate_url.clone()),
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_DB", "12".to_string()),
+    ];
+    let (mut daemon, url) = spawn_daemon_with(&a.upkeep, &db_url, "bench-vectors", &env).await;
+    let job = common::run_job(
+        &url,
+        &json!({"kind": "vector_migrate", "params": {"batch_size": a.batch, "concurrency": a.concurrency}}),
+    )
+    .await;
+    let rss = peak_rss(&daemon);
+    stop(&mut daemon).await;
+    assert_eq!(job["result"]["switched"], a.datasets, "{job}");
+    let counted: u64 = {
+        let mut c = 0;
+        for id in job["result"]["datasets"].as_array().expect("datasets") {
+            let g = id["dataset_id"].as_str().expect("id");
+            c += store.count(&collection, g).await.expect("count");
+        }
+        c
+    };
+    assert_eq!(counted, n, "Upkeep wrote every point");
+    rows.push((
+        format!(
+            "Upkeep `vector_migrate` (batch {}, concurrency {})",
+            a.batch, a.concurrency
+        ),
+        seconds(&job),
+        rss,
+    ));
+
+    let best = rows[..2].iter().map(|r| n as f64 / r.1).fold(0.0, f64::max);
+    println!(
+        "{n} points × {} dims in {} datasets sharing one collection; Weaviate legacy layout → Qdrant stand-in answering as 1.8.3; loaded in {:.0} s.",
+        a.dim,
+        a.datasets,
+        loaded.as_secs_f64()
+    );
+    println!();
+    println!("| run | seconds | points/s | of the best ceiling | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for (name, secs, rss) in &rows {
+        let rate = n as f64 / secs;
+        println!(
+            "| {name} | {secs:.1} | {rate:.0} | {:.2} | {rss} |",
+            rate / best
+        );
+    }
+    stop(&mut weaviate).await;
+    drop(qdrant.stdin.take());
+    stop(&mut qdrant).await;
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to the
+# Qdrant stand-in (tests/servers/, answering as Qdrant 1.8.3), beside the ceiling: a loop that
+# only upserts the same points into the same server, sequentially and with Upkeep's
+# parallelism, in the same run. Every run's points are counted afterwards.
+# Usage: bench/vectors.sh [--points N] [--datasets N] [--dim N] [--batch N] [--concurrency N]
+#   defaults: 100000 points in 4 datasets, 1536 dims, batch 256, concurrency 4
+# Smoke test: bench/vectors.sh --points 4000 --dim 64
+# (release build; prints Markdown; the peak RSS of the stand-ins is theirs, not Upkeep's)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/postgres.sh
+. scripts/lib/servers.sh
+ensure_postgres
+ensure_test_servers
+cargo build --release --locked --bin upkeep --example vector_bench >&2
+echo "## vector_migrate ($(date -u +%F), $(nproc) cores, $(psql "$UPKEEP_TEST_PG_URL" -Atc 'show server_version' | cut -d' ' -f1))"
+echo
+echo "\`bench/vectors.sh $*\`"
+echo
+target/release/examples/vector_bench --pg "$UPKEEP_TEST_PG_URL" --upkeep target/release/upkeep \
+  --python "$UPKEEP_TEST_QDRANT_PY" "$@"
