@@ -251,6 +251,26 @@ async fn reset(http: &reqwest::Client, control: u16) {
     assert!(r.status().is_success());
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu(c: &Child) -> f64 {
+    cpu_of(&c.id().unwrap_or(0).to_string())
+}
+
+fn own_cpu() -> f64 {
+    cpu_of("self")
+}
+
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is 3rd, utime 14th, stime 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
 fn seconds(job: &Value) -> f64 {
     let at = |k: &str| {
         chrono::DateTime::parse_from_rfc3339(job[k].as_str().expect("timestamp")).expect("rfc3339")
@@ -328,8 +348,11 @@ async fn main() {
     .await
     .expect("qdrant");
     let mut rows = Vec::new();
+    let cpus = |client: f64| [cpu(&qdrant), cpu(&weaviate), client];
     for streams in [1, a.concurrency] {
+        let before = cpus(own_cpu());
         let took = ceiling(&store, &collection, &data, a.batch, streams).await;
+        let after = cpus(own_cpu());
         assert_eq!(
             count_all(&store, &collection, &data).await,
             n,
@@ -338,6 +361,7 @@ async fn main() {
         rows.push((
             format!("upsert loop, {streams} stream(s) (ceiling)"),
             took.as_secs_f64(),
+            [0, 1, 2].map(|i| after[i] - before[i]),
             "—".to_string(),
         ));
         reset(&http, control).await;
@@ -354,11 +378,13 @@ async fn main() {
         ("REDIS_DB", "12".to_string()),
     ];
     let (mut daemon, url) = spawn_daemon_with(&a.upkeep, &db_url, "bench-vectors", &env).await;
+    let before = cpus(cpu(&daemon));
     let job = common::run_job(
         &url,
         &json!({"kind": "vector_migrate", "params": {"batch_size": a.batch, "concurrency": a.concurrency}}),
     )
     .await;
+    let after = cpus(cpu(&daemon));
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
     assert_eq!(job["result"]["switched"], a.datasets, "{job}");
@@ -377,6 +403,7 @@ async fn main() {
             a.batch, a.concurrency
         ),
         seconds(&job),
+        [0, 1, 2].map(|i| after[i] - before[i]),
         rss,
     ));
 
@@ -388,12 +415,14 @@ async fn main() {
         loaded.as_secs_f64()
     );
     println!();
-    println!("| run | seconds | points/s | of the best ceiling | peak RSS |");
-    println!("|---|---|---|---|---|");
-    for (name, secs, rss) in &rows {
+    println!(
+        "| run | seconds | points/s | of the best ceiling | CPU s: Qdrant stand-in / Weaviate server / client | client peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, secs, [q, w, c], rss) in &rows {
         let rate = n as f64 / secs;
         println!(
-            "| {name} | {secs:.1} | {rate:.0} | {:.2} | {rss} |",
+            "| {name} | {secs:.1} | {rate:.0} | {:.2} | {q:.1} / {w:.1} / {c:.1} | {rss} |",
             rate / best
         );
     }

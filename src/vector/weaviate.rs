@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
@@ -40,13 +42,14 @@ impl Weaviate {
         })
     }
 
-    async fn call(
+    /// One request; the status and the raw body.
+    async fn send(
         &self,
         call: &'static str,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Value), VectorError> {
+    ) -> Result<(StatusCode, Vec<u8>), VectorError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -63,14 +66,40 @@ impl Weaviate {
             .bytes()
             .await
             .map_err(|e| VectorError::store(NAME, call, e))?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    async fn call(
+        &self,
+        call: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), VectorError> {
+        let (status, bytes) = self.send(call, method, path, body).await?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                VectorError::store(NAME, call, format!("{status}: unreadable answer: {e}"))
-            })?
+            parse(call, status, &bytes)?
         };
         Ok((status, value))
+    }
+
+    /// A request answered 2xx with a `T` (None: 404), else an error with the answer's text.
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        path: &str,
+    ) -> Result<Option<T>, VectorError> {
+        let (status, bytes) = self.send(call, Method::GET, path, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => parse(call, status, &bytes).map(Some),
+            s => {
+                let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+                Err(VectorError::store(NAME, call, format!("{s} {text}")))
+            }
+        }
     }
 
     async fn ok(
@@ -104,24 +133,61 @@ impl Weaviate {
     }
 }
 
+fn parse<T: DeserializeOwned>(
+    call: &'static str,
+    status: StatusCode,
+    bytes: &[u8],
+) -> Result<T, VectorError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| VectorError::store(NAME, call, format!("{status}: unreadable answer: {e}")))
+}
+
+/// An object as `GET /v1/objects` answers it, vectors read straight into floats.
+#[derive(Deserialize)]
+struct Object {
+    id: String,
+    #[serde(default)]
+    properties: Map<String, Value>,
+    /// The legacy unnamed vector.
+    #[serde(default)]
+    vector: Option<Vec<f32>>,
+    #[serde(default)]
+    vectors: Option<NamedVectors>,
+}
+
+/// Named vectors: Dify's classes have one, `default`; any other is skipped unread.
+#[derive(Deserialize)]
+struct NamedVectors {
+    #[serde(default)]
+    default: Option<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct ObjectList {
+    #[serde(default)]
+    objects: Vec<Object>,
+}
+
 /// An object of `GET /v1/objects` as a point: `text` is the content, every other property
 /// metadata; the vector is `vectors.default` (named layout) or `vector` (legacy), and empty
 /// when the listing did not ask for vectors.
-fn point_of(object: &Value, with_vector: bool) -> Result<Point, VectorError> {
-    let id = object["id"]
-        .as_str()
-        .ok_or_else(|| VectorError::Layout(format!("object without id: {object}")))?
-        .to_string();
-    let vector = if with_vector {
-        vector_of(object, &id)?
-    } else {
-        Vec::new()
+fn point_of(object: Object, with_vector: bool) -> Result<Point, VectorError> {
+    let Object {
+        id,
+        mut properties,
+        vector,
+        vectors,
+    } = object;
+    let vector = match (with_vector, vectors.and_then(|v| v.default).or(vector)) {
+        (false, _) => Vec::new(),
+        (true, Some(v)) => v,
+        (true, None) => {
+            return Err(VectorError::Layout(format!(
+                "object {id} has neither a `default` named vector nor a legacy vector"
+            )));
+        }
     };
-    let mut metadata: Map<String, Value> = object["properties"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let text = match metadata.remove("text") {
+    let text = match properties.remove("text") {
         Some(Value::String(s)) => s,
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
@@ -130,27 +196,8 @@ fn point_of(object: &Value, with_vector: bool) -> Result<Point, VectorError> {
         id,
         vector,
         text,
-        metadata,
+        metadata: properties,
     })
-}
-
-fn vector_of(object: &Value, id: &str) -> Result<Vec<f32>, VectorError> {
-    let raw = object
-        .get("vectors")
-        .and_then(|v| v.get("default"))
-        .filter(|v| v.is_array())
-        .or_else(|| object.get("vector").filter(|v| v.is_array()))
-        .ok_or_else(|| {
-            VectorError::Layout(format!(
-                "object {id} has neither a `default` named vector nor a legacy vector"
-            ))
-        })?;
-    raw.as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| x.as_f64().map(|f| f as f32))
-        .collect::<Option<Vec<f32>>>()
-        .ok_or_else(|| VectorError::Layout(format!("object {id}: a vector entry is not a number")))
 }
 
 impl VectorStore for Weaviate {
@@ -211,23 +258,14 @@ impl VectorStore for Weaviate {
             path.push_str("&after=");
             path.push_str(after);
         }
-        let (status, body) = self.call("list objects", Method::GET, &path, None).await?;
-        if status == StatusCode::NOT_FOUND {
+        let Some(list) = self.typed::<ObjectList>("list objects", &path).await? else {
             return Err(VectorError::Layout(format!(
                 "Weaviate has no class {collection}"
             )));
-        }
-        if !status.is_success() {
-            return Err(VectorError::store(
-                NAME,
-                "list objects",
-                format!("{status} {body}"),
-            ));
-        }
-        let points = body["objects"]
-            .as_array()
+        };
+        let points = list
+            .objects
             .into_iter()
-            .flatten()
             .map(|o| point_of(o, vectors))
             .collect::<Result<Vec<Point>, VectorError>>()?;
         let next = (points.len() == limit)
@@ -320,25 +358,11 @@ impl VectorStore for Weaviate {
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {
-            let (status, object) = self
-                .call(
-                    "get object",
-                    Method::GET,
-                    &format!("/v1/objects/{collection}/{id}?include=vector"),
-                    None,
-                )
-                .await?;
-            if status == StatusCode::NOT_FOUND {
+            let path = format!("/v1/objects/{collection}/{id}?include=vector");
+            let Some(object) = self.typed::<Object>("get object", &path).await? else {
                 continue;
-            }
-            if !status.is_success() {
-                return Err(VectorError::store(
-                    NAME,
-                    "get object",
-                    format!("{status} {object}"),
-                ));
-            }
-            found.push(point_of(&object, true)?);
+            };
+            found.push(point_of(object, true)?);
         }
         Ok(found)
     }
@@ -426,14 +450,22 @@ mod tests {
 
     #[test]
     fn reads_both_vector_shapes() {
-        let legacy =
-            json!({"id": "a", "properties": {"text": "t", "doc_id": "d"}, "vector": [0.5, 1.0]});
-        let named = json!({"id": "b", "properties": {"text": "t"}, "vectors": {"default": [0.25]}});
-        let p = point_of(&legacy, true).expect("legacy");
+        let object = |v: Value| serde_json::from_value::<Object>(v).expect("an object");
+        let legacy = object(
+            json!({"id": "a", "properties": {"text": "t", "doc_id": "d"}, "vector": [0.5, 1.0]}),
+        );
+        let named = object(
+            json!({"id": "b", "properties": {"text": "t"}, "vectors": {"default": [0.25], "other": [[1.0]]}}),
+        );
+        let p = point_of(legacy, true).expect("legacy");
         assert_eq!((p.vector.clone(), p.doc_id()), (vec![0.5, 1.0], Some("d")));
-        assert_eq!(point_of(&named, true).expect("named").vector, vec![0.25]);
-        assert!(point_of(&json!({"id": "c", "properties": {}}), true).is_err());
-        let listed = point_of(&json!({"id": "c", "properties": {"text": "t"}}), false);
-        assert_eq!(listed.expect("no vector asked").vector, Vec::<f32>::new());
+        assert_eq!(p.text, "t");
+        assert_eq!(point_of(named, true).expect("named").vector, vec![0.25]);
+        let bare = || object(json!({"id": "c", "properties": {"text": "t"}}));
+        assert!(point_of(bare(), true).is_err());
+        assert_eq!(
+            point_of(bare(), false).expect("no vector asked").vector,
+            Vec::<f32>::new()
+        );
     }
 }
