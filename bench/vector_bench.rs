@@ -3,6 +3,10 @@
 //! upserts the same points (ids, payloads, vectors, batch size) into the same server, with no
 //! reading, once sequentially and once with Upkeep's parallelism. Between runs the stand-in
 //! is reset. Every run's collection is counted afterwards, so a broken run cannot look fast.
+//! The Qdrant stand-in gets core 0 to itself and everything else (this program, pinned by
+//! `bench/vectors.sh`, the Weaviate server and the daemon) shares core 1, as if the stores ran on machines of their own: on two
+//! shared cores the single-threaded stand-in would otherwise be slowed by whoever else runs,
+//! which the ceiling loop, nearly idle itself, never does.
 //! Run it with `bench/vectors.sh`; it prints Markdown.
 
 use std::process::Stdio;
@@ -69,9 +73,10 @@ fn args() -> Args {
     a
 }
 
-/// One of `tests/servers/`, on a free port; the ports it prints after `READY`.
-async fn server(python: &str, script: &str, args: &[&str]) -> (Child, Vec<u16>) {
-    let mut child = Command::new(python)
+/// One of `tests/servers/`, on a free port and `cpus`; the ports it prints after `READY`.
+async fn server(python: &str, cpus: &str, script: &str, args: &[&str]) -> (Child, Vec<u16>) {
+    let mut child = Command::new("taskset")
+        .args(["-c", cpus, python])
         .arg(format!("tests/servers/{script}"))
         .args(args)
         .stdin(Stdio::piped())
@@ -271,6 +276,47 @@ fn cpu_of(pid: &str) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
+/// Runs a job to its end, polling every 100 ms; also returns when its progress first showed
+/// every point written (the copy done, verification under way), in seconds after submission.
+async fn watch(url: &str, body: &Value, n: u64) -> (Value, f64) {
+    let http = reqwest::Client::new();
+    let submitted = Instant::now();
+    let job: Value = http
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(common::TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("job");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let mut copied = None;
+    loop {
+        let view: Value = http
+            .get(format!("{url}/v1/jobs/{id}"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .expect("show")
+            .json()
+            .await
+            .expect("job");
+        if copied.is_none() && view["progress"]["done"].as_u64() >= Some(n) {
+            copied = Some(submitted.elapsed().as_secs_f64());
+        }
+        match view["state"].as_str() {
+            Some("succeeded") => {
+                let end = submitted.elapsed().as_secs_f64();
+                return (view, copied.unwrap_or(end));
+            }
+            Some("failed") | Some("cancelled") => panic!("job ended {view}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 fn seconds(job: &Value) -> f64 {
     let at = |k: &str| {
         chrono::DateTime::parse_from_rfc3339(job[k].as_str().expect("timestamp")).expect("rfc3339")
@@ -286,12 +332,14 @@ async fn main() {
     let http = reqwest::Client::new();
     let (mut weaviate, wport) = server(
         &a.python,
+        "1",
         "weaviate_server.py",
         &["--host", "127.0.0.1", "--port", "0"],
     )
     .await;
     let (mut qdrant, qports) = server(
         &a.python,
+        "0",
         "qdrant_standin.py",
         &[
             "--host",
@@ -379,11 +427,8 @@ async fn main() {
     ];
     let (mut daemon, url) = spawn_daemon_with(&a.upkeep, &db_url, "bench-vectors", &env).await;
     let before = cpus(cpu(&daemon));
-    let job = common::run_job(
-        &url,
-        &json!({"kind": "vector_migrate", "params": {"batch_size": a.batch, "concurrency": a.concurrency}}),
-    )
-    .await;
+    let body = json!({"kind": "vector_migrate", "params": {"batch_size": a.batch, "concurrency": a.concurrency}});
+    let (job, copied_after) = watch(&url, &body, n).await;
     let after = cpus(cpu(&daemon));
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
@@ -399,7 +444,16 @@ async fn main() {
     assert_eq!(counted, n, "Upkeep wrote every point");
     rows.push((
         format!(
-            "Upkeep `vector_migrate` (batch {}, concurrency {})",
+            "Upkeep `vector_migrate` (batch {}, concurrency {}), copy phase",
+            a.batch, a.concurrency
+        ),
+        copied_after,
+        [f64::NAN; 3],
+        rss.clone(),
+    ));
+    rows.push((
+        format!(
+            "Upkeep `vector_migrate` (batch {}, concurrency {}), whole job with verification",
             a.batch, a.concurrency
         ),
         seconds(&job),
@@ -421,8 +475,13 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     for (name, secs, [q, w, c], rss) in &rows {
         let rate = n as f64 / secs;
+        let cpu = if q.is_nan() {
+            "—".to_string()
+        } else {
+            format!("{q:.1} / {w:.1} / {c:.1}")
+        };
         println!(
-            "| {name} | {secs:.1} | {rate:.0} | {:.2} | {q:.1} / {w:.1} / {c:.1} | {rss} |",
+            "| {name} | {secs:.1} | {rate:.0} | {:.2} | {cpu} | {rss} |",
             rate / best
         );
     }

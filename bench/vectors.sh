@@ -6,7 +6,8 @@
 # Usage: bench/vectors.sh [--points N] [--datasets N] [--dim N] [--batch N] [--concurrency N]
 #   defaults: 100000 points in 4 datasets, 1536 dims, batch 256, concurrency 4
 # Smoke test: bench/vectors.sh --points 4000 --dim 64
-# (release build; prints Markdown; the peak RSS of the stand-ins is theirs, not Upkeep's)
+# (release build; prints Markdown; needs 2 cores: the Qdrant stand-in is pinned to core 0,
+# everything else to core 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/postgres.sh
@@ -18,5 +19,6 @@ echo "## vector_migrate ($(date -u +%F), $(nproc) cores, $(psql "$UPKEEP_TEST_PG
 echo
 echo "\`bench/vectors.sh $*\`"
 echo
-target/release/examples/vector_bench --pg "$UPKEEP_TEST_PG_URL" --upkeep target/release/upkeep \
+# Core 1 for this program and its children; the Qdrant stand-in takes core 0 (see the program).
+taskset -c 1 target/release/examples/vector_bench --pg "$UPKEEP_TEST_PG_URL" --upkeep target/release/upkeep \
   --python "$UPKEEP_TEST_QDRANT_PY" "$@"

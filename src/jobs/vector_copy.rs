@@ -78,6 +78,15 @@ impl Shared {
         }
     }
 
+    /// The dimension of a collection made sure of in this run (it exists), if any.
+    fn known(&self, collection: &str) -> Option<usize> {
+        let map = self
+            .collections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(collection).and_then(|cell| cell.get().copied())
+    }
+
     /// Creates the target collection as Dify would, once per run, and checks that `dim`
     /// matches what it holds.
     async fn ensure(&self, collection: &str, dim: usize) -> Result<(), VectorError> {
@@ -265,6 +274,15 @@ impl Copy<'_> {
         self.unit.ds.id.to_string()
     }
 
+    /// None: the target collection does not exist; Some(dimension) otherwise.
+    async fn target_dimension(&self) -> Result<Option<Option<usize>>, VectorError> {
+        if let Some(dim) = self.shared.known(&self.unit.collection) {
+            return Ok(Some(Some(dim)));
+        }
+        let info = self.shared.target.describe(&self.unit.collection).await?;
+        Ok(info.map(|i| i.dimension))
+    }
+
     async fn report(&self, reports: &mpsc::Sender<Report>, state: &UnitState) {
         self.report_with(reports, state, None).await
     }
@@ -346,16 +364,14 @@ impl Copy<'_> {
             store: self.source,
             collection: self.source_collection,
         };
-        let expected = self.expected.len() as u64;
-        Ok(verify(
-            target,
-            source,
-            &self.group(),
-            expected,
-            &state.sample,
-            &filled,
-        )
-        .await)
+        let expected = self.expected;
+        let exists = match self.target_dimension().await {
+            Ok(d) => d.is_some(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let group = self.group();
+        let sample = &state.sample;
+        Ok(verify(target, source, &group, expected, exists, sample, &filled).await)
     }
 
     /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
@@ -427,28 +443,28 @@ impl Copy<'_> {
     ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
         let target = &self.shared.target;
         let collection = &self.unit.collection;
-        let exists = match target.describe(collection).await {
-            Ok(info) => info,
+        let exists = match self.target_dimension().await {
+            Ok(dimension) => dimension,
             Err(e) => return Ok(Err(e)),
         };
-        let mut absent: Vec<&Record> = Vec::new();
-        if exists.is_none() {
-            absent.extend(self.expected.iter());
+        let present: HashSet<String> = if exists.is_none() {
+            HashSet::new()
         } else {
-            for chunk in self.expected.chunks(self.shared.batch) {
-                let ids: Vec<String> = chunk.iter().map(|r| r.doc_id.clone()).collect();
-                let present: HashSet<String> =
-                    match retried(|| target.present(collection, &ids)).await {
-                        Ok(p) => p.into_iter().collect(),
-                        Err(e) => return Ok(Err(e)),
-                    };
-                absent.extend(chunk.iter().filter(|r| !present.contains(&r.doc_id)));
+            let group = self.group();
+            match retried(|| target.ids(collection, &group)).await {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(e) => return Ok(Err(e)),
             }
-        }
+        };
+        let absent: Vec<&Record> = self
+            .expected
+            .iter()
+            .filter(|r| !present.contains(&r.doc_id))
+            .collect();
         if absent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        let dimension = exists.and_then(|i| i.dimension);
+        let dimension = exists.flatten();
         let mut filled = Vec::new();
         let mut wrong_size = 0usize;
         if self.shared.missing != MissingVectors::Fail {

@@ -269,15 +269,18 @@ impl JobKind for VectorMigrate {
                 biased;
                 Some(report) = rx.recv() => {
                     ctx.failpoint("vector_migrate.batch_written").await?;
+                    let before = cp.current.get(&report.id);
                     ctx.count("points", report.state.written().saturating_sub(
-                        cp.current.get(&report.id).map_or(0, UnitState::written)));
+                        before.map_or(0, UnitState::written)));
+                    // A unit read to its end moves on to verification: shown at once.
+                    let read_now = report.state.read_all && !before.is_some_and(|s| s.read_all);
                     cp.current.insert(report.id, report.state);
                     ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
                     if let Some(saved) = report.saved {
                         let _ = saved.send(());
                     }
                     ctx.failpoint("vector_migrate.checkpointed").await?;
-                    report_progress(ctx, &cp, total, false).await?;
+                    report_progress(ctx, &cp, total, read_now).await?;
                 }
                 Some(joined) = running.join_next() => {
                     let (unit, outcome) = joined.map_err(|e| {
@@ -351,9 +354,11 @@ async fn report_progress(
             .filter(|(id, _)| !finished(id))
             .map(|(_, s)| s.written())
             .sum::<u64>();
+    let running = || cp.current.iter().filter(|(id, _)| !finished(id));
     let detail = json!({
         "datasets_done": cp.done.len(),
-        "datasets_running": cp.current.keys().filter(|id| !finished(id)).count(),
+        "datasets_running": running().count(),
+        "datasets_verifying": running().filter(|(_, s)| s.read_all).count(),
         "failed": cp.done.iter().filter(|o| o.error.is_some()).count(),
     });
     ctx.progress(

@@ -1,12 +1,19 @@
 //! The check before a dataset switches: the target holds exactly the records Dify's tables
 //! name, sampled copies equal the source's points, and Dify's own search finds them.
 
+use std::collections::HashSet;
+
 use super::vector_copy::{Sampled, VECTOR_SAMPLE, retried};
+use crate::dify::vector_records::Record;
 use crate::vector::config::AnyStore;
 use crate::vector::store::{Point, VectorError, VectorStore};
 
-/// Sampled points searched for with Dify's filter.
-const SEARCH_SAMPLE: usize = 4;
+/// Sampled points searched for with Dify's filter: each proves the filter and the vectors
+/// work together; the vectors themselves are proven by the comparison.
+const SEARCH_SAMPLE: usize = 2;
+
+/// Ids named in a failed verification.
+const LISTED: usize = 5;
 
 /// A collection in a store.
 #[derive(Clone, Copy)]
@@ -22,19 +29,42 @@ pub async fn verify(
     target: Place<'_>,
     source: Place<'_>,
     group: &str,
-    expected: u64,
+    expected: &[Record],
+    exists: bool,
     sample: &[Sampled],
     filled: &[Point],
 ) -> Result<(), VectorError> {
     let (collection, target) = (target.collection, target.store);
-    let counted = if target.describe(collection).await?.is_some() {
-        retried(|| target.count(collection, group)).await?
+    // The group's ids equal the records' doc_ids: every record there, nothing else.
+    let held: HashSet<String> = if exists {
+        retried(|| target.ids(collection, group))
+            .await?
+            .into_iter()
+            .collect()
     } else {
-        0
+        HashSet::new()
     };
-    if counted != expected {
+    let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|id| !held.contains(*id))
+        .take(LISTED)
+        .collect();
+    let extra: Vec<&str> = held
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !wanted.contains(id))
+        .take(LISTED)
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
         return Err(VectorError::Layout(format!(
-            "verification: the target holds {counted} points for this group, Dify's tables name {expected}"
+            "verification: the target holds {} points for this group, Dify's tables name {}; \
+             missing e.g. {missing:?}; not among Dify's records e.g. {extra:?} (left by an \
+             earlier `flask vdb-migrate`, or records deleted meanwhile: Upkeep deletes nothing it \
+             did not write)",
+            held.len(),
+            wanted.len()
         )));
     }
     let source_ids: Vec<String> = sample.iter().map(|s| s.source_id.clone()).collect();

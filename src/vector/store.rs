@@ -128,11 +128,11 @@ pub trait VectorStore: Send + Sync {
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Point>, VectorError>> + Send;
 
-    /// Which of these ids the collection holds (no payload or vectors read).
-    fn present(
+    /// The id of every point of `group` (no payload or vectors read).
+    fn ids(
         &self,
         collection: &str,
-        ids: &[String],
+        group: &str,
     ) -> impl Future<Output = Result<Vec<String>, VectorError>> + Send;
 
     /// Nearest points of `group`, with Dify's own filter.

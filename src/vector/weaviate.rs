@@ -49,7 +49,7 @@ impl Weaviate {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Vec<u8>), VectorError> {
+    ) -> Result<(StatusCode, bytes::Bytes), VectorError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -66,7 +66,7 @@ impl Weaviate {
             .bytes()
             .await
             .map_err(|e| VectorError::store(NAME, call, e))?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, bytes))
     }
 
     async fn call(
@@ -367,30 +367,19 @@ impl VectorStore for Weaviate {
         Ok(found)
     }
 
-    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
-        let mut found = Vec::new();
-        for id in ids {
-            let (status, body) = self
-                .call(
-                    "head object",
-                    Method::HEAD,
-                    &format!("/v1/objects/{collection}/{id}"),
-                    None,
-                )
+    async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .read_page(collection, group, cursor.as_deref(), 1000, false)
                 .await?;
-            match status {
-                s if s.is_success() => found.push(id.clone()),
-                StatusCode::NOT_FOUND => {}
-                s => {
-                    return Err(VectorError::store(
-                        NAME,
-                        "head object",
-                        format!("{s} {body}"),
-                    ));
-                }
+            ids.extend(page.points.into_iter().map(|p| p.id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(ids),
             }
         }
-        Ok(found)
     }
 
     async fn search(

@@ -613,6 +613,60 @@ async fn weaviate_going_away_mid_copy_fails_the_dataset_and_the_retry_resumes_at
 }
 
 #[tokio::test]
+async fn points_upkeep_did_not_write_fail_verification_and_stay() {
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let q = QdrantStandin::start("1.8.3").await;
+    let (binding, shared) = binding(&db, "dataset").await;
+    let ds = dataset(&db, Uuid::new_v4(), binding, 30, false, 41).await;
+    load(&w, &ds, false, &[], 0).await;
+    // A half-finished `flask vdb-migrate` left a parent vector in the dataset's group.
+    let store = q.store().await;
+    store
+        .ensure_collection(&shared, DIM)
+        .await
+        .expect("collection");
+    let leftover = Uuid::new_v4().to_string();
+    let point = upkeep::vector::store::Point {
+        id: leftover.clone(),
+        vector: crate::support::dify_vectors::vector(4242),
+        text: "a parent segment".into(),
+        metadata: json!({"doc_id": leftover})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    store
+        .upsert(&shared, &ds.id.to_string(), &[point])
+        .await
+        .expect("leftover");
+    let d = daemon(&db, &w, &q).await;
+    let failed = run(
+        &d,
+        json!({"kind": "vector_migrate", "params": {"dataset_ids": [ds.id]}}),
+    )
+    .await;
+    assert_eq!(failed["error"]["code"], "datasets_failed", "{failed}");
+    let o = &failed["result"]["datasets"][0];
+    assert!(o["error"].to_string().contains(&leftover), "{o}");
+    assert_eq!(
+        (o["verified"].clone(), o["switched"].clone()),
+        (json!(false), json!(false))
+    );
+    assert!(index_struct(&db, ds.id).await.contains("weaviate"));
+    let kept = store.get(&shared, std::slice::from_ref(&leftover)).await.expect("get");
+    assert_eq!(kept.len(), 1, "the leftover stays");
+    assert_eq!(
+        store
+            .count(&shared, &ds.id.to_string())
+            .await
+            .expect("count"),
+        31
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn bad_params_name_the_field_and_queue_nothing() {
     let db = pg::dify_database().await;
     let d = TestDaemon::start(
