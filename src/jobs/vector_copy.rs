@@ -14,7 +14,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::JobError;
-use super::vector_verify::{Place, verify};
+use super::vector_verify::{Check, verify};
 use crate::dify::vector_records::{self, Dataset, Record};
 use crate::vector::config::{AnyStore, StoreConfig};
 use crate::vector::embeddings::Embedder;
@@ -205,6 +205,24 @@ impl Outcome {
     }
 }
 
+/// Which of `ids` the target collection lacks, asked `batch` at a time.
+pub async fn absent_from(
+    target: &AnyStore,
+    collection: &str,
+    ids: &[String],
+    batch: usize,
+) -> Result<HashSet<String>, VectorError> {
+    let mut absent = HashSet::new();
+    for chunk in ids.chunks(batch) {
+        let present: HashSet<String> = retried(|| target.present(collection, chunk))
+            .await?
+            .into_iter()
+            .collect();
+        absent.extend(chunk.iter().filter(|id| !present.contains(*id)).cloned());
+    }
+    Ok(absent)
+}
+
 /// Retries a store call a few times (the store may be restarting) before giving up.
 pub async fn retried<T, F, Fut>(mut call: F) -> Result<T, VectorError>
 where
@@ -356,22 +374,21 @@ impl Copy<'_> {
             outcome.from_cache = cached;
             outcome.reembedded = reembedded;
         }
-        let target = Place {
-            store: &self.shared.target,
-            collection: &self.unit.collection,
-        };
-        let source = Place {
-            store: self.source,
-            collection: self.source_collection,
-        };
-        let expected = self.expected;
         let exists = match self.target_dimension().await {
             Ok(d) => d.is_some(),
             Err(e) => return Ok(Err(e)),
         };
         let group = self.group();
-        let sample = &state.sample;
-        Ok(verify(target, source, &group, expected, exists, sample, &filled).await)
+        let check = Check {
+            target: &self.shared.target,
+            collection: &self.unit.collection,
+            group: &group,
+            source: self.source,
+            source_collection: self.source_collection,
+            expected: self.expected,
+            batch: self.shared.batch,
+        };
+        Ok(verify(&check, exists, &state.sample, &filled).await)
     }
 
     /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
@@ -447,20 +464,19 @@ impl Copy<'_> {
             Ok(dimension) => dimension,
             Err(e) => return Ok(Err(e)),
         };
-        let present: HashSet<String> = if exists.is_none() {
-            HashSet::new()
+        let absent: Vec<&Record> = if exists.is_none() {
+            self.expected.iter().collect()
         } else {
-            let group = self.group();
-            match retried(|| target.ids(collection, &group)).await {
-                Ok(ids) => ids.into_iter().collect(),
+            let ids: Vec<String> = self.expected.iter().map(|r| r.doc_id.clone()).collect();
+            match absent_from(target, collection, &ids, self.shared.batch).await {
+                Ok(gone) => self
+                    .expected
+                    .iter()
+                    .filter(|r| gone.contains(r.doc_id.as_str()))
+                    .collect(),
                 Err(e) => return Ok(Err(e)),
             }
         };
-        let absent: Vec<&Record> = self
-            .expected
-            .iter()
-            .filter(|r| !present.contains(&r.doc_id))
-            .collect();
         if absent.is_empty() {
             return Ok(Ok(Vec::new()));
         }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::vector_copy::{Sampled, VECTOR_SAMPLE, retried};
+use super::vector_copy::{Sampled, VECTOR_SAMPLE, absent_from, retried};
 use crate::dify::vector_records::Record;
 use crate::vector::config::AnyStore;
 use crate::vector::store::{Point, VectorError, VectorStore};
@@ -15,60 +15,51 @@ const SEARCH_SAMPLE: usize = 2;
 /// Ids named in a failed verification.
 const LISTED: usize = 5;
 
-/// A collection in a store.
-#[derive(Clone, Copy)]
-pub struct Place<'a> {
-    pub store: &'a AnyStore,
+/// What is checked: one group of the target against the records and the source.
+pub struct Check<'a> {
+    pub target: &'a AnyStore,
     pub collection: &'a str,
+    pub group: &'a str,
+    pub source: &'a AnyStore,
+    pub source_collection: &'a str,
+    pub expected: &'a [Record],
+    /// Ids per presence request.
+    pub batch: usize,
 }
 
 /// The target holds exactly the unit's records; sampled copies equal the source's points
 /// (within what a cosine store's renormalisation changes) and filled ones what was
 /// written; Dify's own search (the group filter) finds sampled points first.
+/// `exists`: whether the target collection exists at all.
 pub async fn verify(
-    target: Place<'_>,
-    source: Place<'_>,
-    group: &str,
-    expected: &[Record],
+    check: &Check<'_>,
     exists: bool,
     sample: &[Sampled],
     filled: &[Point],
 ) -> Result<(), VectorError> {
-    let (collection, target) = (target.collection, target.store);
-    // The group's ids equal the records' doc_ids: every record there, nothing else.
-    let held: HashSet<String> = if exists {
-        retried(|| target.ids(collection, group))
-            .await?
-            .into_iter()
-            .collect()
+    let Check {
+        target,
+        collection,
+        group,
+        source,
+        source_collection,
+        expected,
+        batch,
+    } = *check;
+    // The fill found every other record there; the filled ones are checked here. With those
+    // present, a count equal to the records' means nothing else is in the group.
+    let filled_ids: Vec<String> = filled.iter().map(|p| p.id.clone()).collect();
+    let lost = absent_from(target, collection, &filled_ids, batch).await?;
+    let counted = if exists {
+        retried(|| target.count(collection, group)).await?
     } else {
-        HashSet::new()
+        0
     };
-    let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
-    let missing: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|id| !held.contains(*id))
-        .take(LISTED)
-        .collect();
-    let extra: Vec<&str> = held
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !wanted.contains(id))
-        .take(LISTED)
-        .collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        return Err(VectorError::Layout(format!(
-            "verification: the target holds {} points for this group, Dify's tables name {}; \
-             missing e.g. {missing:?}; not among Dify's records e.g. {extra:?} (left by an \
-             earlier `flask vdb-migrate`, or records deleted meanwhile: Upkeep deletes nothing it \
-             did not write)",
-            held.len(),
-            wanted.len()
-        )));
+    if counted != expected.len() as u64 || !lost.is_empty() {
+        return Err(mismatch(target, collection, group, expected).await);
     }
     let source_ids: Vec<String> = sample.iter().map(|s| s.source_id.clone()).collect();
-    let originals = retried(|| source.store.get(source.collection, &source_ids)).await?;
+    let originals = retried(|| source.get(source_collection, &source_ids)).await?;
     let mut wanted: Vec<Point> = Vec::new();
     for s in sample {
         let Some(original) = originals.iter().find(|p| p.id == s.source_id) else {
@@ -116,6 +107,40 @@ pub async fn verify(
         }
     }
     Ok(())
+}
+
+/// What differs between the group's ids and the records' `doc_id`s, as an error.
+async fn mismatch(
+    target: &AnyStore,
+    collection: &str,
+    group: &str,
+    expected: &[Record],
+) -> VectorError {
+    let held: HashSet<String> = match retried(|| target.ids(collection, group)).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => return e,
+    };
+    let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|id| !held.contains(*id))
+        .take(LISTED)
+        .collect();
+    let extra: Vec<&str> = held
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !wanted.contains(id))
+        .take(LISTED)
+        .collect();
+    VectorError::Layout(format!(
+        "verification: the target holds {} points for this group, Dify's tables name {}; \
+         missing e.g. {missing:?}; not among Dify's records e.g. {extra:?} (left by an earlier \
+         `flask vdb-migrate`, or records deleted meanwhile: Upkeep deletes nothing it did not \
+         write)",
+        held.len(),
+        wanted.len()
+    ))
 }
 
 /// Equal once both are unit length, to float32 precision: Qdrant (cosine) normalises what

@@ -202,6 +202,9 @@ impl VectorStore for AnyStore {
     async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
         delegate!(self, s => s.get(collection, ids).await)
     }
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        delegate!(self, s => s.present(collection, ids).await)
+    }
     async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
         delegate!(self, s => s.ids(collection, group).await)
     }

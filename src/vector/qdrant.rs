@@ -426,6 +426,25 @@ impl VectorStore for QdrantStore {
             .collect())
     }
 
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        let got = self
+            .client
+            .get_points(GetPoints {
+                collection_name: collection.to_string(),
+                ids: ids.iter().map(|i| uuid_id(i)).collect(),
+                with_payload: Some(false.into()),
+                with_vectors: Some(false.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("get points", e))?;
+        Ok(got
+            .result
+            .iter()
+            .map(|p| id_string(p.id.as_ref()))
+            .collect())
+    }
+
     async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
         let mut ids = Vec::new();
         let mut offset: Option<PointId> = None;

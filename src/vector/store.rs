@@ -128,6 +128,13 @@ pub trait VectorStore: Send + Sync {
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Point>, VectorError>> + Send;
 
+    /// Which of these ids the collection holds (no payload or vectors read).
+    fn present(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, VectorError>> + Send;
+
     /// The id of every point of `group` (no payload or vectors read).
     fn ids(
         &self,

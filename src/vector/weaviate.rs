@@ -367,6 +367,32 @@ impl VectorStore for Weaviate {
         Ok(found)
     }
 
+    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        let mut found = Vec::new();
+        for id in ids {
+            let (status, body) = self
+                .call(
+                    "head object",
+                    Method::HEAD,
+                    &format!("/v1/objects/{collection}/{id}"),
+                    None,
+                )
+                .await?;
+            match status {
+                s if s.is_success() => found.push(id.clone()),
+                StatusCode::NOT_FOUND => {}
+                s => {
+                    return Err(VectorError::store(
+                        NAME,
+                        "head object",
+                        format!("{s} {body}"),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;

@@ -654,7 +654,10 @@ async fn points_upkeep_did_not_write_fail_verification_and_stay() {
         (json!(false), json!(false))
     );
     assert!(index_struct(&db, ds.id).await.contains("weaviate"));
-    let kept = store.get(&shared, std::slice::from_ref(&leftover)).await.expect("get");
+    let kept = store
+        .get(&shared, std::slice::from_ref(&leftover))
+        .await
+        .expect("get");
     assert_eq!(kept.len(), 1, "the leftover stays");
     assert_eq!(
         store
