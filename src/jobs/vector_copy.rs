@@ -26,6 +26,8 @@ pub const VECTOR_SAMPLE: usize = 16;
 const ATTEMPTS: u32 = 4;
 /// Missing records named in a failure.
 const MISSING_LISTED: usize = 20;
+/// Times a unit re-reads Dify's tables to bring the copy along with changes before it gives up.
+const CATCH_UP_ROUNDS: usize = 4;
 
 /// What to do with a record the source store lacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -168,12 +170,24 @@ pub struct Outcome {
     pub reembedded: u64,
     /// Source points no record of the dataset names (e.g. parent vectors `vdb-migrate` wrote).
     pub not_copied_strays: u64,
+    /// Records Dify added or edited, and deleted, while the dataset was being copied.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub changed_during_copy: u64,
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub removed_during_copy: u64,
     pub verified: bool,
     pub switched: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub missing: Vec<String>,
+    /// The copy cannot be completed from where it is: a retry starts the unit over.
+    #[serde(skip)]
+    pub restart: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Outcome {
@@ -221,6 +235,14 @@ pub async fn absent_from(
         absent.extend(chunk.iter().filter(|id| !present.contains(*id)).cloned());
     }
     Ok(absent)
+}
+
+/// Points rebuilt from Dify's tables and where their vectors came from.
+#[derive(Default)]
+struct Rebuilt {
+    points: Vec<Point>,
+    from_cache: u64,
+    reembedded: u64,
 }
 
 /// Retries a store call a few times (the store may be restarting) before giving up.
@@ -374,21 +396,63 @@ impl Copy<'_> {
             outcome.from_cache = cached;
             outcome.reembedded = reembedded;
         }
-        let exists = match self.target_dimension().await {
-            Ok(d) => d.is_some(),
-            Err(e) => return Ok(Err(e)),
-        };
-        let group = self.group();
-        let check = Check {
-            target: &self.shared.target,
-            collection: &self.unit.collection,
-            group: &group,
-            source: self.source,
-            source_collection: self.source_collection,
-            expected: self.expected,
-            batch: self.shared.batch,
-        };
-        Ok(verify(&check, exists, &state.sample, &filled).await)
+        let mut records = self.expected.to_vec();
+        let mut filled = filled;
+        // Sampled copies of records Dify changed or deleted meanwhile are not the source's.
+        let mut sample = state.sample.clone();
+        for _ in 0..CATCH_UP_ROUNDS {
+            let now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+            if !same_records(&records, &now) {
+                let unchanged: HashSet<(&str, &str)> = contents(&now).into_iter().collect();
+                sample.retain(|s| {
+                    records.iter().any(|r| {
+                        r.doc_id == s.doc_id
+                            && unchanged.contains(&(r.doc_id.as_str(), r.cache_hash.as_str()))
+                    })
+                });
+                match self.catch_up(&records, &now, outcome).await? {
+                    Ok(points) => filled.extend(points),
+                    Err(e) => return Ok(Err(e)),
+                }
+                records = now;
+                continue;
+            }
+            // Each record's last written version, for records Dify's tables still name.
+            let named: HashSet<&str> = records.iter().map(|r| r.doc_id.as_str()).collect();
+            let mut last: HashMap<String, Point> = HashMap::new();
+            for p in filled.iter().filter(|p| named.contains(p.id.as_str())) {
+                last.insert(p.id.clone(), p.clone());
+            }
+            let mut written: Vec<Point> = last.into_values().collect();
+            written.sort_by(|a, b| a.id.cmp(&b.id));
+            let exists = match self.target_dimension().await {
+                Ok(d) => d.is_some(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let group = self.group();
+            let check = Check {
+                target: &self.shared.target,
+                collection: &self.unit.collection,
+                group: &group,
+                source: self.source,
+                source_collection: self.source_collection,
+                expected: &records,
+                batch: self.shared.batch,
+            };
+            if let Err(e) = verify(&check, exists, &sample, &written).await {
+                return Ok(Err(e));
+            }
+            // Unchanged while it was verified: what was verified is what Dify's tables name.
+            let after = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+            if same_records(&records, &after) {
+                outcome.expected = records.len() as u64;
+                return Ok(Ok(()));
+            }
+        }
+        outcome.restart = true;
+        Ok(Err(VectorError::Layout(format!(
+            "Dify kept changing the dataset during {CATCH_UP_ROUNDS} checks; retry when it is quiet"
+        ))))
     }
 
     /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
@@ -480,48 +544,67 @@ impl Copy<'_> {
         if absent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        let dimension = exists.flatten();
-        let mut filled = Vec::new();
+        let rebuilt = match self.rebuild(&absent, exists.flatten(), outcome).await? {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        outcome.from_cache = rebuilt.from_cache;
+        outcome.reembedded = rebuilt.reembedded;
+        // Checkpointed before the writes: a run resumed after them finds nothing absent and
+        // still reports where these came from.
+        state.filled = Some((outcome.from_cache, outcome.reembedded));
+        let (saved, checkpointed) = oneshot::channel();
+        self.report_with(reports, state, Some(saved)).await;
+        if checkpointed.await.is_err() {
+            return Ok(Err(VectorError::Layout("the job is stopping".into())));
+        }
+        Ok(self
+            .write_all(&rebuilt.points)
+            .await
+            .map(|()| rebuilt.points))
+    }
+
+    async fn write_all(&self, points: &[Point]) -> Result<(), VectorError> {
+        for chunk in points.chunks(self.shared.batch) {
+            self.write(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Points for `records` as Dify would have written them, their vectors from the cache
+    /// and then the endpoint; an error naming those neither has (in `outcome.missing`).
+    async fn rebuild(
+        &self,
+        records: &[&Record],
+        dimension: Option<usize>,
+        outcome: &mut Outcome,
+    ) -> Result<Result<Rebuilt, VectorError>, JobError> {
+        let mut done = Rebuilt::default();
         let mut wrong_size = 0usize;
         if self.shared.missing != MissingVectors::Fail {
-            let points = self.cached_points(&absent).await?;
-            outcome.from_cache = self.keep_sized(points, dimension, &mut filled, &mut wrong_size);
+            let points = self.cached_points(records).await?;
+            done.from_cache = self.keep_sized(points, dimension, &mut done.points, &mut wrong_size);
         }
         if self.shared.missing == MissingVectors::Reembed {
-            let done: HashSet<&str> = filled.iter().map(|p: &Point| p.id.as_str()).collect();
-            let left: Vec<&Record> = absent
+            let have: HashSet<&str> = done.points.iter().map(|p| p.id.as_str()).collect();
+            let left: Vec<&Record> = records
                 .iter()
                 .copied()
-                .filter(|r| !done.contains(r.doc_id.as_str()))
+                .filter(|r| !have.contains(r.doc_id.as_str()))
                 .collect();
             let points = match self.reembed(&left).await? {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             };
-            outcome.reembedded = self.keep_sized(points, dimension, &mut filled, &mut wrong_size);
+            done.reembedded = self.keep_sized(points, dimension, &mut done.points, &mut wrong_size);
         }
-        if !filled.is_empty() {
-            // Checkpointed before the writes: a run resumed after them finds nothing absent
-            // and still reports where these came from.
-            state.filled = Some((outcome.from_cache, outcome.reembedded));
-            let (saved, checkpointed) = oneshot::channel();
-            self.report_with(reports, state, Some(saved)).await;
-            if checkpointed.await.is_err() {
-                return Ok(Err(VectorError::Layout("the job is stopping".into())));
-            }
-        }
-        for chunk in filled.chunks(self.shared.batch) {
-            if let Err(e) = self.write(chunk).await {
-                return Ok(Err(e));
-            }
-        }
-        let done: HashSet<&str> = filled.iter().map(|p| p.id.as_str()).collect();
-        let still: Vec<&&Record> = absent
+        let have: HashSet<&str> = done.points.iter().map(|p| p.id.as_str()).collect();
+        let still: Vec<&&Record> = records
             .iter()
-            .filter(|r| !done.contains(r.doc_id.as_str()))
+            .filter(|r| !have.contains(r.doc_id.as_str()))
             .collect();
         if still.is_empty() {
-            return Ok(Ok(filled));
+            return Ok(Ok(done));
         }
         outcome.missing = still
             .iter()
@@ -544,6 +627,63 @@ impl Copy<'_> {
             "{} record(s) have no vector in the source{whence}{sized}",
             still.len()
         ))))
+    }
+
+    /// Brings the copy along with what Dify changed in the dataset's tables while it was
+    /// copied (`before`: the records the copy started from). Points of records Dify deleted
+    /// go, as Dify's own delete would have removed them from the store it was using; records
+    /// it added or edited are rebuilt from the cache (Dify embedded them through it) or the
+    /// endpoint, overwriting a stale copy.
+    async fn catch_up(
+        &self,
+        before: &[Record],
+        now: &[Record],
+        outcome: &mut Outcome,
+    ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
+        let had: HashMap<&str, &str> = before
+            .iter()
+            .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
+            .collect();
+        let has: HashSet<&str> = now.iter().map(|r| r.doc_id.as_str()).collect();
+        let removed: Vec<String> = before
+            .iter()
+            .filter(|r| !has.contains(r.doc_id.as_str()))
+            .map(|r| r.doc_id.clone())
+            .collect();
+        let changed: Vec<&Record> = now
+            .iter()
+            .filter(|r| had.get(r.doc_id.as_str()) != Some(&r.cache_hash.as_str()))
+            .collect();
+        let target = &self.shared.target;
+        let collection = &self.unit.collection;
+        if !removed.is_empty()
+            && self.target_dimension().await.is_ok_and(|d| d.is_some())
+            && let Err(e) = retried(|| target.delete(collection, &removed)).await
+        {
+            return Ok(Err(e));
+        }
+        let dimension = match self.target_dimension().await {
+            Ok(d) => d.flatten(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let rebuilt = match self.rebuild(&changed, dimension, outcome).await? {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.restart = true;
+                return Ok(Err(VectorError::Layout(format!(
+                    "Dify changed the dataset during the copy and the changes cannot all be \
+                     brought along ({e}); a retry copies it again from the source"
+                ))));
+            }
+        };
+        outcome.from_cache += rebuilt.from_cache;
+        outcome.reembedded += rebuilt.reembedded;
+        outcome.changed_during_copy += changed.len() as u64;
+        outcome.removed_during_copy += removed.len() as u64;
+        Ok(self
+            .write_all(&rebuilt.points)
+            .await
+            .map(|()| rebuilt.points))
     }
 
     /// Moves points whose dimension fits the collection into `into`; returns how many.
@@ -634,4 +774,18 @@ impl Copy<'_> {
         }
         Ok(Ok(points))
     }
+}
+
+/// The same records with the same contents (`cache_hash` is the text's hash).
+fn same_records(a: &[Record], b: &[Record]) -> bool {
+    a.len() == b.len() && contents(a) == contents(b)
+}
+
+fn contents(records: &[Record]) -> Vec<(&str, &str)> {
+    let mut k: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
+        .collect();
+    k.sort_unstable();
+    k
 }

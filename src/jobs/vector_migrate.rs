@@ -384,10 +384,11 @@ async fn finish(
     mut outcome: Outcome,
     target_kind: &str,
 ) -> Result<(), JobError> {
-    if outcome.error.is_none() {
+    // A failed unit keeps its state, so a retry resumes it where it stopped, unless it
+    // cannot be completed from there.
+    if outcome.error.is_none() || outcome.restart {
         cp.current.remove(&unit.ds.id);
     }
-    // A failed unit keeps its state: a retry resumes it where it stopped.
     if outcome.verified {
         ctx.failpoint("vector_migrate.verified").await?;
     }

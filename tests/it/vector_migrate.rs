@@ -613,6 +613,104 @@ async fn weaviate_going_away_mid_copy_fails_the_dataset_and_the_retry_resumes_at
 }
 
 #[tokio::test]
+async fn what_dify_adds_edits_and_deletes_during_the_copy_is_brought_along() {
+    use crate::support::dify_vectors::{Rec, exec, vector};
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let q = QdrantStandin::start("1.8.3").await;
+    let (binding, shared) = binding(&db, "dataset").await;
+    let mut ds = dataset(&db, Uuid::new_v4(), binding, 200, false, 51).await;
+    load(&w, &ds, false, &[], 0).await;
+    let d = daemon(&db, &w, &q).await;
+    // The fourth listing (the third page) stalls 5 s: Dify's edits land in the middle.
+    w.send(
+        reqwest::Method::POST,
+        "/__fault",
+        json!({"fail_after": 3, "stall_ms": 5000, "paths": ["/v1/objects"], "methods": ["GET"], "times": 1}),
+    )
+    .await;
+    let params =
+        json!({"kind": "vector_migrate", "params": {"dataset_ids": [ds.id], "batch_size": 20}});
+    let (status, job) = d.submit(params).await;
+    assert_eq!(status, 202, "{job}");
+    pg::wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM upkeep.jobs j, jsonb_each(j.checkpoint->'current') c          WHERE (c.value->>'copied')::int >= 20)",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    // The first two records (by doc_id) are copied by now: one is edited, one deleted, and
+    // one segment is added, each as Dify does it (tables, cache, and the store in use).
+    let mut ids = ds.records.keys().cloned();
+    let (edited, deleted) = (ids.next().expect("a record"), ids.next().expect("another"));
+    let class = class_name(ds.id);
+    let document = ds.records[&edited].metadata["document_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let rec = ds.records.get_mut(&edited).expect("edited");
+    rec.text = format!("edited during the copy {edited}");
+    rec.vector = vector(515_151);
+    rec.metadata.insert("doc_hash".into(), json!("hash-edited"));
+    exec(
+        &db,
+        "UPDATE public.document_segments SET content = $2, index_node_hash = 'hash-edited'          WHERE index_node_id = $1::text",
+        vec![json!(edited), json!(rec.text)],
+    )
+    .await;
+    cache(&db, rec, None).await;
+    let mut props = rec.metadata.clone();
+    props.insert("text".into(), json!(rec.text));
+    w.send(
+        reqwest::Method::POST,
+        "/v1/batch/objects",
+        json!({"objects": [{"class": class, "id": edited, "properties": props, "vector": rec.vector}]}),
+    )
+    .await;
+    exec(
+        &db,
+        "DELETE FROM public.document_segments WHERE index_node_id = $1::text",
+        vec![json!(deleted)],
+    )
+    .await;
+    ds.records.remove(&deleted);
+    delete_object(&w, &ds, &deleted).await;
+    let added = Uuid::new_v4().to_string();
+    let metadata = json!({"doc_id": added, "doc_hash": "hash-added", "document_id": document,
+                          "dataset_id": ds.id.to_string()});
+    let new = Rec {
+        text: "added during the copy".into(),
+        vector: vector(616_161),
+        metadata: metadata.as_object().cloned().unwrap_or_default(),
+        extractor_keys: false,
+    };
+    exec(
+        &db,
+        "INSERT INTO public.document_segments (tenant_id, dataset_id, document_id, position, content,             word_count, tokens, hit_count, created_by, index_node_id, index_node_hash, status)          SELECT tenant_id, dataset_id, document_id, 9, $2, 4, 4, 0, created_by, $1::text, 'hash-added', 'completed'          FROM public.document_segments WHERE dataset_id = $3 LIMIT 1",
+        vec![json!(added), json!(new.text), json!(ds.id)],
+    )
+    .await;
+    cache(&db, &new, None).await;
+    ds.records.insert(added.clone(), new);
+
+    let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let o = &done["result"]["datasets"][0];
+    assert_eq!(
+        (
+            o["changed_during_copy"].clone(),
+            o["removed_during_copy"].clone()
+        ),
+        (json!(2), json!(1)),
+        "{o}"
+    );
+    assert_eq!(o["expected"], 200, "{o}");
+    assert_exactly(&q, &shared, &[&ds], &[&edited, &added]).await;
+    assert_eq!(index_struct(&db, ds.id).await, on_qdrant(&shared));
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn points_upkeep_did_not_write_fail_verification_and_stay() {
     let db = pg::dify_database().await;
     let w = WeaviateServer::start().await;

@@ -1332,7 +1332,8 @@ def debug_collections(store: Store) -> dict[str, Any]:
                 "create": message_to_json(meta.create),
                 "create_raw_b64": base64.b64encode(meta.create_raw).decode(),
                 "field_indexes": indexes,
-                "points_count": int(np.count_nonzero(~coll.deleted[: len(coll.ids_inv)])) if len(coll.ids_inv) else 0,
+                # `deleted` holds 0/1 integers: `~` would count the deleted ones too.
+                "points_count": int(np.count_nonzero(coll.deleted[: len(coll.ids_inv)] == 0)),
                 "async_errors": list(meta.async_errors),
                 "next_operation_id": meta.op_id,
             }

@@ -505,6 +505,8 @@ def test_scroll_pagination_count_and_search(srv):
     assert srv.points.Count(pb.CountPoints(collection_name=name)).result.count == 1000 - len(expected_g2) - 3
     info = srv.collections.Get(pb.GetCollectionInfoRequest(collection_name=name)).result
     assert info.payload_schema["group_id"].points == 1000 - len(expected_g2) - 3
+    # the side channel counts only the points left
+    assert srv.http("GET", "/__debug/collections")[name]["points_count"] == 1000 - len(expected_g2) - 3
 
     # field index removal and collection drop
     srv.points.DeleteFieldIndex(pb.DeleteFieldIndexCollection(collection_name=name, field_name="page_content", wait=True))
