@@ -126,6 +126,15 @@ pub async fn generated_database(
 /// Submits a job to the daemon at `url` and polls it (every 100 ms) until it succeeds; returns
 /// the finished job view. Panics if it fails or is cancelled.
 pub async fn run_job(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    run_job_watching(url, body, |_| {}).await
+}
+
+/// `run_job`, showing every polled view of the job to `seen`.
+pub async fn run_job_watching(
+    url: &str,
+    body: &serde_json::Value,
+    mut seen: impl FnMut(&serde_json::Value),
+) -> serde_json::Value {
     let http = reqwest::Client::new();
     let job: serde_json::Value = http
         .post(format!("{url}/v1/jobs"))
@@ -148,6 +157,7 @@ pub async fn run_job(url: &str, body: &serde_json::Value) -> serde_json::Value {
             .json()
             .await
             .expect("job");
+        seen(&view);
         match view["state"].as_str() {
             Some("succeeded") => return view,
             Some("failed") | Some("cancelled") => panic!("job ended {view}"),

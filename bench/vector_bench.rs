@@ -276,45 +276,19 @@ fn cpu_of(pid: &str) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
-/// Runs a job to its end, polling every 100 ms; also returns when its progress first showed
-/// every point written (the copy done, verification under way), in seconds after submission.
+/// Runs a job to its end; also returns when its progress first showed every point written
+/// (the copy done, verification under way), in seconds after submission.
 async fn watch(url: &str, body: &Value, n: u64) -> (Value, f64) {
-    let http = reqwest::Client::new();
     let submitted = Instant::now();
-    let job: Value = http
-        .post(format!("{url}/v1/jobs"))
-        .bearer_auth(common::TOKEN)
-        .json(body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("job");
-    let id = job["id"].as_str().expect("job id").to_string();
     let mut copied = None;
-    loop {
-        let view: Value = http
-            .get(format!("{url}/v1/jobs/{id}"))
-            .bearer_auth(common::TOKEN)
-            .send()
-            .await
-            .expect("show")
-            .json()
-            .await
-            .expect("job");
+    let job = common::run_job_watching(url, body, |view| {
         if copied.is_none() && view["progress"]["done"].as_u64() >= Some(n) {
             copied = Some(submitted.elapsed().as_secs_f64());
         }
-        match view["state"].as_str() {
-            Some("succeeded") => {
-                let end = submitted.elapsed().as_secs_f64();
-                return (view, copied.unwrap_or(end));
-            }
-            Some("failed") | Some("cancelled") => panic!("job ended {view}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    })
+    .await;
+    let end = submitted.elapsed().as_secs_f64();
+    (job, copied.unwrap_or(end))
 }
 
 fn seconds(job: &Value) -> f64 {

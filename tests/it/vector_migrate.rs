@@ -31,6 +31,24 @@ async fn daemon(db: &TestDb, w: &WeaviateServer, q: &QdrantStandin) -> TestDaemo
     .await
 }
 
+/// A Dify database, the Weaviate server and a Qdrant stand-in answering as `qdrant`.
+async fn stores(qdrant: &str) -> (TestDb, WeaviateServer, QdrantStandin) {
+    (
+        pg::dify_database().await,
+        WeaviateServer::start().await,
+        QdrantStandin::start(qdrant).await,
+    )
+}
+
+/// Retries the job and waits for its end.
+async fn retry(d: &TestDaemon, id: &str) -> Value {
+    let (status, body) = d
+        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    d.wait_finished(id).await
+}
+
 /// Submits, waits, returns the finished job.
 async fn run(d: &TestDaemon, body: Value) -> Value {
     let (status, job) = d.submit(body).await;
@@ -61,9 +79,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 
 #[tokio::test]
 async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomplete_dataset() {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let tenant = Uuid::new_v4();
     let (binding, shared) = binding(&db, "dataset").await;
     let legacy = dataset(&db, tenant, binding, 120, false, 1).await;
@@ -228,9 +244,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
 
 #[tokio::test]
 async fn annotations_attachments_and_summaries_move_with_every_metadata_key() {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.13.0").await;
+    let (db, w, q) = stores("1.13.0").await;
     let tenant = Uuid::new_v4();
     let (kb_binding, kb_collection) = binding(&db, "dataset").await;
     let (app_binding, app_collection) = binding(&db, "annotation").await;
@@ -358,9 +372,7 @@ async fn delete_object(w: &WeaviateServer, ds: &Ds, id: &str) {
 #[tokio::test]
 async fn reembeds_what_neither_the_source_nor_the_cache_has_and_an_endpoint_outage_fails_the_dataset()
  {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;
     let ds = dataset(&db, Uuid::new_v4(), binding, 40, false, 21).await;
     let lost: Vec<String> = ds.records.keys().skip(5).take(3).cloned().collect();
@@ -395,11 +407,7 @@ async fn reembeds_what_neither_the_source_nor_the_cache_has_and_an_endpoint_outa
     assert!(endpoint.requests() >= 2, "retried");
 
     endpoint.fail(false);
-    let (status, _) = d
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
-    assert_eq!(status, 202);
-    let done = d.wait_finished(&id).await;
+    let done = retry(&d, &id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["datasets"][0]["reembedded"], 3, "{done}");
     assert_eq!(index_struct(&db, ds.id).await, on_qdrant(&shared));
@@ -411,9 +419,7 @@ async fn reembeds_what_neither_the_source_nor_the_cache_has_and_an_endpoint_outa
 /// is exactly a clean run's.
 async fn killed_at(failpoint: &str) {
     use crate::support::process::{Proc, serve_env};
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let tenant = Uuid::new_v4();
     let (binding, shared) = binding(&db, "dataset").await;
     let first = dataset(&db, tenant, binding, 130, false, 7).await;
@@ -506,9 +512,7 @@ async fn killed_after_verification_before_the_switch_the_rerun_ends_like_a_clean
 
 #[tokio::test]
 async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_retry() {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;
     let ds = dataset(&db, Uuid::new_v4(), binding, 120, false, 9).await;
     load(&w, &ds, true, &[], 0).await;
@@ -537,12 +541,8 @@ async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_
     );
 
     q.heal().await;
-    let (status, _) = d
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
-    assert_eq!(status, 202);
     // The retry tries the failed dataset again and finishes it.
-    let done = d.wait_finished(&id).await;
+    let done = retry(&d, &id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["switched"], 1, "{done}");
     assert_exactly(&q, &shared, &[&ds], &[]).await;
@@ -552,9 +552,7 @@ async fn qdrant_failing_mid_run_fails_that_dataset_which_keeps_weaviate_until_a_
 
 #[tokio::test]
 async fn weaviate_going_away_mid_copy_fails_the_dataset_and_the_retry_resumes_at_its_cursor() {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;
     let ds = dataset(&db, Uuid::new_v4(), binding, 300, false, 31).await;
     load(&w, &ds, false, &[], 0).await;
@@ -592,11 +590,7 @@ async fn weaviate_going_away_mid_copy_fails_the_dataset_and_the_retry_resumes_at
     w.send(reqwest::Method::POST, "/__fault/clear", json!({}))
         .await;
     let before: Value = w.send(reqwest::Method::GET, "/__calls", Value::Null).await;
-    let (status, _) = d
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
-    assert_eq!(status, 202);
-    let done = d.wait_finished(&id).await;
+    let done = retry(&d, &id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let after: Value = w.send(reqwest::Method::GET, "/__calls", Value::Null).await;
     let listings = |calls: &Value| calls["calls"]["GET /v1/objects"].as_u64().unwrap_or(0);
@@ -615,9 +609,7 @@ async fn weaviate_going_away_mid_copy_fails_the_dataset_and_the_retry_resumes_at
 #[tokio::test]
 async fn what_dify_adds_edits_and_deletes_during_the_copy_is_brought_along() {
     use crate::support::dify_vectors::{Rec, exec, vector};
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;
     let mut ds = dataset(&db, Uuid::new_v4(), binding, 200, false, 51).await;
     load(&w, &ds, false, &[], 0).await;
@@ -712,9 +704,7 @@ async fn what_dify_adds_edits_and_deletes_during_the_copy_is_brought_along() {
 
 #[tokio::test]
 async fn points_upkeep_did_not_write_fail_verification_and_stay() {
-    let db = pg::dify_database().await;
-    let w = WeaviateServer::start().await;
-    let q = QdrantStandin::start("1.8.3").await;
+    let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;
     let ds = dataset(&db, Uuid::new_v4(), binding, 30, false, 41).await;
     load(&w, &ds, false, &[], 0).await;
