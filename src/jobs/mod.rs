@@ -13,6 +13,7 @@ pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
 mod vector_copy;
+mod vector_fill;
 pub mod vector_migrate;
 mod vector_plan;
 pub mod vector_rollback;
