@@ -5,10 +5,11 @@
 //! Runs as its own task; each written page is reported to the job, which checkpoints it.
 //! Store failures end this unit, not the job; database failures end both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::{OnceCell, mpsc, oneshot};
@@ -186,6 +187,11 @@ pub struct Outcome {
     /// The copy cannot be completed from where it is: a retry starts the unit over.
     #[serde(skip)]
     pub restart: bool,
+    /// When this attempt took the unit up and put it down.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -266,6 +272,7 @@ pub async fn run_unit(
     reports: mpsc::Sender<Report>,
 ) -> Result<Outcome, JobError> {
     let mut outcome = Outcome::new(&unit, shared.target.kind());
+    outcome.started_at = Some(Utc::now());
     let (source_cfg, source_collection) = match &unit.source {
         Ok(s) => s,
         Err(e) => {
@@ -292,6 +299,7 @@ pub async fn run_unit(
         Ok(()) => outcome.verified = true,
         Err(e) => outcome.error = Some(e.to_string()),
     }
+    outcome.finished_at = Some(Utc::now());
     Ok(outcome)
 }
 
@@ -391,34 +399,37 @@ impl Copy<'_> {
             outcome.reembedded = reembedded;
         }
         let mut records = self.expected.to_vec();
-        let mut filled = filled;
+        // Each record's last written version, by doc_id.
+        let mut written: BTreeMap<String, Point> =
+            filled.into_iter().map(|p| (p.id.clone(), p)).collect();
         // Sampled copies of records Dify changed or deleted meanwhile are not the source's.
         let mut sample = state.sample.clone();
+        let mut now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
         for _ in 0..CATCH_UP_ROUNDS {
-            let now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
             if !same_records(&records, &now) {
+                let had: HashMap<&str, &str> = records
+                    .iter()
+                    .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
+                    .collect();
                 let unchanged: HashSet<(&str, &str)> = contents(&now).into_iter().collect();
                 sample.retain(|s| {
-                    records.iter().any(|r| {
-                        r.doc_id == s.doc_id
-                            && unchanged.contains(&(r.doc_id.as_str(), r.cache_hash.as_str()))
-                    })
+                    had.get(s.doc_id.as_str())
+                        .is_some_and(|h| unchanged.contains(&(s.doc_id.as_str(), *h)))
                 });
                 match self.catch_up(&records, &now, outcome).await? {
-                    Ok(points) => filled.extend(points),
+                    Ok(points) => written.extend(points.into_iter().map(|p| (p.id.clone(), p))),
                     Err(e) => return Ok(Err(e)),
                 }
                 records = now;
+                now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
                 continue;
             }
-            // Each record's last written version, for records Dify's tables still name.
             let named: HashSet<&str> = records.iter().map(|r| r.doc_id.as_str()).collect();
-            let mut last: HashMap<String, Point> = HashMap::new();
-            for p in filled.iter().filter(|p| named.contains(p.id.as_str())) {
-                last.insert(p.id.clone(), p.clone());
-            }
-            let mut written: Vec<Point> = last.into_values().collect();
-            written.sort_by(|a, b| a.id.cmp(&b.id));
+            let filled: Vec<Point> = written
+                .values()
+                .filter(|p| named.contains(p.id.as_str()))
+                .cloned()
+                .collect();
             let exists = match self.target_dimension().await {
                 Ok(d) => d.is_some(),
                 Err(e) => return Ok(Err(e)),
@@ -433,12 +444,12 @@ impl Copy<'_> {
                 expected: &records,
                 batch: self.shared.batch,
             };
-            if let Err(e) = verify(&check, exists, &sample, &written).await {
+            if let Err(e) = verify(&check, exists, &sample, &filled).await {
                 return Ok(Err(e));
             }
             // Unchanged while it was verified: what was verified is what Dify's tables name.
-            let after = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
-            if same_records(&records, &after) {
+            now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+            if same_records(&records, &now) {
                 outcome.expected = records.len() as u64;
                 return Ok(Ok(()));
             }

@@ -30,7 +30,7 @@ impl Copy<'_> {
         let mut wrong_size = 0usize;
         if self.shared.missing != MissingVectors::Fail {
             let points = self.cached_points(records).await?;
-            done.from_cache = self.keep_sized(points, dimension, &mut done.points, &mut wrong_size);
+            done.from_cache = keep_sized(points, dimension, &mut done.points, &mut wrong_size);
         }
         if self.shared.missing == MissingVectors::Reembed {
             let have: HashSet<&str> = done.points.iter().map(|p| p.id.as_str()).collect();
@@ -43,7 +43,7 @@ impl Copy<'_> {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             };
-            done.reembedded = self.keep_sized(points, dimension, &mut done.points, &mut wrong_size);
+            done.reembedded = keep_sized(points, dimension, &mut done.points, &mut wrong_size);
         }
         let have: HashSet<&str> = done.points.iter().map(|p| p.id.as_str()).collect();
         let still: Vec<&&Record> = records
@@ -103,16 +103,17 @@ impl Copy<'_> {
             .collect();
         let target = &self.shared.target;
         let collection = &self.unit.collection;
+        let exists = match self.target_dimension().await {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
         if !removed.is_empty()
-            && self.target_dimension().await.is_ok_and(|d| d.is_some())
+            && exists.is_some()
             && let Err(e) = retried(|| target.delete(collection, &removed)).await
         {
             return Ok(Err(e));
         }
-        let dimension = match self.target_dimension().await {
-            Ok(d) => d.flatten(),
-            Err(e) => return Ok(Err(e)),
-        };
+        let dimension = exists.flatten();
         let rebuilt = match self.rebuild(&changed, dimension, outcome).await? {
             Ok(r) => r,
             Err(e) => {
@@ -131,27 +132,6 @@ impl Copy<'_> {
             .write_all(&rebuilt.points)
             .await
             .map(|()| rebuilt.points))
-    }
-
-    /// Moves points whose dimension fits the collection into `into`; returns how many.
-    fn keep_sized(
-        &self,
-        points: Vec<Point>,
-        dimension: Option<usize>,
-        into: &mut Vec<Point>,
-        wrong: &mut usize,
-    ) -> u64 {
-        let want = dimension.or_else(|| into.first().map(|p| p.vector.len()));
-        let mut kept = 0;
-        for p in points {
-            if want.is_some_and(|d| d != p.vector.len()) {
-                *wrong += 1;
-            } else {
-                into.push(p);
-                kept += 1;
-            }
-        }
-        kept
     }
 
     /// Points for `absent` records from Dify's `embeddings` cache, with the text and metadata
@@ -221,6 +201,26 @@ impl Copy<'_> {
         }
         Ok(Ok(points))
     }
+}
+
+/// Moves points whose dimension fits the collection into `into`; returns how many.
+fn keep_sized(
+    points: Vec<Point>,
+    dimension: Option<usize>,
+    into: &mut Vec<Point>,
+    wrong: &mut usize,
+) -> u64 {
+    let want = dimension.or_else(|| into.first().map(|p| p.vector.len()));
+    let mut kept = 0;
+    for p in points {
+        if want.is_some_and(|d| d != p.vector.len()) {
+            *wrong += 1;
+        } else {
+            into.push(p);
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// The same records with the same contents (`cache_hash` is the text's hash).

@@ -174,6 +174,23 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     assert_eq!(done["progress"]["unit"], "points", "{}", done["progress"]);
     assert_eq!(done["progress"]["total"], total, "{}", done["progress"]);
     assert_eq!(done["progress"]["done"], total - 1, "{}", done["progress"]);
+    let rate = done["progress"]["rate_per_s"].as_f64().unwrap_or(0.0);
+    assert!(rate > 0.0, "a rate: {}", done["progress"]);
+    // Three datasets at a time: some copied while another was being copied.
+    let spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = got
+        .values()
+        .map(|o| {
+            let at = |k: &str| {
+                serde_json::from_value(o[k].clone()).unwrap_or_else(|e| panic!("{k}: {e} in {o}"))
+            };
+            (at("started_at"), at("finished_at"))
+        })
+        .collect();
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "datasets ran one after another: {spans:?}");
 
     // The failed dataset's copied points stay (Upkeep wrote them; a retry finishes them), so
     // the collection is checked group by group, the broken one among them.
