@@ -284,6 +284,24 @@ pub fn provider_names(provider: &str) -> Vec<String> {
     names
 }
 
+/// How many of these hashes Dify's `embeddings` cache holds a vector for.
+pub async fn cached_count(
+    pool: &PgPool,
+    model: &str,
+    provider: &str,
+    hashes: &[String],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(DISTINCT hash) FROM public.embeddings \
+         WHERE model_name = $1 AND provider_name = ANY($2) AND hash = ANY($3)",
+    )
+    .bind(model)
+    .bind(provider_names(provider))
+    .bind(hashes)
+    .fetch_one(pool)
+    .await
+}
+
 /// Vectors from Dify's `embeddings` cache for these hashes (pickled float64 lists), as f32.
 pub async fn cached_vectors(
     pool: &PgPool,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::vector_copy::{self, Outcome, Report, Shared, Unit, UnitState};
 use super::vector_plan;
-use super::vector_units::{annotation_source, apps, invalid, parse, target_config, units};
+use super::vector_units::{annotation_source, apps, invalid, source_config, target_config, units};
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
 use crate::dify::index_struct;
@@ -171,11 +171,9 @@ impl JobKind for VectorMigrate {
             ));
         }
         let target = target_config(params, settings)?;
-        if let Some(v) = &params.source {
-            let source = parse(v, "source")?;
-            if source == target {
-                return Err(SpecError::invalid("params.source", "is the target itself"));
-            }
+        let source = source_config(params)?;
+        if source.as_ref() == Some(&target) {
+            return Err(SpecError::invalid("params.source", "is the target itself"));
         }
         for (field, ids, table) in [
             ("dataset_ids", &params.dataset_ids, "datasets"),
@@ -203,7 +201,7 @@ impl JobKind for VectorMigrate {
             }
         }
         if annotations && !apps(params, pool).await?.is_empty() {
-            annotation_source(params, pool, settings, target.kind())
+            annotation_source(source.as_ref(), pool, settings, target.kind())
                 .await?
                 .map_err(|m| SpecError::invalid("params.source", m))?;
         }

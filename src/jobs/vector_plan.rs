@@ -133,9 +133,7 @@ async fn cached(
     let mut found = 0;
     for chunk in missing.chunks(1000) {
         let hashes: Vec<String> = chunk.iter().map(|r| r.cache_hash.clone()).collect();
-        found += vector_records::cached_vectors(pool, model, provider, &hashes)
-            .await?
-            .len();
+        found += vector_records::cached_count(pool, model, provider, &hashes).await? as usize;
     }
     Ok(found)
 }

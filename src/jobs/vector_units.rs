@@ -49,6 +49,15 @@ pub fn target_config(
     }
 }
 
+/// The source named in params, if any.
+pub fn source_config(params: &VectorMigrateParams) -> Result<Option<StoreConfig>, SpecError> {
+    params
+        .source
+        .as_ref()
+        .map(|v| parse(v, "source"))
+        .transpose()
+}
+
 pub async fn apps(
     params: &VectorMigrateParams,
     pool: &PgPool,
@@ -64,15 +73,13 @@ pub async fn apps(
 /// The store annotation replies are read from: `source` when given, else the one store other
 /// than the target that datasets name now, named before a switch, or `VECTOR_STORE` names.
 pub async fn annotation_source(
-    params: &VectorMigrateParams,
+    given: Option<&StoreConfig>,
     pool: &PgPool,
     settings: &Settings,
     target: &str,
 ) -> Result<Result<String, String>, sqlx::Error> {
-    if let Some(v) = &params.source {
-        return Ok(StoreConfig::from_value(v)
-            .map(|c| c.kind().to_string())
-            .map_err(|(_, m)| m));
+    if let Some(config) = given {
+        return Ok(Ok(config.kind().to_string()));
     }
     let mut kinds = vector_records::stores_named(pool).await?;
     kinds.push(settings.vector_store.kind.clone());
@@ -100,6 +107,8 @@ pub async fn units(
     settings: &Settings,
     target: &StoreConfig,
 ) -> Result<Vec<Unit>, JobError> {
+    let given = source_config(params).map_err(invalid)?;
+    let given = given.as_ref();
     let mut units = Vec::new();
     if params.knowledge() {
         let datasets = vector_records::datasets(
@@ -112,15 +121,15 @@ pub async fn units(
         for ds in datasets {
             // A dataset with no `index_struct` is where `VECTOR_STORE` says (Dify's factory).
             let fallback = Ok(settings.vector_store.kind.clone());
-            units.push(unit(ds, params, settings, target, fallback));
+            units.push(unit(ds, given, settings, target, fallback));
         }
     }
     if params.annotations() {
         let apps = apps(params, pool).await?;
         if !apps.is_empty() {
-            let kind = annotation_source(params, pool, settings, target.kind()).await?;
+            let kind = annotation_source(given, pool, settings, target.kind()).await?;
             for app in apps {
-                units.push(unit(app, params, settings, target, kind.clone()));
+                units.push(unit(app, given, settings, target, kind.clone()));
             }
         }
     }
@@ -129,13 +138,13 @@ pub async fn units(
 
 fn unit(
     ds: Dataset,
-    params: &VectorMigrateParams,
+    given: Option<&StoreConfig>,
     settings: &Settings,
     target: &StoreConfig,
     fallback_kind: Result<String, String>,
 ) -> Unit {
     let collection = collection_in(target.kind(), &ds, None);
-    let source = source_of(&ds, params, settings, target, fallback_kind);
+    let source = source_of(&ds, given, settings, target, fallback_kind);
     Unit {
         ds,
         source,
@@ -156,17 +165,13 @@ fn collection_in(kind: &str, ds: &Dataset, named: Option<&str>) -> String {
 /// Where `ds`'s vectors are now: the store its `index_struct` names, else `fallback_kind`.
 fn source_of(
     ds: &Dataset,
-    params: &VectorMigrateParams,
+    given: Option<&StoreConfig>,
     settings: &Settings,
     target: &StoreConfig,
     fallback_kind: Result<String, String>,
 ) -> Result<(StoreConfig, String), String> {
     let named = ds.index_struct.as_deref().and_then(index_struct::parse);
-    let given = match &params.source {
-        Some(v) => Some(StoreConfig::from_value(v).map_err(|(_, m)| m)?),
-        None => None,
-    };
-    let kind = match (&named, &given) {
+    let kind = match (&named, given) {
         (Some((kind, _)), Some(config)) if config.kind() != kind => {
             return Err(format!(
                 "its index_struct names {kind}, the source given is {}",
@@ -178,7 +183,7 @@ fn source_of(
         (None, None) => fallback_kind?,
     };
     let config = match given {
-        Some(config) => config,
+        Some(config) => config.clone(),
         None => StoreConfig::from_env(&kind, &settings.vector_store)?,
     };
     if config == *target {

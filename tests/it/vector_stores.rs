@@ -290,3 +290,77 @@ async fn the_vector_test_servers_pass_their_self_tests() {
     );
     assert!(report.contains(" passed"), "{report}");
 }
+
+/// A collection Dify made before it added its `metadata.*` and text indexes (or one whose
+/// writer stopped between create and index) gets exactly the missing ones, as Dify makes
+/// them; `ids` lists a group's points and nothing else.
+#[tokio::test]
+async fn a_collection_missing_dify_indexes_gets_them() {
+    use qdrant_client::qdrant::{
+        CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Distance, FieldType,
+        VectorParamsBuilder,
+    };
+    let q = QdrantStandin::start("1.8.3").await;
+    let raw = qdrant_client::Qdrant::from_url(&q.grpc_url())
+        .skip_compatibility_check()
+        .build()
+        .expect("client");
+    let collection = "Vector_index_0ld_Node";
+    raw.create_collection(
+        CreateCollectionBuilder::new(collection)
+            .vectors_config(VectorParamsBuilder::new(DIM as u64, Distance::Cosine)),
+    )
+    .await
+    .expect("create");
+    raw.create_field_index(
+        CreateFieldIndexCollectionBuilder::new(collection, "group_id", FieldType::Keyword)
+            .wait(true),
+    )
+    .await
+    .expect("group_id index");
+    let store = q.store().await;
+    store
+        .ensure_collection(collection, DIM)
+        .await
+        .expect("made sure of");
+    let layout = q.layout().await;
+    let indexes = layout[collection]["field_indexes"]
+        .as_object()
+        .expect("indexes");
+    let mut fields: Vec<&String> = indexes.keys().collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "group_id",
+            "metadata.doc_id",
+            "metadata.document_id",
+            "page_content"
+        ]
+    );
+    assert_eq!(
+        layout[collection]["create"]["hnsw_config"],
+        Value::Null,
+        "not re-created"
+    );
+
+    let (a, b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let points: Vec<Point> = (0..5)
+        .map(|i| {
+            let doc_id = Uuid::new_v4();
+            Point {
+                id: doc_id.to_string(),
+                vector: unit_vector(i),
+                text: format!("chunk {i}"),
+                metadata: metadata(doc_id, Uuid::nil(), i as usize),
+            }
+        })
+        .collect();
+    store.upsert(collection, &a, &points[..3]).await.expect("a");
+    store.upsert(collection, &b, &points[3..]).await.expect("b");
+    let mut ids = store.ids(collection, &a).await.expect("ids");
+    ids.sort();
+    let mut want: Vec<String> = points[..3].iter().map(|p| p.id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
