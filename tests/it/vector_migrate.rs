@@ -720,6 +720,50 @@ async fn what_dify_adds_edits_and_deletes_during_the_copy_is_brought_along() {
 }
 
 #[tokio::test]
+async fn api_keys_reach_both_stores_and_a_wrong_one_fails_naming_the_store() {
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start_with_key(Some("weaviate-key")).await;
+    let q = QdrantStandin::start_with_key("1.8.3", Some("qdrant-key")).await;
+    let (binding, shared) = binding(&db, "dataset").await;
+    let ds = dataset(&db, Uuid::new_v4(), binding, 30, false, 61).await;
+    load(&w, &ds, true, &[], 0).await;
+    let with_keys = |weaviate: &str, qdrant: &str| {
+        let mut env = vector_env(&w, &q);
+        env.push(("WEAVIATE_API_KEY", weaviate.to_string()));
+        env.push(("QDRANT_API_KEY", qdrant.to_string()));
+        Options {
+            env,
+            ..Options::default()
+        }
+    };
+    let params = json!({"kind": "vector_migrate", "params": {"dataset_ids": [ds.id]}});
+
+    let d = TestDaemon::start(&db, with_keys("weaviate-key", "wrong")).await;
+    let failed = run(&d, params.clone()).await;
+    assert_eq!(failed["error"]["code"], "target_unreachable", "{failed}");
+    assert!(
+        failed["error"]["message"].to_string().contains("qdrant"),
+        "{failed}"
+    );
+    d.stop().await;
+
+    let d = TestDaemon::start(&db, with_keys("wrong", "qdrant-key")).await;
+    let failed = run(&d, params.clone()).await;
+    assert_eq!(failed["error"]["code"], "datasets_failed", "{failed}");
+    let o = &failed["result"]["datasets"][0];
+    assert!(o["error"].to_string().contains("401"), "{o}");
+    assert!(index_struct(&db, ds.id).await.contains("weaviate"));
+    d.stop().await;
+
+    let d = TestDaemon::start(&db, with_keys("weaviate-key", "qdrant-key")).await;
+    let done = run(&d, params).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_exactly(&q, &shared, &[&ds], &[]).await;
+    assert_eq!(index_struct(&db, ds.id).await, on_qdrant(&shared));
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn points_upkeep_did_not_write_fail_verification_and_stay() {
     let (db, w, q) = stores("1.8.3").await;
     let (binding, shared) = binding(&db, "dataset").await;

@@ -69,27 +69,34 @@ pub struct QdrantStandin {
     _child: Child,
     pub grpc_port: u16,
     control: String,
+    key: Option<String>,
 }
 
 impl QdrantStandin {
     pub async fn start(version: &str) -> QdrantStandin {
-        let (child, ports) = spawn(
-            "qdrant_standin.py",
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--version",
-                version,
-                "--exit-on-stdin-eof",
-            ],
-        )
-        .await;
+        Self::start_with_key(version, None).await
+    }
+
+    /// One that wants `key` (`api-key` metadata), as `QDRANT__SERVICE__API_KEY` makes it.
+    pub async fn start_with_key(version: &str, key: Option<&str>) -> QdrantStandin {
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--version",
+            version,
+            "--exit-on-stdin-eof",
+        ];
+        if let Some(key) = key {
+            args.extend(["--api-key", key]);
+        }
+        let (child, ports) = spawn("qdrant_standin.py", &args).await;
         QdrantStandin {
             _child: child,
             grpc_port: ports[0],
             control: format!("http://127.0.0.1:{}", ports[1]),
+            key: key.map(str::to_string),
         }
     }
 
@@ -101,7 +108,7 @@ impl QdrantStandin {
     pub async fn store(&self) -> upkeep::vector::qdrant::QdrantStore {
         upkeep::vector::qdrant::QdrantStore::connect(
             &self.grpc_url(),
-            None,
+            self.key.as_deref(),
             Duration::from_secs(20),
             1,
         )
@@ -135,29 +142,49 @@ impl QdrantStandin {
 pub struct WeaviateServer {
     _child: Child,
     pub url: String,
+    key: Option<String>,
 }
 
 impl WeaviateServer {
     pub async fn start() -> WeaviateServer {
-        let (child, ports) = spawn(
-            "weaviate_server.py",
-            &["--host", "127.0.0.1", "--port", "0"],
-        )
-        .await;
+        Self::start_with_key(None).await
+    }
+
+    /// One that wants `Authorization: Bearer <key>` (`AUTHENTICATION_APIKEY_*`).
+    pub async fn start_with_key(key: Option<&str>) -> WeaviateServer {
+        let mut args = vec!["--host", "127.0.0.1", "--port", "0"];
+        if let Some(key) = key {
+            args.extend(["--api-key", key]);
+        }
+        let (child, ports) = spawn("weaviate_server.py", &args).await;
         WeaviateServer {
             _child: child,
             url: format!("http://127.0.0.1:{}", ports[0]),
+            key: key.map(str::to_string),
         }
     }
 
-    /// A request to the server; panics unless it succeeds.
+    /// A request to the server (with its key); panics unless it succeeds.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        control(&self.url, method, path, Some(body)).await
+        request(&self.url, self.key.as_deref(), method, path, Some(body)).await
     }
 }
 
 async fn control(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    request(base, None, method, path, body).await
+}
+
+async fn request(
+    base: &str,
+    key: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
     let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
     if let Some(body) = body {
         req = req.json(&body);
     }
