@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use upkeep::vector::qdrant::QdrantStore;
-use upkeep::vector::store::{Point, VectorStore};
+use upkeep::vector::store::{Location, Point, VectorTarget};
 
 #[allow(dead_code)]
 #[path = "common.rs"]
@@ -207,6 +207,13 @@ async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Po
     }
 }
 
+fn at(collection: &str, group: &str) -> Location {
+    Location {
+        collection: collection.into(),
+        group: group.into(),
+    }
+}
+
 /// The ceiling: only upserts, `streams` at once (one per dataset), batches of `batch`.
 async fn ceiling(
     store: &QdrantStore,
@@ -216,7 +223,7 @@ async fn ceiling(
     streams: usize,
 ) -> Duration {
     store
-        .ensure_collection(collection, data[0].1[0].vector.len())
+        .ensure(&at(collection, ""), data[0].1[0].vector.len())
         .await
         .expect("collection");
     let started = Instant::now();
@@ -226,7 +233,7 @@ async fn ceiling(
             let group = ds.to_string();
             for chunk in points.chunks(batch) {
                 store
-                    .upsert(collection, &group, chunk)
+                    .write(&at(collection, &group), chunk)
                     .await
                     .expect("upsert");
             }
@@ -240,7 +247,7 @@ async fn count_all(store: &QdrantStore, collection: &str, data: &[(Uuid, Vec<Poi
     let mut n = 0;
     for (ds, _) in data {
         n += store
-            .count(collection, &ds.to_string())
+            .count(&at(collection, &ds.to_string()))
             .await
             .expect("count");
     }
@@ -411,7 +418,7 @@ async fn main() {
         let mut c = 0;
         for id in job["result"]["datasets"].as_array().expect("datasets") {
             let g = id["dataset_id"].as_str().expect("id");
-            c += store.count(&collection, g).await.expect("count");
+            c += store.count(&at(&collection, g)).await.expect("count");
         }
         c
     };

@@ -86,6 +86,15 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// A boolean as pydantic reads one from the env (`true/false/1/0/yes/no/on/off`, any case).
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+        "false" | "0" | "no" | "off" | "n" | "f" | "" => Some(false),
+        _ => None,
+    }
+}
+
 /// A Postgres URL with its password replaced, safe for logs and API answers.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -7,6 +7,10 @@
 #   UPKEEP_TEST_QDRANT_PY  the venv's python, to run tests/servers/qdrant_standin.py (Qdrant gRPC
 #                        stand-in over qdrant_client's local mode) PyPI qdrant-client, grpcio (+ pytest
 #                        for its self-test, tests/servers/test_qdrant_standin.py)
+#   UPKEEP_TEST_MILVUS_PY  the venv's python, to run tests/servers/milvus_server.py (a strict Milvus
+#                        gRPC server over milvus-lite in the same process) PyPI milvus-lite, pymilvus
+#                        (milvus-lite imports pymilvus's generated stubs and does not declare it;
+#                        its self-test, tests/servers/test_milvus_server.py, drives it with pymilvus)
 # A stamp file records the pinned versions: a rerun with the same pins and the binaries in place
 # does nothing. Change a pin here and the next run reinstalls.
 
@@ -18,6 +22,10 @@ UPKEEP_PIN_AZURITE="azurite@3.35.0"
 UPKEEP_PIN_QDRANT_CLIENT="qdrant-client==1.20.0"
 UPKEEP_PIN_GRPCIO="grpcio==1.85.3"
 UPKEEP_PIN_PYTEST="pytest==9.2.0"
+# The Milvus test server subclasses milvus-lite's gRPC servicer and reads its collection state:
+# bump milvus-lite deliberately and rerun its self-test. pymilvus follows Dify's pin (~=2.6.12).
+UPKEEP_PIN_MILVUS_LITE="milvus-lite==3.2.2"
+UPKEEP_PIN_PYMILVUS="pymilvus==2.6.17"
 
 ensure_test_servers() {
   local root tools venv node stamp want
@@ -26,7 +34,7 @@ ensure_test_servers() {
   venv="$tools/venv"
   node="$tools/node"
   stamp="$tools/servers.stamp"
-  want="$UPKEEP_PIN_MOTO $UPKEEP_PIN_GCS $UPKEEP_PIN_AZURITE $UPKEEP_PIN_QDRANT_CLIENT $UPKEEP_PIN_GRPCIO $UPKEEP_PIN_PYTEST python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  want="$UPKEEP_PIN_MOTO $UPKEEP_PIN_GCS $UPKEEP_PIN_AZURITE $UPKEEP_PIN_QDRANT_CLIENT $UPKEEP_PIN_GRPCIO $UPKEEP_PIN_PYTEST $UPKEEP_PIN_MILVUS_LITE $UPKEEP_PIN_PYMILVUS python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   mkdir -p "$tools"
 
   # Two runs at once (e.g. two scripts/test) must not install into the same folders together.
@@ -36,7 +44,9 @@ ensure_test_servers() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
     || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/gcp-storage-emulator" ] \
     || [ ! -x "$node/node_modules/.bin/azurite-blob" ] || [ ! -x "$venv/bin/pytest" ] \
-    || ! compgen -G "$venv/lib/python3*/site-packages/qdrant_client/grpc" >/dev/null; then
+    || ! compgen -G "$venv/lib/python3*/site-packages/qdrant_client/grpc" >/dev/null \
+    || ! compgen -G "$venv/lib/python3*/site-packages/milvus_lite/adapter/grpc" >/dev/null \
+    || ! compgen -G "$venv/lib/python3*/site-packages/pymilvus/grpc_gen" >/dev/null; then
     rm -f "$stamp"
     if ! _install_test_servers "$venv" "$node"; then
       flock -u "$_servers_lock"
@@ -53,15 +63,17 @@ ensure_test_servers() {
   export UPKEEP_TEST_AZURITE="$node/node_modules/.bin/azurite-blob"
   export UPKEEP_TEST_GCS="$venv/bin/gcp-storage-emulator"
   export UPKEEP_TEST_QDRANT_PY="$venv/bin/python"
+  export UPKEEP_TEST_MILVUS_PY="$venv/bin/python"
   echo "test server S3:    ${UPKEEP_PIN_MOTO} at ${UPKEEP_TEST_MOTO}" >&2
   echo "test server Azure: ${UPKEEP_PIN_AZURITE} at ${UPKEEP_TEST_AZURITE}" >&2
   echo "test server GCS:   ${UPKEEP_PIN_GCS} at ${UPKEEP_TEST_GCS}" >&2
   echo "test server Qdrant: tests/servers/qdrant_standin.py (${UPKEEP_PIN_QDRANT_CLIENT}, ${UPKEEP_PIN_GRPCIO}) with ${UPKEEP_TEST_QDRANT_PY}" >&2
+  echo "test server Milvus: tests/servers/milvus_server.py (${UPKEEP_PIN_MILVUS_LITE}, ${UPKEEP_PIN_PYMILVUS}) with ${UPKEEP_TEST_MILVUS_PY}" >&2
 }
 
 _install_test_servers() {
   local venv="$1" node="$2"
-  echo "scripts: installing the storage test servers into .tools/ ($UPKEEP_PIN_MOTO, $UPKEEP_PIN_GCS, $UPKEEP_PIN_AZURITE, $UPKEEP_PIN_QDRANT_CLIENT, $UPKEEP_PIN_GRPCIO, $UPKEEP_PIN_PYTEST)" >&2
+  echo "scripts: installing the storage test servers into .tools/ ($UPKEEP_PIN_MOTO, $UPKEEP_PIN_GCS, $UPKEEP_PIN_AZURITE, $UPKEEP_PIN_QDRANT_CLIENT, $UPKEEP_PIN_GRPCIO, $UPKEEP_PIN_PYTEST, $UPKEEP_PIN_MILVUS_LITE, $UPKEEP_PIN_PYMILVUS)" >&2
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "scripts: installing Node.js from Debian's packages" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || return 1
@@ -75,7 +87,8 @@ _install_test_servers() {
   fi
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "$UPKEEP_PIN_MOTO" "$UPKEEP_PIN_GCS" \
-    "$UPKEEP_PIN_QDRANT_CLIENT" "$UPKEEP_PIN_GRPCIO" "$UPKEEP_PIN_PYTEST" || return 1
+    "$UPKEEP_PIN_QDRANT_CLIENT" "$UPKEEP_PIN_GRPCIO" "$UPKEEP_PIN_PYTEST" \
+    "$UPKEEP_PIN_MILVUS_LITE" "$UPKEEP_PIN_PYMILVUS" || return 1
   mkdir -p "$node"
   npm install --prefix "$node" --no-audit --no-fund --loglevel=error --save-exact \
     "$UPKEEP_PIN_AZURITE" >/dev/null || return 1
@@ -89,6 +102,10 @@ _install_test_servers() {
   done
   if ! "$venv/bin/python" -c 'import grpc, qdrant_client.grpc, qdrant_client.local.qdrant_local' >/dev/null 2>&1; then
     echo "scripts: qdrant-client/grpcio do not import in $venv after the install" >&2
+    return 1
+  fi
+  if ! "$venv/bin/python" -c 'import milvus_lite.adapter.grpc.servicer, pymilvus.grpc_gen.milvus_pb2_grpc' >/dev/null 2>&1; then
+    echo "scripts: milvus-lite/pymilvus do not import in $venv after the install" >&2
     return 1
   fi
 }

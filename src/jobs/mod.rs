@@ -12,13 +12,8 @@ pub mod purge_logs;
 pub mod storage_migrate;
 mod storage_param;
 pub mod vacuum;
-mod vector_copy;
-mod vector_fill;
 pub mod vector_migrate;
-mod vector_plan;
 pub mod vector_rollback;
-mod vector_units;
-mod vector_verify;
 
 pub use context::{CtxParts, JobCtx};
 pub use progress::Progress;

@@ -583,13 +583,8 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
     match B::deserialize(d)? {
         B::Bool(b) => Ok(b),
-        B::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" | "y" | "t" => Ok(true),
-            "false" | "0" | "no" | "off" | "n" | "f" | "" => Ok(false),
-            _ => Err(serde::de::Error::custom(format!(
-                "expected a boolean, got {s:?}"
-            ))),
-        },
+        B::Text(s) => crate::config::parse_bool(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a boolean, got {s:?}"))),
     }
 }
 

@@ -32,6 +32,7 @@ pub async fn check(env: &Component) -> Reachability {
                 kind,
                 location: None,
                 reachable: Some(false),
+                version: None,
                 detail: format!("misconfigured: {e}"),
             };
         }
@@ -45,6 +46,7 @@ pub async fn check(env: &Component) -> Reachability {
             kind,
             location,
             reachable: Some(false),
+            version: None,
             detail: format!("{} is not a directory", config::absolute(root)),
         };
     }
@@ -68,6 +70,7 @@ pub async fn check(env: &Component) -> Reachability {
         kind,
         location,
         reachable: Some(reachable),
+        version: None,
         detail,
     }
 }

@@ -17,11 +17,47 @@ use qdrant_client::qdrant::{
     vectors_output::VectorsOptions as OutputOptions,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
+use super::store::{
+    Adapter, CollectionInfo, Health, Hit, Location, Page, Point, VectorError, VectorSource,
+    VectorStore, VectorTarget,
+};
+use crate::config::Component;
+use crate::dify::index_struct;
+use crate::dify::vector_records::Dataset;
 
 const NAME: &str = "qdrant";
+
+/// `{"type": "qdrant", ...}`: Dify's `QDRANT_*` variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantConfig {
+    /// `QDRANT_URL`: the REST URL; gRPC is on the same host at `grpc_port`.
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// `QDRANT_GRPC_PORT` (6334).
+    #[serde(default = "default_grpc_port")]
+    pub grpc_port: u16,
+    /// `QDRANT_CLIENT_TIMEOUT` in seconds (20).
+    #[serde(default = "default_timeout")]
+    pub client_timeout: u64,
+    /// `QDRANT_REPLICATION_FACTOR` (1), for collections Upkeep creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: u32,
+}
+
+fn default_grpc_port() -> u16 {
+    6334
+}
+fn default_timeout() -> u64 {
+    20
+}
+fn default_replication() -> u32 {
+    1
+}
 
 pub struct QdrantStore {
     client: Qdrant,
@@ -144,6 +180,25 @@ impl QdrantStore {
         })
     }
 
+    /// Points by id, with payload and vectors.
+    async fn points(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        let got = self
+            .client
+            .get_points(GetPoints {
+                collection_name: collection.to_string(),
+                ids: ids.iter().map(|i| uuid_id(i)).collect(),
+                with_payload: Some(true.into()),
+                with_vectors: Some(true.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("get points", e))?;
+        Ok(got
+            .result
+            .into_iter()
+            .map(|p| point_of(p.id.as_ref(), p.payload, p.vectors))
+            .collect())
+    }
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -230,28 +285,87 @@ impl QdrantStore {
     }
 }
 
+impl Adapter for QdrantStore {
+    const KIND: &'static str = NAME;
+    type Config = QdrantConfig;
+
+    fn from_env(env: &Component) -> Result<QdrantConfig, String> {
+        let number = |name: &str, default: u64| match env.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| format!("{name}={v:?} is not a number")),
+        };
+        Ok(QdrantConfig {
+            url: env
+                .get("QDRANT_URL")
+                .ok_or("QDRANT_URL is not set")?
+                .to_string(),
+            api_key: env.get("QDRANT_API_KEY").map(str::to_string),
+            grpc_port: u16::try_from(number("QDRANT_GRPC_PORT", 6334)?)
+                .map_err(|_| "QDRANT_GRPC_PORT is not a port".to_string())?,
+            client_timeout: number("QDRANT_CLIENT_TIMEOUT", 20)?,
+            replication_factor: u32::try_from(number("QDRANT_REPLICATION_FACTOR", 1)?)
+                .map_err(|_| "QDRANT_REPLICATION_FACTOR is too large".to_string())?,
+        })
+    }
+
+    fn location(config: &QdrantConfig) -> String {
+        format!("qdrant at {} (gRPC port {})", config.url, config.grpc_port)
+    }
+
+    async fn open(config: &QdrantConfig) -> Result<Self, VectorError> {
+        let grpc = grpc_url(&config.url, config.grpc_port)?;
+        QdrantStore::connect(
+            &grpc,
+            config.api_key.as_deref(),
+            Duration::from_secs(config.client_timeout),
+            config.replication_factor,
+        )
+        .await
+    }
+
+    /// Dify's Qdrant factory uses the shared collection of the dataset's embedding model
+    /// (`dataset_collection_bindings`) whenever the dataset has one, `group_id` = dataset.
+    fn locate(ds: &Dataset, class_prefix: Option<&str>) -> Location {
+        let collection = match (&ds.binding_collection, class_prefix) {
+            (Some(binding), _) => binding.clone(),
+            (None, Some(name)) => name.to_string(),
+            (None, None) => index_struct::generated_name(ds.id),
+        };
+        Location {
+            collection,
+            group: ds.id.to_string(),
+        }
+    }
+}
+
 impl VectorStore for QdrantStore {
     fn kind(&self) -> &'static str {
         NAME
     }
 
-    async fn health(&self) -> Result<String, VectorError> {
+    async fn health(&self) -> Result<Health, VectorError> {
         let reply = self
             .client
             .health_check()
             .await
             .map_err(|e| failed("health check", e))?;
-        Ok(reply.version)
+        Ok(Health {
+            version: reply.version,
+            detail: None,
+        })
     }
 
     async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
         Ok(self.info(collection).await?.map(|(info, _)| info))
     }
+}
 
+impl VectorSource for QdrantStore {
     async fn read_page(
         &self,
-        collection: &str,
-        group: &str,
+        at: &Location,
         cursor: Option<&str>,
         limit: usize,
         vectors: bool,
@@ -259,8 +373,8 @@ impl VectorStore for QdrantStore {
         let page = self
             .client
             .scroll(ScrollPoints {
-                collection_name: collection.to_string(),
-                filter: Some(group_filter(group)),
+                collection_name: at.collection.clone(),
+                filter: Some(group_filter(&at.group)),
                 offset: cursor.map(uuid_id),
                 limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
                 with_payload: Some(true.into()),
@@ -279,13 +393,17 @@ impl VectorStore for QdrantStore {
         })
     }
 
+    async fn fetch(&self, at: &Location, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        self.points(&at.collection, ids).await
+    }
+}
+
+/// Point ids are `doc_id`s: Dify's own rule for Qdrant.
+impl VectorTarget for QdrantStore {
     // `hnsw_config.on_disk` is deprecated in current Qdrant; Dify sends it, so do we.
     #[allow(deprecated)]
-    async fn ensure_collection(
-        &self,
-        collection: &str,
-        dimension: usize,
-    ) -> Result<(), VectorError> {
+    async fn ensure(&self, at: &Location, dimension: usize) -> Result<(), VectorError> {
+        let collection = at.collection.as_str();
         if self.info(collection).await?.is_none() {
             let created = self
                 .client
@@ -359,12 +477,8 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
-    async fn upsert(
-        &self,
-        collection: &str,
-        group: &str,
-        points: &[Point],
-    ) -> Result<(), VectorError> {
+    async fn write(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
+        let group = at.group.as_str();
         let mut structs = Vec::with_capacity(points.len());
         for p in points {
             let payload = serde_json::json!({
@@ -383,7 +497,7 @@ impl VectorStore for QdrantStore {
         // `wait`: before 1.19 a rejected point in an unawaited write is lost silently.
         self.client
             .upsert_points(UpsertPoints {
-                collection_name: collection.to_string(),
+                collection_name: at.collection.clone(),
                 wait: Some(true),
                 points: structs,
                 ..Default::default()
@@ -393,12 +507,12 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
-    async fn count(&self, collection: &str, group: &str) -> Result<u64, VectorError> {
+    async fn count(&self, at: &Location) -> Result<u64, VectorError> {
         let counted = self
             .client
             .count(CountPoints {
-                collection_name: collection.to_string(),
-                filter: Some(group_filter(group)),
+                collection_name: at.collection.clone(),
+                filter: Some(group_filter(&at.group)),
                 exact: Some(true),
                 ..Default::default()
             })
@@ -407,30 +521,19 @@ impl VectorStore for QdrantStore {
         Ok(counted.result.map_or(0, |r| r.count))
     }
 
-    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
-        let got = self
-            .client
-            .get_points(GetPoints {
-                collection_name: collection.to_string(),
-                ids: ids.iter().map(|i| uuid_id(i)).collect(),
-                with_payload: Some(true.into()),
-                with_vectors: Some(true.into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed("get points", e))?;
-        Ok(got
-            .result
-            .into_iter()
-            .map(|p| point_of(p.id.as_ref(), p.payload, p.vectors))
-            .collect())
+    async fn read_back(
+        &self,
+        at: &Location,
+        doc_ids: &[String],
+    ) -> Result<Vec<Point>, VectorError> {
+        self.points(&at.collection, doc_ids).await
     }
 
-    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+    async fn present(&self, at: &Location, ids: &[String]) -> Result<Vec<String>, VectorError> {
         let got = self
             .client
             .get_points(GetPoints {
-                collection_name: collection.to_string(),
+                collection_name: at.collection.clone(),
                 ids: ids.iter().map(|i| uuid_id(i)).collect(),
                 with_payload: Some(false.into()),
                 with_vectors: Some(false.into()),
@@ -445,44 +548,57 @@ impl VectorStore for QdrantStore {
             .collect())
     }
 
-    async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
-        let mut ids = Vec::new();
-        let mut offset: Option<PointId> = None;
-        loop {
-            let page = self
-                .client
-                .scroll(ScrollPoints {
-                    collection_name: collection.to_string(),
-                    filter: Some(group_filter(group)),
-                    offset: offset.take(),
-                    limit: Some(1000),
-                    with_payload: Some(false.into()),
-                    with_vectors: Some(false.into()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| failed("scroll", e))?;
-            ids.extend(page.result.iter().map(|p| id_string(p.id.as_ref())));
-            match page.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(ids),
-            }
-        }
+    async fn doc_ids(
+        &self,
+        at: &Location,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), VectorError> {
+        let page = self
+            .client
+            .scroll(ScrollPoints {
+                collection_name: at.collection.clone(),
+                filter: Some(group_filter(&at.group)),
+                offset: cursor.map(uuid_id),
+                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+                with_payload: Some(false.into()),
+                with_vectors: Some(false.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("scroll", e))?;
+        let ids = page
+            .result
+            .iter()
+            .map(|p| id_string(p.id.as_ref()))
+            .collect();
+        Ok((
+            ids,
+            page.next_page_offset.as_ref().map(|id| id_string(Some(id))),
+        ))
     }
 
     async fn search(
         &self,
-        collection: &str,
-        group: &str,
+        at: &Location,
         vector: &[f32],
         limit: usize,
+        document_ids: &[String],
     ) -> Result<Vec<Hit>, VectorError> {
+        // Dify's filter: the group, and `metadata.document_id` any of those asked for.
+        let mut filter = group_filter(&at.group);
+        if !document_ids.is_empty() {
+            filter.must.push(Condition::matches(
+                "metadata.document_id",
+                document_ids.to_vec(),
+            ));
+        }
         let found = self
             .client
             .search_points(SearchPoints {
-                collection_name: collection.to_string(),
+                collection_name: at.collection.clone(),
                 vector: vector.to_vec(),
-                filter: Some(group_filter(group)),
+                filter: Some(filter),
                 limit: limit as u64,
                 with_payload: Some(false.into()),
                 ..Default::default()
@@ -499,11 +615,11 @@ impl VectorStore for QdrantStore {
             .collect())
     }
 
-    async fn delete(&self, collection: &str, ids: &[String]) -> Result<(), VectorError> {
+    async fn remove(&self, at: &Location, ids: &[String]) -> Result<(), VectorError> {
         let ids: Vec<PointId> = ids.iter().map(|i| uuid_id(i)).collect();
         self.client
             .delete_points(DeletePoints {
-                collection_name: collection.to_string(),
+                collection_name: at.collection.clone(),
                 wait: Some(true),
                 points: Some(ids.into()),
                 ..Default::default()

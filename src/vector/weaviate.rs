@@ -7,13 +7,27 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::store::{CollectionInfo, Hit, Page, Point, VectorError, VectorStore};
+use super::store::{
+    Adapter, CollectionInfo, Health, Hit, Location, Page, Point, VectorError, VectorSource,
+    VectorStore, VectorTarget,
+};
+use crate::config::Component;
 
 const NAME: &str = "weaviate";
+
+/// `{"type": "weaviate", ...}`: Dify's `WEAVIATE_*` variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeaviateConfig {
+    /// `WEAVIATE_ENDPOINT`, e.g. `http://weaviate:8080`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
 
 pub struct Weaviate {
     http: reqwest::Client,
@@ -200,14 +214,40 @@ fn point_of(object: Object, with_vector: bool) -> Result<Point, VectorError> {
     })
 }
 
+impl Adapter for Weaviate {
+    const KIND: &'static str = NAME;
+    type Config = WeaviateConfig;
+
+    fn from_env(env: &Component) -> Result<WeaviateConfig, String> {
+        Ok(WeaviateConfig {
+            endpoint: env
+                .get("WEAVIATE_ENDPOINT")
+                .ok_or("WEAVIATE_ENDPOINT is not set")?
+                .to_string(),
+            api_key: env.get("WEAVIATE_API_KEY").map(str::to_string),
+        })
+    }
+
+    fn location(config: &WeaviateConfig) -> String {
+        format!("weaviate at {}", config.endpoint)
+    }
+
+    async fn open(config: &WeaviateConfig) -> Result<Self, VectorError> {
+        Weaviate::new(&config.endpoint, config.api_key.as_deref())
+    }
+}
+
 impl VectorStore for Weaviate {
     fn kind(&self) -> &'static str {
         NAME
     }
 
-    async fn health(&self) -> Result<String, VectorError> {
+    async fn health(&self) -> Result<Health, VectorError> {
         let meta = self.ok("meta", Method::GET, "/v1/meta", None).await?;
-        Ok(meta["version"].as_str().unwrap_or("unknown").to_string())
+        Ok(Health {
+            version: meta["version"].as_str().unwrap_or("unknown").to_string(),
+            detail: None,
+        })
     }
 
     async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
@@ -235,24 +275,45 @@ impl VectorStore for Weaviate {
         } else {
             &class["vectorIndexConfig"]["distance"]
         };
-        let first = self.read_page(collection, "", None, 1, true).await?;
+        let at = Location {
+            collection: collection.to_string(),
+            group: String::new(),
+        };
+        let first = self.read_page(&at, None, 1, true).await?;
         Ok(Some(CollectionInfo {
             dimension: first.points.first().map(|p| p.vector.len()),
             distance: distance.as_str().unwrap_or("cosine").to_string(),
             layout: if named { "named" } else { "legacy" }.to_string(),
         }))
     }
+}
 
+impl Weaviate {
+    /// Objects of `class` by id, vectors included; absent ones are left out.
+    async fn objects(&self, class: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let path = format!("/v1/objects/{class}/{id}?include=vector");
+            let Some(object) = self.typed::<Object>("get object", &path).await? else {
+                continue;
+            };
+            found.push(point_of(object, true)?);
+        }
+        Ok(found)
+    }
+}
+
+impl VectorSource for Weaviate {
     async fn read_page(
         &self,
-        collection: &str,
-        _group: &str,
+        at: &Location,
         cursor: Option<&str>,
         limit: usize,
         vectors: bool,
     ) -> Result<Page, VectorError> {
         // The cursor API: UUID order, the `after` object excluded, `limit` always sent.
         let include = if vectors { "&include=vector" } else { "" };
+        let collection = &at.collection;
         let mut path = format!("/v1/objects?class={collection}{include}&limit={limit}");
         if let Some(after) = cursor {
             path.push_str("&after=");
@@ -274,11 +335,16 @@ impl VectorStore for Weaviate {
         Ok(Page { points, next })
     }
 
-    async fn ensure_collection(
-        &self,
-        collection: &str,
-        _dimension: usize,
-    ) -> Result<(), VectorError> {
+    async fn fetch(&self, at: &Location, ids: &[String]) -> Result<Vec<Point>, VectorError> {
+        self.objects(&at.collection, ids).await
+    }
+}
+
+/// As a target, objects are written under their `doc_id` (Dify's rule up to 1.9.1 and again
+/// after #41714), so `doc_id`s address them.
+impl VectorTarget for Weaviate {
+    async fn ensure(&self, at: &Location, _dimension: usize) -> Result<(), VectorError> {
+        let collection = &at.collection;
         if self.describe(collection).await?.is_some() {
             return Ok(());
         }
@@ -300,12 +366,8 @@ impl VectorStore for Weaviate {
             .map(|_| ())
     }
 
-    async fn upsert(
-        &self,
-        collection: &str,
-        _group: &str,
-        points: &[Point],
-    ) -> Result<(), VectorError> {
+    async fn write(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
+        let collection = &at.collection;
         let objects: Vec<Value> = points
             .iter()
             .map(|p| {
@@ -344,7 +406,8 @@ impl VectorStore for Weaviate {
         }
     }
 
-    async fn count(&self, collection: &str, _group: &str) -> Result<u64, VectorError> {
+    async fn count(&self, at: &Location) -> Result<u64, VectorError> {
+        let collection = &at.collection;
         let data = self
             .graphql(format!(
                 "{{ Aggregate {{ {collection} {{ meta {{ count }} }} }} }}"
@@ -355,19 +418,16 @@ impl VectorStore for Weaviate {
             .ok_or_else(|| VectorError::store(NAME, "aggregate", format!("no count in {data}")))
     }
 
-    async fn get(&self, collection: &str, ids: &[String]) -> Result<Vec<Point>, VectorError> {
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let path = format!("/v1/objects/{collection}/{id}?include=vector");
-            let Some(object) = self.typed::<Object>("get object", &path).await? else {
-                continue;
-            };
-            found.push(point_of(object, true)?);
-        }
-        Ok(found)
+    async fn read_back(
+        &self,
+        at: &Location,
+        doc_ids: &[String],
+    ) -> Result<Vec<Point>, VectorError> {
+        self.objects(&at.collection, doc_ids).await
     }
 
-    async fn present(&self, collection: &str, ids: &[String]) -> Result<Vec<String>, VectorError> {
+    async fn present(&self, at: &Location, ids: &[String]) -> Result<Vec<String>, VectorError> {
+        let collection = &at.collection;
         let mut found = Vec::new();
         for id in ids {
             let (status, body) = self
@@ -393,32 +453,37 @@ impl VectorStore for Weaviate {
         Ok(found)
     }
 
-    async fn ids(&self, collection: &str, group: &str) -> Result<Vec<String>, VectorError> {
-        let mut ids = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .read_page(collection, group, cursor.as_deref(), 1000, false)
-                .await?;
-            ids.extend(page.points.into_iter().map(|p| p.id));
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(ids),
-            }
-        }
+    async fn doc_ids(
+        &self,
+        at: &Location,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), VectorError> {
+        let page = self.read_page(at, cursor, limit, false).await?;
+        Ok((page.points.into_iter().map(|p| p.id).collect(), page.next))
     }
 
     async fn search(
         &self,
-        collection: &str,
-        _group: &str,
+        at: &Location,
         vector: &[f32],
         limit: usize,
+        document_ids: &[String],
     ) -> Result<Vec<Hit>, VectorError> {
+        let collection = &at.collection;
+        // Dify's filter: `document_id` contains any of the documents asked for.
+        let filter = if document_ids.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", where: {{path: [\"document_id\"], operator: ContainsAny, valueText: {}}}",
+                Value::from(document_ids.to_vec())
+            )
+        };
         let vector: Vec<String> = vector.iter().map(|x| x.to_string()).collect();
         let data = self
             .graphql(format!(
-                "{{ Get {{ {collection}(nearVector: {{vector: [{}]}}, limit: {limit}) {{ _additional {{ id distance }} }} }} }}",
+                "{{ Get {{ {collection}(nearVector: {{vector: [{}]}}, limit: {limit}{filter}) {{ _additional {{ id distance }} }} }} }}",
                 vector.join(",")
             ))
             .await?;
@@ -437,7 +502,8 @@ impl VectorStore for Weaviate {
             .collect())
     }
 
-    async fn delete(&self, collection: &str, ids: &[String]) -> Result<(), VectorError> {
+    async fn remove(&self, at: &Location, ids: &[String]) -> Result<(), VectorError> {
+        let collection = &at.collection;
         for id in ids {
             let (status, body) = self
                 .call(

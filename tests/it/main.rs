@@ -18,5 +18,6 @@ mod shutdown;
 mod storage_migrate;
 mod test_servers;
 mod vacuum;
+mod vector_matrix;
 mod vector_migrate;
 mod vector_stores;

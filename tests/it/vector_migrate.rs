@@ -12,13 +12,13 @@ use uuid::Uuid;
 use crate::support::daemon::{Options, TestDaemon};
 use crate::support::dify_vectors::{
     DIM, Ds, REDIS_DB, annotation_app, assert_dify_layout, assert_exactly,
-    assert_search_matches_brute_force, attachments_and_summaries, binding, cache, class_name,
+    assert_search_matches_brute_force, at, attachments_and_summaries, binding, cache, class_name,
     dataset, index_struct, load, on_qdrant, vector_env,
 };
 use crate::support::embeddings_server::{self, EmbeddingsServer};
 use crate::support::pg::{self, TestDb};
 use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
-use upkeep::vector::store::VectorStore;
+use upkeep::vector::store::VectorTarget;
 
 async fn daemon(db: &TestDb, w: &WeaviateServer, q: &QdrantStandin) -> TestDaemon {
     TestDaemon::start(
@@ -243,7 +243,7 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
     let store = q.store().await;
     assert_eq!(
         store
-            .count(&shared, &legacy.id.to_string())
+            .count(&at(&shared, &legacy.id.to_string()))
             .await
             .expect("count"),
         120
@@ -772,7 +772,7 @@ async fn points_upkeep_did_not_write_fail_verification_and_stay() {
     // A half-finished `flask vdb-migrate` left a parent vector in the dataset's group.
     let store = q.store().await;
     store
-        .ensure_collection(&shared, DIM)
+        .ensure(&at(&shared, ""), DIM)
         .await
         .expect("collection");
     let leftover = Uuid::new_v4().to_string();
@@ -786,7 +786,7 @@ async fn points_upkeep_did_not_write_fail_verification_and_stay() {
             .unwrap_or_default(),
     };
     store
-        .upsert(&shared, &ds.id.to_string(), &[point])
+        .write(&at(&shared, &ds.id.to_string()), &[point])
         .await
         .expect("leftover");
     let d = daemon(&db, &w, &q).await;
@@ -804,13 +804,13 @@ async fn points_upkeep_did_not_write_fail_verification_and_stay() {
     );
     assert!(index_struct(&db, ds.id).await.contains("weaviate"));
     let kept = store
-        .get(&shared, std::slice::from_ref(&leftover))
+        .read_back(&at(&shared, ""), std::slice::from_ref(&leftover))
         .await
         .expect("get");
     assert_eq!(kept.len(), 1, "the leftover stays");
     assert_eq!(
         store
-            .count(&shared, &ds.id.to_string())
+            .count(&at(&shared, &ds.id.to_string()))
             .await
             .expect("count"),
         31

@@ -7,10 +7,17 @@ use uuid::Uuid;
 
 use crate::support::dify_vectors::assert_dify_layout;
 use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
-use upkeep::vector::store::{Point, VectorStore};
+use upkeep::vector::store::{Location, Point, VectorSource, VectorStore, VectorTarget};
 use upkeep::vector::weaviate::Weaviate;
 
 const DIM: usize = 8;
+
+fn at(collection: &str, group: &str) -> Location {
+    Location {
+        collection: collection.into(),
+        group: group.into(),
+    }
+}
 
 /// A unit vector (Qdrant normalises cosine vectors; unit ones come back as sent, within f32).
 fn unit_vector(seed: u64) -> Vec<f32> {
@@ -88,7 +95,14 @@ async fn load_weaviate(w: &WeaviateServer, class: &str, named: bool, n: usize) -
 async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
     let w = WeaviateServer::start().await;
     let store = Weaviate::new(&w.url, None).expect("client");
-    assert!(store.health().await.expect("health").starts_with("1."));
+    assert!(
+        store
+            .health()
+            .await
+            .expect("health")
+            .version
+            .starts_with("1.")
+    );
     for (class, named) in [
         ("Vector_index_legacy_Node", false),
         ("Vector_index_named_Node", true),
@@ -104,13 +118,13 @@ async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
             (info.dimension, info.distance.as_str()),
             (Some(DIM), "cosine")
         );
-        assert_eq!(store.count(class, "").await.expect("count"), 250);
+        assert_eq!(store.count(&at(class, "")).await.expect("count"), 250);
 
         let mut read = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = store
-                .read_page(class, "", cursor.as_deref(), 100, true)
+                .read_page(&at(class, ""), cursor.as_deref(), 100, true)
                 .await
                 .expect("page");
             read.extend(page.points);
@@ -146,7 +160,7 @@ async fn weaviate_reads_every_object_of_both_layouts_in_pages() {
     );
     assert!(
         store
-            .read_page("Vector_index_none_Node", "", None, 10, true)
+            .read_page(&at("Vector_index_none_Node", ""), None, 10, true)
             .await
             .is_err()
     );
@@ -158,15 +172,15 @@ async fn qdrant_roundtrip(version: &str) {
     assert_eq!(store.version(), version);
     let collection = "Vector_index_5e4d_Node";
     store
-        .ensure_collection(collection, DIM)
+        .ensure(&at(collection, ""), DIM)
         .await
         .expect("create");
     // Again: it exists as Dify made it, nothing to do.
     store
-        .ensure_collection(collection, DIM)
+        .ensure(&at(collection, ""), DIM)
         .await
         .expect("exists");
-    assert!(store.ensure_collection(collection, DIM + 1).await.is_err());
+    assert!(store.ensure(&at(collection, ""), DIM + 1).await.is_err());
 
     let layout = q.layout().await;
     assert_dify_layout(&layout, collection, DIM);
@@ -185,20 +199,26 @@ async fn qdrant_roundtrip(version: &str) {
         })
         .collect();
     for chunk in points.chunks(64) {
-        store.upsert(collection, &a, chunk).await.expect("upsert");
+        store
+            .write(&at(collection, &a), chunk)
+            .await
+            .expect("upsert");
     }
-    store.upsert(collection, &b, &points[..10]).await.ok();
-    assert_eq!(store.count(collection, &a).await.expect("count"), 300 - 10);
+    store.write(&at(collection, &b), &points[..10]).await.ok();
+    assert_eq!(
+        store.count(&at(collection, &a)).await.expect("count"),
+        300 - 10
+    );
     // Writing the same points again overwrites them: no duplicates.
     store
-        .upsert(collection, &a, &points)
+        .write(&at(collection, &a), &points)
         .await
         .expect("upsert again");
-    assert_eq!(store.count(collection, &a).await.expect("count"), 300);
-    assert_eq!(store.count(collection, &b).await.expect("count"), 0);
+    assert_eq!(store.count(&at(collection, &a)).await.expect("count"), 300);
+    assert_eq!(store.count(&at(collection, &b)).await.expect("count"), 0);
 
     let got = store
-        .get(collection, &[points[7].id.clone()])
+        .read_back(&at(collection, &a), &[points[7].id.clone()])
         .await
         .expect("get");
     assert_eq!(got.len(), 1);
@@ -212,7 +232,7 @@ async fn qdrant_roundtrip(version: &str) {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-6, "{diff}");
     let hits = store
-        .search(collection, &a, &points[42].vector, 3)
+        .search(&at(collection, &a), &points[42].vector, 3, &[])
         .await
         .expect("search");
     assert_eq!(hits[0].id, points[42].id);
@@ -221,7 +241,7 @@ async fn qdrant_roundtrip(version: &str) {
     let mut cursor: Option<String> = None;
     loop {
         let page = store
-            .read_page(collection, &a, cursor.as_deref(), 128, true)
+            .read_page(&at(collection, &a), cursor.as_deref(), 128, true)
             .await
             .expect("scroll");
         for p in page.points {
@@ -238,20 +258,25 @@ async fn qdrant_roundtrip(version: &str) {
     let mut bad = points[0].clone();
     bad.vector.pop();
     let err = store
-        .upsert(collection, &a, &[bad])
+        .write(&at(collection, &a), &[bad])
         .await
         .expect_err("dimension");
     assert!(err.to_string().contains("expected dim: 8, got 7"), "{err}");
 
     // A server failing mid-run surfaces as an error of the call.
     q.fail_after(0, "UNAVAILABLE", &["Upsert"]).await;
-    assert!(store.upsert(collection, &a, &points[..1]).await.is_err());
+    assert!(
+        store
+            .write(&at(collection, &a), &points[..1])
+            .await
+            .is_err()
+    );
     q.heal().await;
     store
-        .delete(collection, &[points[0].id.clone()])
+        .remove(&at(collection, &a), &[points[0].id.clone()])
         .await
         .expect("delete");
-    assert_eq!(store.count(collection, &a).await.expect("count"), 299);
+    assert_eq!(store.count(&at(collection, &a)).await.expect("count"), 299);
 }
 
 #[tokio::test]
@@ -264,8 +289,9 @@ async fn qdrant_1_13_gets_vectors_in_dense() {
     qdrant_roundtrip("1.13.0").await;
 }
 
-/// The test servers are strict where Weaviate and Qdrant are: their own self-tests (39, each
-/// an answer of the real server's, word for word) pass, so the tests above can trust them.
+/// The test servers are strict where Weaviate, Qdrant and Milvus are: their own self-tests
+/// (65, each an answer of the real server's: `test_weaviate_server.py`,
+/// `test_qdrant_standin.py`, `test_milvus_server.py`) pass, so the tests can trust them.
 #[tokio::test]
 async fn the_vector_test_servers_pass_their_self_tests() {
     let python = std::env::var("UPKEEP_TEST_QDRANT_PY").expect("run through scripts/test");
@@ -291,9 +317,26 @@ async fn the_vector_test_servers_pass_their_self_tests() {
     assert!(report.contains(" passed"), "{report}");
 }
 
+/// The Milvus test server's handle starts each variant and drives its side channel.
+#[tokio::test]
+async fn the_milvus_test_server_handle_drives_its_side_channel() {
+    use crate::support::vector_servers::MilvusServer;
+    let m = MilvusServer::start().await;
+    assert_eq!(m.uri(), format!("http://127.0.0.1:{}", m.grpc_port));
+    assert_eq!(m.token(), None);
+    assert_eq!(m.layout().await, serde_json::json!({}));
+    assert_eq!(m.calls().await, serde_json::json!({}));
+    m.fault("Insert", "UNAVAILABLE", 1, 2).await;
+    m.stop_serving().await;
+    let authed = MilvusServer::start_with_token("root:Milvus").await;
+    assert_eq!(authed.token(), Some("root:Milvus"));
+    let old = MilvusServer::start_version("2.5.15").await;
+    assert_ne!(old.grpc_port, m.grpc_port);
+}
+
 /// A collection Dify made before it added its `metadata.*` and text indexes (or one whose
 /// writer stopped between create and index) gets exactly the missing ones, as Dify makes
-/// them; `ids` lists a group's points and nothing else.
+/// them; `doc_ids` lists a group's points and nothing else.
 #[tokio::test]
 async fn a_collection_missing_dify_indexes_gets_them() {
     use qdrant_client::qdrant::{
@@ -320,7 +363,7 @@ async fn a_collection_missing_dify_indexes_gets_them() {
     .expect("group_id index");
     let store = q.store().await;
     store
-        .ensure_collection(collection, DIM)
+        .ensure(&at(collection, ""), DIM)
         .await
         .expect("made sure of");
     let layout = q.layout().await;
@@ -356,9 +399,19 @@ async fn a_collection_missing_dify_indexes_gets_them() {
             }
         })
         .collect();
-    store.upsert(collection, &a, &points[..3]).await.expect("a");
-    store.upsert(collection, &b, &points[3..]).await.expect("b");
-    let mut ids = store.ids(collection, &a).await.expect("ids");
+    store
+        .write(&at(collection, &a), &points[..3])
+        .await
+        .expect("a");
+    store
+        .write(&at(collection, &b), &points[3..])
+        .await
+        .expect("b");
+    let (mut ids, next) = store
+        .doc_ids(&at(collection, &a), None, 100)
+        .await
+        .expect("ids");
+    assert_eq!(next, None);
     ids.sort();
     let mut want: Vec<String> = points[..3].iter().map(|p| p.id.clone()).collect();
     want.sort();

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::pg::TestDb;
 use super::vector_servers::{QdrantStandin, WeaviateServer};
-use upkeep::vector::store::VectorStore;
+use upkeep::vector::store::{Location, VectorSource, VectorTarget};
 
 pub const DIM: usize = 1536;
 
@@ -482,6 +482,13 @@ pub fn assert_dify_layout(layout: &Value, collection: &str, dim: usize) {
     }
 }
 
+pub fn at(collection: &str, group: &str) -> Location {
+    Location {
+        collection: collection.into(),
+        group: group.into(),
+    }
+}
+
 /// `collection` holds exactly the records of `units` under their groups: each under its
 /// `doc_id` with its text, metadata and vector, nothing else, nothing twice. `not_in_source`
 /// records were rebuilt from Dify's tables (no extractor keys).
@@ -499,7 +506,7 @@ pub async fn assert_exactly(
         let mut cursor: Option<String> = None;
         loop {
             let page = store
-                .read_page(collection, &group, cursor.as_deref(), 200, true)
+                .read_page(&at(collection, &group), cursor.as_deref(), 200, true)
                 .await
                 .expect("scroll");
             for p in page.points {
@@ -547,7 +554,7 @@ pub async fn assert_search_matches_brute_force(q: &QdrantStandin, collection: &s
     brute.sort_by(|a, b| b.0.total_cmp(&a.0));
     let want: Vec<&String> = brute.iter().take(5).map(|(_, id)| *id).collect();
     let hits = store
-        .search(collection, &ds.id.to_string(), &query, 5)
+        .search(&at(collection, &ds.id.to_string()), &query, 5, &[])
         .await
         .expect("search");
     let got: Vec<&String> = hits.iter().map(|h| &h.id).collect();

@@ -8,4 +8,5 @@ pub mod files;
 pub mod pg;
 pub mod process;
 pub mod servers;
+pub mod stores;
 pub mod vector_servers;

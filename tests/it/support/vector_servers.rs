@@ -1,7 +1,8 @@
-//! The vector-store test servers of `tests/servers/` (no real Weaviate or Qdrant installs
-//! here): a Weaviate REST server and a Qdrant gRPC stand-in over `qdrant-client`'s local mode.
-//! Each binds a free port on 127.0.0.1 and says `READY <ports>` on stdout; the handle kills it
-//! on drop. The Python is `.tools/venv`'s (`UPKEEP_TEST_QDRANT_PY`, from scripts/test).
+//! The vector-store test servers of `tests/servers/` (no real Weaviate, Qdrant or Milvus
+//! installs here): a Weaviate REST server, a Qdrant gRPC stand-in over `qdrant-client`'s local
+//! mode and a strict Milvus gRPC server over milvus-lite. Each binds a free port on 127.0.0.1
+//! and says `READY <ports>` on stdout; the handle kills it on drop. The Python is
+//! `.tools/venv`'s (`UPKEEP_TEST_QDRANT_PY`, `UPKEEP_TEST_MILVUS_PY`, from scripts/test).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,10 +22,24 @@ fn python() -> String {
     })
 }
 
+fn milvus_python() -> String {
+    std::env::var("UPKEEP_TEST_MILVUS_PY").unwrap_or_else(|_| {
+        panic!(
+            "UPKEEP_TEST_MILVUS_PY is not set: run the tests through scripts/test, which installs \
+             milvus-lite and pymilvus into .tools/venv and exports its python"
+        )
+    })
+}
+
 /// Spawns `script args`, returns the child and the numbers after `READY`.
 async fn spawn(script: &str, args: &[&str]) -> (Child, Vec<u16>) {
+    spawn_with(python(), script, args).await
+}
+
+/// [`spawn`] with another Python.
+async fn spawn_with(python: String, script: &str, args: &[&str]) -> (Child, Vec<u16>) {
     let path = format!("{}/tests/servers/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(python);
     cmd.arg(&path)
         .args(args)
         .stdin(Stdio::piped())
@@ -167,6 +182,84 @@ impl WeaviateServer {
     /// A request to the server (with its key); panics unless it succeeds.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         request(&self.url, self.key.as_deref(), method, path, Some(body)).await
+    }
+}
+
+/// Milvus' gRPC API (`milvus.proto.milvus.MilvusService`) over milvus-lite, strict where a real
+/// Milvus is: load state, Dify's JSON `in` filter, query window, index params as sent, auth.
+/// GetVersion answers `v2.6.3` (Dify's compose) unless started with another version.
+pub struct MilvusServer {
+    _child: Child,
+    pub grpc_port: u16,
+    control: String,
+    token: Option<String>,
+}
+
+impl MilvusServer {
+    pub async fn start() -> MilvusServer {
+        Self::launch(None, None).await
+    }
+
+    /// One that wants gRPC metadata `authorization: base64(token)`; `token` is `user:password`
+    /// (`MILVUS_USER`/`MILVUS_PASSWORD`) or an API key (`MILVUS_TOKEN`).
+    pub async fn start_with_token(token: &str) -> MilvusServer {
+        Self::launch(Some(token), None).await
+    }
+
+    /// One that answers GetVersion with `version` (`2.5.15`, `v2.6.3`, ...).
+    pub async fn start_version(version: &str) -> MilvusServer {
+        Self::launch(None, Some(version)).await
+    }
+
+    async fn launch(token: Option<&str>, version: Option<&str>) -> MilvusServer {
+        let mut args = vec!["--host", "127.0.0.1", "--port", "0", "--exit-on-stdin-eof"];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        if let Some(version) = version {
+            args.extend(["--version", version]);
+        }
+        let (child, ports) = spawn_with(milvus_python(), "milvus_server.py", &args).await;
+        MilvusServer {
+            _child: child,
+            grpc_port: ports[0],
+            control: format!("http://127.0.0.1:{}", ports[1]),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, what `MILVUS_URI` holds.
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The token it wants, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Per collection: the CreateCollection schema as received, the consistency level asked,
+    /// the CreateIndex requests as received and the load state.
+    pub async fn layout(&self) -> Value {
+        control(&self.control, reqwest::Method::GET, "/layout", None).await
+    }
+
+    /// Calls `after + 1` to `after + times` of RPC `method` (`Insert`, `Query`, ...) fail with
+    /// gRPC status `code` (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...) before they run.
+    pub async fn fault(&self, method: &str, code: &str, after: u32, times: u32) {
+        let body =
+            serde_json::json!({"method": method, "code": code, "after": after, "times": times});
+        control(&self.control, reqwest::Method::POST, "/fault", Some(body)).await;
+    }
+
+    /// Every RPC from now on fails UNAVAILABLE: the server went away.
+    pub async fn stop_serving(&self) {
+        control(&self.control, reqwest::Method::POST, "/stop", None).await;
+    }
+
+    /// RPCs received per method, e.g. `{"Insert": 3}`.
+    pub async fn calls(&self) -> Value {
+        control(&self.control, reqwest::Method::GET, "/calls", None).await
     }
 }
 

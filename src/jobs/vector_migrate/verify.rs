@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use super::vector_copy::{Sampled, VECTOR_SAMPLE, absent_from, retried};
+use super::unit::{Sampled, VECTOR_SAMPLE, absent_from, retried};
 use crate::dify::vector_records::Record;
-use crate::vector::config::AnyStore;
-use crate::vector::store::{Point, VectorError, VectorStore};
+use crate::vector::AnyStore;
+use crate::vector::store::{Location, Point, VectorError, VectorSource, VectorTarget};
 
 /// Sampled points searched for with Dify's filter: each proves the filter and the vectors
 /// work together; the vectors themselves are proven by the comparison.
@@ -18,10 +18,9 @@ const LISTED: usize = 5;
 /// What is checked: one group of the target against the records and the source.
 pub struct Check<'a> {
     pub target: &'a AnyStore,
-    pub collection: &'a str,
-    pub group: &'a str,
+    pub at: &'a Location,
     pub source: &'a AnyStore,
-    pub source_collection: &'a str,
+    pub source_at: &'a Location,
     pub expected: &'a [Record],
     /// Ids per presence request.
     pub batch: usize,
@@ -39,27 +38,26 @@ pub async fn verify(
 ) -> Result<(), VectorError> {
     let Check {
         target,
-        collection,
-        group,
+        at,
         source,
-        source_collection,
+        source_at,
         expected,
         batch,
     } = *check;
     // The fill found every other record there; the filled ones are checked here. With those
     // present, a count equal to the records' means nothing else is in the group.
     let filled_ids: Vec<String> = filled.iter().map(|p| p.id.clone()).collect();
-    let lost = absent_from(target, collection, &filled_ids, batch).await?;
+    let lost = absent_from(target, at, &filled_ids, batch).await?;
     let counted = if exists {
-        retried(|| target.count(collection, group)).await?
+        retried(|| target.count(at)).await?
     } else {
         0
     };
     if counted != expected.len() as u64 || !lost.is_empty() {
-        return Err(mismatch(target, collection, group, expected).await);
+        return Err(mismatch(target, at, expected, batch).await);
     }
     let source_ids: Vec<String> = sample.iter().map(|s| s.source_id.clone()).collect();
-    let originals = retried(|| source.get(source_collection, &source_ids)).await?;
+    let originals = retried(|| source.fetch(source_at, &source_ids)).await?;
     let mut wanted: Vec<Point> = Vec::new();
     for s in sample {
         let Some(original) = originals.iter().find(|p| p.id == s.source_id) else {
@@ -75,7 +73,7 @@ pub async fn verify(
     }
     wanted.extend(filled.iter().take(VECTOR_SAMPLE).cloned());
     let ids: Vec<String> = wanted.iter().map(|p| p.id.clone()).collect();
-    let copies = retried(|| target.get(collection, &ids)).await?;
+    let copies = retried(|| target.read_back(at, &ids)).await?;
     for want in &wanted {
         let Some(copy) = copies.iter().find(|c| c.id == want.id) else {
             return Err(VectorError::Layout(format!(
@@ -94,7 +92,15 @@ pub async fn verify(
         }
     }
     for want in wanted.iter().take(SEARCH_SAMPLE) {
-        let hits = retried(|| target.search(collection, group, &want.vector, 3)).await?;
+        // Dify's search, narrowed to the point's own document as a retrieval with a
+        // document filter is (annotations have none).
+        let documents: Vec<String> = want
+            .metadata
+            .get("document_id")
+            .and_then(|d| d.as_str())
+            .map(|d| vec![d.to_string()])
+            .unwrap_or_default();
+        let hits = retried(|| target.search(at, &want.vector, 3, &documents)).await?;
         let top = hits.first().map(|h| h.score).unwrap_or(f32::MIN);
         if !hits
             .iter()
@@ -109,36 +115,52 @@ pub async fn verify(
     Ok(())
 }
 
-/// What differs between the group's ids and the records' `doc_id`s, as an error.
+/// What differs between the `doc_id`s at `at` and the records', as an error; the target's
+/// ids are read a page at a time.
 async fn mismatch(
     target: &AnyStore,
-    collection: &str,
-    group: &str,
+    at: &Location,
     expected: &[Record],
+    batch: usize,
 ) -> VectorError {
-    let held: HashSet<String> = match retried(|| target.ids(collection, group)).await {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(e) => return e,
-    };
     let wanted: HashSet<&str> = expected.iter().map(|r| r.doc_id.as_str()).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut extra: Vec<String> = Vec::new();
+    let mut held = 0usize;
+    let mut twice = 0usize;
+    let mut cursor: Option<String> = None;
+    loop {
+        let (ids, next) =
+            match retried(|| target.doc_ids(at, cursor.as_deref(), batch.max(100))).await {
+                Ok(page) => page,
+                Err(e) => return e,
+            };
+        held += ids.len();
+        for id in ids {
+            if !wanted.contains(id.as_str()) {
+                if extra.len() < LISTED {
+                    extra.push(id);
+                }
+            } else if !seen.insert(id) {
+                twice += 1;
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
-        .filter(|id| !held.contains(*id))
-        .take(LISTED)
-        .collect();
-    let extra: Vec<&str> = held
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !wanted.contains(id))
+        .filter(|id| !seen.contains(*id))
         .take(LISTED)
         .collect();
     VectorError::Layout(format!(
-        "verification: the target holds {} points for this group, Dify's tables name {}; \
-         missing e.g. {missing:?}; not among Dify's records e.g. {extra:?} (left by an earlier \
-         `flask vdb-migrate`, or records deleted meanwhile: Upkeep deletes nothing it did not \
-         write)",
-        held.len(),
+        "verification: the target holds {held} points for this group, Dify's tables name {}; \
+         missing e.g. {missing:?}; {twice} held more than once; not among Dify's records e.g. \
+         {extra:?} (left by an earlier `flask vdb-migrate`, or records deleted meanwhile: Upkeep \
+         deletes nothing it did not write)",
         wanted.len()
     ))
 }

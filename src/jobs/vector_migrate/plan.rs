@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::vector_copy::Outcome;
-use super::vector_migrate::VectorMigrateParams;
-use super::vector_units::{invalid, target_config, units};
-use super::{JobCtx, JobError};
+use super::super::{JobCtx, JobError};
+use super::params::VectorMigrateParams;
+use super::unit::Outcome;
+use super::units::{invalid, target_config, units};
 use crate::dify::vector_records::{self, Dataset};
-use crate::vector::config::StoreConfig;
-use crate::vector::store::{VectorError, VectorStore};
+use crate::vector::StoreConfig;
+use crate::vector::store::{Location, VectorError, VectorSource, VectorStore};
 
 /// What a run would do, per dataset and app, reading the source without vectors.
 pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -34,26 +34,24 @@ pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value
             _ => {}
         }
         if let Some(target) = &target
-            && let Ok(Some(info)) = target.describe(&unit.collection).await
+            && let Ok(Some(info)) = target.describe(&unit.at.collection).await
         {
             entry["target_dimension"] = json!(info.dimension);
         }
         match &unit.source {
             Err(e) => entry["error"] = json!(e),
-            Ok((config, collection)) => {
-                match scan(config, collection, &unit.ds, &expected, params.batch_size).await {
-                    Ok(scan) => {
-                        let cached = cached(&ctx.pool, &unit.ds, &scan.missing).await?;
-                        entry["source_points"] = json!(scan.points);
-                        entry["dimension"] = json!(scan.dimension);
-                        entry["missing_vectors"] = json!(scan.missing.len());
-                        entry["missing_in_cache"] = json!(cached);
-                        entry["strays"] = json!(scan.points - scan.matched);
-                        entry["estimated_bytes"] = json!(scan.bytes);
-                    }
-                    Err(e) => entry["error"] = json!(e.to_string()),
+            Ok((config, at)) => match scan(config, at, &expected, params.batch_size).await {
+                Ok(scan) => {
+                    let cached = cached(&ctx.pool, &unit.ds, &scan.missing).await?;
+                    entry["source_points"] = json!(scan.points);
+                    entry["dimension"] = json!(scan.dimension);
+                    entry["missing_vectors"] = json!(scan.missing.len());
+                    entry["missing_in_cache"] = json!(cached);
+                    entry["strays"] = json!(scan.points - scan.matched);
+                    entry["estimated_bytes"] = json!(scan.bytes);
                 }
-            }
+                Err(e) => entry["error"] = json!(e.to_string()),
+            },
         }
         planned.push(entry);
     }
@@ -72,8 +70,7 @@ struct Scan {
 
 async fn scan(
     config: &StoreConfig,
-    collection: &str,
-    ds: &Dataset,
+    at: &Location,
     expected: &[vector_records::Record],
     batch: u32,
 ) -> Result<Scan, VectorError> {
@@ -89,13 +86,12 @@ async fn scan(
         bytes: 0,
         missing: Vec::new(),
     };
-    if let Some(info) = store.describe(collection).await? {
+    if let Some(info) = store.describe(&at.collection).await? {
         scan.dimension = info.dimension;
-        let group = ds.id.to_string();
         let mut cursor: Option<String> = None;
         loop {
             let page = store
-                .read_page(collection, &group, cursor.as_deref(), batch as usize, false)
+                .read_page(at, cursor.as_deref(), batch as usize, false)
                 .await?;
             for p in &page.points {
                 scan.points += 1;

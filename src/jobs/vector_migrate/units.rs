@@ -1,17 +1,18 @@
 //! Which datasets and apps a `vector_migrate` moves, and for each where its points are now
 //! (the store its `index_struct` names, or for annotation replies the one other store in use)
-//! and which collection they go to (Qdrant: the shared binding collection).
+//! and where they go: each store's adapter says where Dify keeps a dataset in it.
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::vector_copy::Unit;
-use super::vector_migrate::VectorMigrateParams;
-use super::{JobError, SpecError};
+use super::super::{JobError, SpecError};
+use super::params::VectorMigrateParams;
+use super::unit::Unit;
 use crate::config::Settings;
 use crate::dify::index_struct;
 use crate::dify::vector_records::{self, Dataset};
-use crate::vector::config::StoreConfig;
+use crate::vector::StoreConfig;
+use crate::vector::store::Location;
 
 pub fn invalid(e: SpecError) -> JobError {
     JobError::failed("invalid_params", e.to_string())
@@ -143,23 +144,9 @@ fn unit(
     target: &StoreConfig,
     fallback_kind: Result<String, String>,
 ) -> Unit {
-    let collection = collection_in(target.kind(), &ds, None);
+    let at = target.locate(&ds, None);
     let source = source_of(&ds, given, settings, target, fallback_kind);
-    Unit {
-        ds,
-        source,
-        collection,
-    }
-}
-
-/// Where a store keeps `ds`: Qdrant in the shared binding collection of its embedding model,
-/// every other store under the name `index_struct` gives, or the generated one.
-fn collection_in(kind: &str, ds: &Dataset, named: Option<&str>) -> String {
-    match (kind, &ds.binding_collection, named) {
-        ("qdrant", Some(binding), _) => binding.clone(),
-        (_, _, Some(name)) => name.to_string(),
-        _ => index_struct::generated_name(ds.id),
-    }
+    Unit { ds, source, at }
 }
 
 /// Where `ds`'s vectors are now: the store its `index_struct` names, else `fallback_kind`.
@@ -169,7 +156,7 @@ fn source_of(
     settings: &Settings,
     target: &StoreConfig,
     fallback_kind: Result<String, String>,
-) -> Result<(StoreConfig, String), String> {
+) -> Result<(StoreConfig, Location), String> {
     let named = ds.index_struct.as_deref().and_then(index_struct::parse);
     let kind = match (&named, given) {
         (Some((kind, _)), Some(config)) if config.kind() != kind => {
@@ -192,6 +179,6 @@ fn source_of(
             target.describe()
         ));
     }
-    let collection = collection_in(&kind, ds, named.as_ref().map(|(_, c)| c.as_str()));
-    Ok((config, collection))
+    let at = config.locate(ds, named.as_ref().map(|(_, c)| c.as_str()));
+    Ok((config, at))
 }

@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::JobError;
-use super::vector_copy::{Copy, MISSING_LISTED, MissingVectors, Outcome, retried};
+use super::super::JobError;
+use super::params::MissingVectors;
+use super::unit::{Copy, MISSING_LISTED, Outcome, retried};
 use crate::dify::vector_records::{self, Record};
-use crate::vector::store::{Point, VectorError, VectorStore};
+use crate::vector::store::{Point, VectorError, VectorTarget};
 
 /// Points rebuilt from Dify's tables and where their vectors came from.
 #[derive(Default)]
@@ -102,14 +103,13 @@ impl Copy<'_> {
             .filter(|r| had.get(r.doc_id.as_str()) != Some(&r.cache_hash.as_str()))
             .collect();
         let target = &self.shared.target;
-        let collection = &self.unit.collection;
         let exists = match self.target_dimension().await {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
         if !removed.is_empty()
             && exists.is_some()
-            && let Err(e) = retried(|| target.delete(collection, &removed)).await
+            && let Err(e) = retried(|| target.remove(&self.unit.at, &removed)).await
         {
             return Ok(Err(e));
         }

@@ -3,8 +3,22 @@
 //! record kind and metadata key as found, Dify's exact target layout, records the source lacks
 //! from Dify's `embeddings` cache (or an embeddings endpoint), a verification per dataset, and
 //! only then `datasets.index_struct` switches, in one short transaction. Datasets run in
-//! parallel (`vector_copy` does one); this file selects them, checkpoints what they report,
-//! and switches. A dataset that fails keeps pointing at its old store.
+//! parallel (`copy` does one); this file selects them, checkpoints what they report, and
+//! switches. A dataset that fails keeps pointing at its old store.
+//!
+//! The files of this folder: `params`; `unit` (what they share); `units` (which datasets and
+//! apps, from where to where); `copy` (one unit), `fill` (records the source lacks, changes
+//! made meanwhile), `verify`; `plan` (the dry run). None imports another both ways.
+
+mod copy;
+mod fill;
+mod params;
+mod plan;
+mod unit;
+mod units;
+mod verify;
+
+pub use params::{MissingVectors, Scope, VectorMigrateParams};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -14,101 +28,16 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::vector_copy::{self, Outcome, Report, Shared, Unit, UnitState};
-use super::vector_plan;
-use super::vector_units::{annotation_source, apps, invalid, source_config, target_config, units};
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
-use crate::dify::index_struct;
 use crate::dify::vector_records::{self, Dataset};
-use crate::vector::config::StoreConfig;
-use crate::vector::embeddings::{Embedder, EmbeddingEndpoint};
+use crate::vector::StoreConfig;
+use crate::vector::embeddings::Embedder;
 use crate::vector::redis_flags::RedisFlags;
-
-pub use super::vector_copy::MissingVectors;
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Knowledge bases (`datasets`).
-    Knowledge,
-    /// Apps' annotation replies.
-    Annotation,
-    All,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VectorMigrateParams {
-    /// The store to move to. Default: the one `VECTOR_STORE` names, configured as Dify is.
-    #[serde(default)]
-    #[schema(value_type = Option<StoreConfig>)]
-    pub target: Option<Value>,
-    /// The store to read. Default: per dataset, the one its `index_struct` names, configured
-    /// from Dify's env. Annotation replies have no `index_struct`: their default is the one
-    /// store other than the target that datasets name (or named before a migration).
-    #[serde(default)]
-    #[schema(value_type = Option<StoreConfig>)]
-    pub source: Option<Value>,
-    /// What to move. Default: `all`; `knowledge` when only `dataset_ids` is given,
-    /// `annotation` when only `app_ids` is.
-    #[serde(default)]
-    pub scope: Option<Scope>,
-    /// Only these datasets (default: every high-quality dataset not on the target yet).
-    #[serde(default)]
-    pub dataset_ids: Option<Vec<Uuid>>,
-    /// Only these apps' annotation replies (default: every app with annotation reply on).
-    #[serde(default)]
-    pub app_ids: Option<Vec<Uuid>>,
-    #[serde(default)]
-    pub tenant_ids: Option<Vec<Uuid>>,
-    #[serde(default)]
-    pub missing_vectors: MissingVectors,
-    /// The OpenAI-compatible endpoint for `missing_vectors: reembed`.
-    #[serde(default)]
-    pub embedding_endpoint: Option<EmbeddingEndpoint>,
-    /// Points per read and per write, 1..=1000.
-    #[serde(default = "default_batch")]
-    #[schema(default = 256, minimum = 1, maximum = 1000)]
-    pub batch_size: u32,
-    /// Datasets copied at once, 1..=32.
-    #[serde(default = "default_concurrency")]
-    #[schema(default = 4, minimum = 1, maximum = 32)]
-    pub concurrency: u32,
-    /// Point each verified dataset at the target; false copies and verifies only.
-    #[serde(default = "yes")]
-    pub switch_over: bool,
-}
-
-fn default_batch() -> u32 {
-    256
-}
-fn default_concurrency() -> u32 {
-    4
-}
-fn yes() -> bool {
-    true
-}
-
-impl VectorMigrateParams {
-    fn scope(&self) -> Scope {
-        match (self.scope, &self.dataset_ids, &self.app_ids) {
-            (Some(s), _, _) => s,
-            (None, Some(_), None) => Scope::Knowledge,
-            (None, None, Some(_)) => Scope::Annotation,
-            (None, _, _) => Scope::All,
-        }
-    }
-    pub(super) fn knowledge(&self) -> bool {
-        self.scope() != Scope::Annotation
-    }
-    pub(super) fn annotations(&self) -> bool {
-        self.scope() != Scope::Knowledge
-    }
-}
+use unit::{Outcome, Report, Shared, Unit, UnitState};
+use units::{annotation_source, apps, invalid, source_config, target_config, units};
 
 pub struct VectorMigrate;
 
@@ -209,7 +138,7 @@ impl JobKind for VectorMigrate {
     }
 
     async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        vector_plan::plan(params, ctx).await
+        plan::plan(params, ctx).await
     }
 
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -255,7 +184,7 @@ impl JobKind for VectorMigrate {
                 let state = cp.current.get(&unit.ds.id).cloned().unwrap_or_default();
                 let (shared, tx) = (shared.clone(), tx.clone());
                 running.spawn(async move {
-                    let outcome = vector_copy::run_unit(shared, unit.clone(), state, tx).await;
+                    let outcome = copy::run_unit(shared, unit.clone(), state, tx).await;
                     (unit, outcome)
                 });
             }
@@ -286,9 +215,9 @@ impl JobKind for VectorMigrate {
                     })?;
                     let outcome = outcome?;
                     let verified = outcome.verified;
-                    finish(ctx, &params, &mut cp, &unit, outcome, target_cfg.kind()).await?;
+                    finish(ctx, &params, &mut cp, &unit, outcome, &target_cfg).await?;
                     if verified {
-                        clear_flag(ctx, &redis, &unit.collection).await?;
+                        clear_flag(ctx, &redis, &unit.at.collection).await?;
                     }
                     report_progress(ctx, &cp, total, false).await?;
                 }
@@ -380,7 +309,7 @@ async fn finish(
     cp: &mut Checkpoint,
     unit: &Unit,
     mut outcome: Outcome,
-    target_kind: &str,
+    target: &StoreConfig,
 ) -> Result<(), JobError> {
     // A failed unit keeps its state, so a retry resumes it where it stopped, unless it
     // cannot be completed from there.
@@ -400,7 +329,7 @@ async fn finish(
     cp.done.push(outcome);
     // The switch commits with the checkpoint that records it.
     let switched = cp.done[cp.done.len() - 1].switched
-        && switch(ctx, cp, &unit.ds, target_kind, &unit.collection).await?;
+        && switch(ctx, cp, &unit.ds, target.index_struct(&unit.at)).await?;
     let last = cp.done.len() - 1;
     if cp.done[last].switched && !switched {
         cp.done[last].switched = false;
@@ -458,10 +387,8 @@ async fn switch(
     ctx: &mut JobCtx,
     cp: &Checkpoint,
     ds: &Dataset,
-    kind: &str,
-    collection: &str,
+    new: String,
 ) -> Result<bool, JobError> {
-    let new = index_struct::render(kind, collection);
     let mut tx = ctx.pool.begin().await?;
     sqlx::query("SELECT set_config('lock_timeout', '5s', true)")
         .execute(&mut *tx)

@@ -1,0 +1,256 @@
+//! One knowledge base (or one app's annotation replies) of a `vector_migrate`, from source to
+//! target: copy the stored points page by page (the next page is read while the current one
+//! is written), take what the source lacks from Dify's `embeddings` cache or an embeddings
+//! endpoint, bring it along with what Dify changed meanwhile (`fill`), then verify.
+//! Runs as its own task; each written page is reported to the job, which checkpoints it.
+//! Store failures end this unit, not the job; database failures end both.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::JobError;
+use super::fill::{contents, same_records};
+use super::unit::{
+    Copy, Outcome, Report, Sampled, Shared, Unit, UnitState, VECTOR_SAMPLE, absent_from,
+};
+use super::verify::{Check, verify};
+use crate::dify::vector_records::{self, Record};
+use crate::vector::store::{Point, VectorError, VectorStore};
+
+/// Times a unit re-reads Dify's tables to bring the copy along with changes before it gives up.
+const CATCH_UP_ROUNDS: usize = 4;
+
+/// Copies, completes and verifies one unit, resuming from `state`.
+pub async fn run_unit(
+    shared: Arc<Shared>,
+    unit: Arc<Unit>,
+    state: UnitState,
+    reports: mpsc::Sender<Report>,
+) -> Result<Outcome, JobError> {
+    let mut outcome = Outcome::new(&unit, shared.target.kind());
+    outcome.started_at = Some(Utc::now());
+    let (source_cfg, source_at) = match &unit.source {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.error = Some(e.clone());
+            return Ok(outcome);
+        }
+    };
+    let expected = vector_records::expected(&shared.pool, &unit.ds).await?;
+    outcome.expected = expected.len() as u64;
+    let step = match source_cfg.open().await {
+        Err(e) => Err(e),
+        Ok(source) => {
+            let copy = Copy {
+                shared: &shared,
+                unit: &unit,
+                source: &source,
+                source_at,
+                expected: &expected,
+            };
+            copy.run(state, &reports, &mut outcome).await?
+        }
+    };
+    match step {
+        Ok(()) => outcome.verified = true,
+        Err(e) => outcome.error = Some(e.to_string()),
+    }
+    outcome.finished_at = Some(Utc::now());
+    Ok(outcome)
+}
+
+impl Copy<'_> {
+    /// The whole unit; `Err(JobError)` only for the database, a store failure is the inner one.
+    async fn run(
+        &self,
+        mut state: UnitState,
+        reports: &mpsc::Sender<Report>,
+        outcome: &mut Outcome,
+    ) -> Result<Result<(), VectorError>, JobError> {
+        if !state.read_all
+            && let Err(e) = self.copy(&mut state, reports).await
+        {
+            return Ok(Err(e));
+        }
+        outcome.copied = state.copied;
+        outcome.not_copied_strays = state.strays;
+        let filled = match self.fill(&mut state, reports, outcome).await? {
+            Ok(filled) => filled,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Filled by an earlier attempt: the target has them, this one found none absent.
+        if let (Some((cached, reembedded)), true) = (state.filled, filled.is_empty()) {
+            outcome.from_cache = cached;
+            outcome.reembedded = reembedded;
+        }
+        let mut records = self.expected.to_vec();
+        // Each record's last written version, by doc_id.
+        let mut written: BTreeMap<String, Point> =
+            filled.into_iter().map(|p| (p.id.clone(), p)).collect();
+        // Sampled copies of records Dify changed or deleted meanwhile are not the source's.
+        let mut sample = state.sample.clone();
+        let mut now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+        for _ in 0..CATCH_UP_ROUNDS {
+            if !same_records(&records, &now) {
+                let had: HashMap<&str, &str> = records
+                    .iter()
+                    .map(|r| (r.doc_id.as_str(), r.cache_hash.as_str()))
+                    .collect();
+                let unchanged: HashSet<(&str, &str)> = contents(&now).into_iter().collect();
+                sample.retain(|s| {
+                    had.get(s.doc_id.as_str())
+                        .is_some_and(|h| unchanged.contains(&(s.doc_id.as_str(), *h)))
+                });
+                match self.catch_up(&records, &now, outcome).await? {
+                    Ok(points) => written.extend(points.into_iter().map(|p| (p.id.clone(), p))),
+                    Err(e) => return Ok(Err(e)),
+                }
+                records = now;
+                now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+                continue;
+            }
+            let named: HashSet<&str> = records.iter().map(|r| r.doc_id.as_str()).collect();
+            let filled: Vec<Point> = written
+                .values()
+                .filter(|p| named.contains(p.id.as_str()))
+                .cloned()
+                .collect();
+            let exists = match self.target_dimension().await {
+                Ok(d) => d.is_some(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let check = Check {
+                target: &self.shared.target,
+                at: &self.unit.at,
+                source: self.source,
+                source_at: self.source_at,
+                expected: &records,
+                batch: self.shared.batch,
+            };
+            if let Err(e) = verify(&check, exists, &sample, &filled).await {
+                return Ok(Err(e));
+            }
+            // Unchanged while it was verified: what was verified is what Dify's tables name.
+            now = vector_records::expected(&self.shared.pool, &self.unit.ds).await?;
+            if same_records(&records, &now) {
+                outcome.expected = records.len() as u64;
+                return Ok(Ok(()));
+            }
+        }
+        outcome.restart = true;
+        Ok(Err(VectorError::Layout(format!(
+            "Dify kept changing the dataset during {CATCH_UP_ROUNDS} checks; retry when it is quiet"
+        ))))
+    }
+
+    /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
+    /// the write of this one. Each written page is reported before the next is written.
+    async fn copy(
+        &self,
+        state: &mut UnitState,
+        reports: &mpsc::Sender<Report>,
+    ) -> Result<(), VectorError> {
+        if self
+            .source
+            .describe(&self.source_at.collection)
+            .await?
+            .is_none()
+        {
+            // Nothing stored: every record is left to the cache or the endpoint.
+            state.read_all = true;
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = self.expected.iter().map(|r| r.doc_id.as_str()).collect();
+        let mut page = self.read(state.cursor.as_deref()).await?;
+        loop {
+            let mut batch = Vec::with_capacity(page.points.len());
+            for p in page.points {
+                match p
+                    .doc_id()
+                    .filter(|d| wanted.contains(d))
+                    .map(str::to_string)
+                {
+                    Some(doc_id) => {
+                        state.sample.push(Sampled {
+                            doc_id: doc_id.clone(),
+                            source_id: p.id.clone(),
+                        });
+                        batch.push(Point { id: doc_id, ..p });
+                    }
+                    None => state.strays += 1,
+                }
+            }
+            state.sample.sort();
+            state.sample.dedup();
+            state.sample.truncate(VECTOR_SAMPLE);
+            let next = page.next.take();
+            let (written, next_page) = tokio::join!(self.write(&batch), async {
+                match &next {
+                    Some(cursor) => Some(self.read(Some(cursor)).await),
+                    None => None,
+                }
+            });
+            written?;
+            state.copied += batch.len() as u64;
+            state.read_all = next.is_none();
+            state.cursor = next;
+            self.report(reports, state).await;
+            match next_page {
+                None => return Ok(()),
+                Some(p) => page = p?,
+            }
+        }
+    }
+
+    /// Records Dify's tables name that the target lacks (the source never had them), from
+    /// the cache and then the endpoint. Returns the points written this way.
+    async fn fill(
+        &self,
+        state: &mut UnitState,
+        reports: &mpsc::Sender<Report>,
+        outcome: &mut Outcome,
+    ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
+        let target = &self.shared.target;
+        let exists = match self.target_dimension().await {
+            Ok(dimension) => dimension,
+            Err(e) => return Ok(Err(e)),
+        };
+        let absent: Vec<&Record> = if exists.is_none() {
+            self.expected.iter().collect()
+        } else {
+            let ids: Vec<String> = self.expected.iter().map(|r| r.doc_id.clone()).collect();
+            match absent_from(target, &self.unit.at, &ids, self.shared.batch).await {
+                Ok(gone) => self
+                    .expected
+                    .iter()
+                    .filter(|r| gone.contains(r.doc_id.as_str()))
+                    .collect(),
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        if absent.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let rebuilt = match self.rebuild(&absent, exists.flatten(), outcome).await? {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        outcome.from_cache = rebuilt.from_cache;
+        outcome.reembedded = rebuilt.reembedded;
+        // Checkpointed before the writes: a run resumed after them finds nothing absent and
+        // still reports where these came from.
+        state.filled = Some((outcome.from_cache, outcome.reembedded));
+        let (saved, checkpointed) = oneshot::channel();
+        self.report_with(reports, state, Some(saved)).await;
+        if checkpointed.await.is_err() {
+            return Ok(Err(VectorError::Layout("the job is stopping".into())));
+        }
+        Ok(self
+            .write_all(&rebuilt.points)
+            .await
+            .map(|()| rebuilt.points))
+    }
+}

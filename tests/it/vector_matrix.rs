@@ -1,0 +1,297 @@
+//! `vector_migrate` over pairs of stores, one scenario for every pair: two knowledge bases
+//! (one with a record only in Dify's cache; one parent-child with image attachments and
+//! summaries) and an app's annotation replies, on the source as Dify keeps them there. The
+//! dry run writes nothing; a daemon killed at a named point is resumed by another; the target
+//! then holds exactly each unit's records in Dify's layout for it, `index_struct` names it,
+//! Dify's own filtered search returns the brute-force top 5; a second run adds nothing.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::daemon::{Options, TestDaemon};
+use crate::support::dify_vectors::{
+    REDIS_DB, annotation_app, attachments_and_summaries, binding, cache, dataset, exec,
+    index_struct,
+};
+use crate::support::pg::{self, TestDb};
+use crate::support::process::{Proc, serve_env};
+use crate::support::stores::{
+    TestStore, assert_holds_exactly, assert_milvus_layout_is_difys, assert_search_finds,
+};
+use upkeep::vector::store::VectorStore;
+
+struct Scenario {
+    db: TestDb,
+    source: TestStore,
+    target: TestStore,
+    /// Knowledge bases, then the app.
+    units: Vec<crate::support::dify_vectors::Ds>,
+    dataset_binding: String,
+    annotation_binding: String,
+    /// The record only Dify's cache has.
+    cached: String,
+}
+
+impl Scenario {
+    async fn new(source: &str, target: &str) -> Scenario {
+        let (db, source, target) = tokio::join!(
+            pg::dify_database(),
+            TestStore::start(source),
+            TestStore::start(target)
+        );
+        let tenant = Uuid::new_v4();
+        let (ds_binding, dataset_binding) = binding(&db, "dataset").await;
+        let (app_binding, annotation_binding) = binding(&db, "annotation").await;
+        let plain = dataset(&db, tenant, ds_binding, 45, false, 31).await;
+        let parent_child = dataset(&db, tenant, ds_binding, 24, true, 32).await;
+        let mut multimodal = dataset(&db, tenant, ds_binding, 12, false, 33).await;
+        attachments_and_summaries(&db, &mut multimodal, tenant, 2, 3, 33).await;
+        let app = annotation_app(&db, tenant, app_binding, 11, 34).await;
+        let cached = plain.records.keys().nth(7).cloned().expect("a record");
+        cache(&db, &plain.records[&cached], None).await;
+        let units = vec![plain, parent_child, multimodal, app];
+        for (i, unit) in units.iter().enumerate() {
+            let annotations = i == units.len() - 1;
+            let binding = if annotations {
+                &annotation_binding
+            } else {
+                &dataset_binding
+            };
+            let skip: Vec<&str> = if i == 0 {
+                vec![cached.as_str()]
+            } else {
+                vec![]
+            };
+            source.seed(unit, binding, annotations, &skip).await;
+            if !annotations {
+                exec(
+                    &db,
+                    "UPDATE public.datasets SET index_struct = $2 WHERE id = $1",
+                    vec![json!(unit.id), json!(source.index_struct(unit, binding))],
+                )
+                .await;
+            }
+        }
+        Scenario {
+            db,
+            source,
+            target,
+            units,
+            dataset_binding,
+            annotation_binding,
+            cached,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = self.source.env();
+        env.extend(self.target.env());
+        env.extend([
+            ("VECTOR_STORE", self.target.kind().to_string()),
+            ("REDIS_HOST", "127.0.0.1".into()),
+            ("REDIS_DB", REDIS_DB.to_string()),
+        ]);
+        env
+    }
+
+    fn binding_of(&self, i: usize) -> (&str, bool) {
+        if i == self.units.len() - 1 {
+            (&self.annotation_binding, true)
+        } else {
+            (&self.dataset_binding, false)
+        }
+    }
+
+    /// The target holds exactly every unit, datasets point at it, Dify's search finds them.
+    async fn assert_moved(&self) {
+        let store = self.target.open().await;
+        for (i, unit) in self.units.iter().enumerate() {
+            let (binding, annotations) = self.binding_of(i);
+            let at = self.target.locate(unit, binding, annotations);
+            let rebuilt: Vec<&str> = if i == 0 {
+                vec![self.cached.as_str()]
+            } else {
+                vec![]
+            };
+            assert_holds_exactly(&store, &at, unit, &rebuilt).await;
+            assert_search_finds(&store, &at, unit).await;
+            if !annotations {
+                assert_eq!(
+                    index_struct(&self.db, unit.id).await,
+                    self.target.index_struct(unit, binding),
+                    "{} points at {}",
+                    unit.id,
+                    self.target.kind()
+                );
+            }
+        }
+        if let TestStore::Milvus(m) = &self.target {
+            let at = self
+                .target
+                .locate(&self.units[0], &self.dataset_binding, false);
+            assert_milvus_layout_is_difys(m, &at.collection, false).await;
+        }
+    }
+}
+
+async fn run(d: &TestDaemon, body: Value) -> Value {
+    let (status, job) = d.submit(body).await;
+    assert_eq!(status, 202, "{job}");
+    d.wait_finished(job["id"].as_str().expect("id")).await
+}
+
+/// The whole scenario, with the first daemon killed (abort) at `failpoint`.
+async fn migrate(source: &str, target: &str, failpoint: &str) {
+    let s = Scenario::new(source, target).await;
+    let env = s.env();
+    let client = TestDaemon::start(
+        &s.db,
+        Options {
+            workers: 1,
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let params = json!({"batch_size": 10, "concurrency": 2});
+
+    // The dry run reads the source and writes nothing.
+    let plan = run(
+        &client,
+        json!({"kind": "vector_migrate", "params": params, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(plan["state"], "succeeded", "{plan}");
+    let planned: std::collections::BTreeMap<String, &Value> = plan["result"]["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .map(|e| {
+            let id = e["dataset_id"].as_str().or(e["app_id"].as_str());
+            (id.unwrap_or_default().to_string(), e)
+        })
+        .collect();
+    assert_eq!(planned.len(), s.units.len(), "{plan}");
+    for (i, unit) in s.units.iter().enumerate() {
+        let entry = planned[&unit.id.to_string()];
+        assert_eq!(entry["expected"], unit.records.len(), "{entry}");
+        let missing = if i == 0 { 1 } else { 0 };
+        assert_eq!(entry["missing_vectors"], missing, "{entry}");
+        assert_eq!(entry["missing_in_cache"], missing, "{entry}");
+        assert_eq!(
+            entry["source_points"],
+            unit.records.len() - missing,
+            "{entry}"
+        );
+    }
+    let target = s.target.open().await;
+    for (i, unit) in s.units.iter().enumerate() {
+        let (binding, annotations) = s.binding_of(i);
+        let at = s.target.locate(unit, binding, annotations);
+        assert_eq!(
+            target.describe(&at.collection).await.expect("describe"),
+            None,
+            "the dry run made {}",
+            at.collection
+        );
+    }
+    client.stop().await;
+
+    // A daemon dies at `failpoint`; another takes the job over after its lease.
+    let mut proc_env: Vec<(&str, &str)> = serve_env(&s.db, failpoint, "3");
+    proc_env.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut proc = Proc::spawn(&["serve"], &proc_env);
+    proc.listening_addr().await;
+    let client = TestDaemon::start(
+        &s.db,
+        Options {
+            workers: 0,
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, job) = client
+        .submit(json!({"kind": "vector_migrate", "params": params}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(
+        proc.wait_exit().await,
+        None,
+        "killed by abort() at {failpoint}"
+    );
+    let id = job["id"].as_str().expect("id").to_string();
+    let rescuer = TestDaemon::start(
+        &s.db,
+        Options {
+            workers: 1,
+            lease_secs: 3,
+            name: "rescuer",
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["result"]["switched"], s.units.len() - 1, "{done}");
+    s.assert_moved().await;
+
+    // Again: the datasets are on the target; the annotations are copied over themselves.
+    let again = run(
+        &rescuer,
+        json!({"kind": "vector_migrate", "params": params}),
+    )
+    .await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let outcomes = again["result"]["datasets"].as_array().expect("datasets");
+    assert_eq!(outcomes.len(), 1, "only the app: {again}");
+    s.assert_moved().await;
+    let switches: i64 = sqlx::query_scalar("SELECT count(*) FROM upkeep.vector_switches")
+        .fetch_one(&s.db.pool)
+        .await
+        .expect("switches");
+    assert_eq!(
+        switches,
+        s.units.len() as i64 - 1,
+        "each dataset switched once"
+    );
+    rescuer.stop().await;
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn weaviate_to_milvus_killed_after_a_write() {
+    migrate("weaviate", "milvus", "vector_migrate.batch_written=abort@4").await;
+}
+
+#[tokio::test]
+async fn weaviate_to_milvus_killed_after_verification() {
+    migrate("weaviate", "milvus", "vector_migrate.verified=abort@1").await;
+}
+
+#[tokio::test]
+async fn milvus_to_qdrant_killed_after_a_write() {
+    migrate("milvus", "qdrant", "vector_migrate.batch_written=abort@4").await;
+}
+
+#[tokio::test]
+async fn milvus_to_qdrant_killed_mid_dataset() {
+    migrate("milvus", "qdrant", "vector_migrate.checkpointed=abort@5").await;
+}
+
+#[tokio::test]
+async fn qdrant_to_milvus_killed_mid_dataset() {
+    migrate("qdrant", "milvus", "vector_migrate.checkpointed=abort@5").await;
+}
+
+#[tokio::test]
+async fn qdrant_to_milvus_killed_after_verification() {
+    migrate("qdrant", "milvus", "vector_migrate.verified=abort@2").await;
+}
+
+#[tokio::test]
+async fn qdrant_to_milvus_killed_after_a_write() {
+    migrate("qdrant", "milvus", "vector_migrate.batch_written=abort@6").await;
+}
