@@ -1,12 +1,14 @@
 //! Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to the
-//! Qdrant stand-in (`tests/servers/`), beside the ceiling, in one run: a tight loop that only
-//! upserts the same points (ids, payloads, vectors, batch size) into the same server, with no
-//! reading, once sequentially and once with Upkeep's parallelism. Between runs the stand-in
-//! is reset. Every run's collection is counted afterwards, so a broken run cannot look fast.
-//! The Qdrant stand-in gets core 0 to itself and everything else (this program, pinned by
-//! `bench/vectors.sh`, the Weaviate server and the daemon) shares core 1, as if the stores ran on machines of their own: on two
-//! shared cores the single-threaded stand-in would otherwise be slowed by whoever else runs,
-//! which the ceiling loop, nearly idle itself, never does.
+//! target (`--target qdrant`: the Qdrant stand-in; `--target milvus`: the Milvus test server
+//! on milvus-lite; both in `tests/servers/`), beside the ceiling, in one run: a tight loop that
+//! only writes the same points (payloads, vectors, batch size) into the same server, with no
+//! reading (Qdrant: upserts; Milvus: plain inserts, without the doc_id look-up Upkeep's
+//! idempotent writes make), once sequentially and once with Upkeep's parallelism. Every run's
+//! points are counted afterwards, so a broken run cannot look fast.
+//! The target server gets core 0 to itself and everything else (this program, pinned by
+//! `bench/vectors.sh`, the Weaviate server and the daemon) shares core 1, as if the stores ran
+//! on machines of their own: on two shared cores the single-threaded server would otherwise be
+//! slowed by whoever else runs, which the ceiling loop, nearly idle itself, never does.
 //! Run it with `bench/vectors.sh`; it prints Markdown.
 
 use std::process::Stdio;
@@ -17,8 +19,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use upkeep::vector::qdrant::QdrantStore;
+use upkeep::config::Component;
+use upkeep::dify::vector_records::Dataset;
 use upkeep::vector::store::{Location, Point, VectorTarget};
+use upkeep::vector::{AnyStore, StoreConfig};
 
 #[allow(dead_code)]
 #[path = "common.rs"]
@@ -37,6 +41,7 @@ struct Args {
     dim: usize,
     batch: usize,
     concurrency: usize,
+    target: String,
 }
 
 fn args() -> Args {
@@ -49,6 +54,7 @@ fn args() -> Args {
         dim: 1536,
         batch: 256,
         concurrency: 4,
+        target: "qdrant".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +73,7 @@ fn args() -> Args {
             "--dim" => a.dim = number(),
             "--batch" => a.batch = number(),
             "--concurrency" => a.concurrency = number(),
+            "--target" => a.target = value.clone(),
             other => panic!("unknown option {other}"),
         }
     }
@@ -207,49 +214,64 @@ async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Po
     }
 }
 
-fn at(collection: &str, group: &str) -> Location {
-    Location {
-        collection: collection.into(),
-        group: group.into(),
+/// Where `ds` goes: the job's place for it, or (`ceiling`) one of the loop's own.
+fn place(target: &StoreConfig, ds: Uuid, binding: &str, ceiling: Option<usize>) -> Location {
+    let dataset = Dataset {
+        id: ds,
+        tenant_id: Uuid::nil(),
+        index_struct: None,
+        embedding_model: None,
+        embedding_model_provider: None,
+        binding_collection: Some(binding.to_string()),
+        annotations: false,
+    };
+    let mut at = target.locate(&dataset, None);
+    // Milvus keeps a collection per dataset: the loop writes to collections of its own (Qdrant
+    // shares the binding collection and is reset between runs).
+    if let (Some(run), StoreConfig::Milvus(_)) = (ceiling, target) {
+        at.collection = format!("Ceiling_{run}_{}", ds.simple());
     }
+    at
 }
 
-/// The ceiling: only upserts, `streams` at once (one per dataset), batches of `batch`.
+/// The ceiling: only writes, `streams` at once (one per dataset), batches of `batch`.
 async fn ceiling(
-    store: &QdrantStore,
-    collection: &str,
+    store: &AnyStore,
+    places: &[Location],
     data: &[(Uuid, Vec<Point>)],
     batch: usize,
     streams: usize,
 ) -> Duration {
-    store
-        .ensure(&at(collection, ""), data[0].1[0].vector.len())
-        .await
-        .expect("collection");
+    for at in places {
+        store
+            .ensure(at, data[0].1[0].vector.len())
+            .await
+            .expect("collection");
+    }
     let started = Instant::now();
     let per_stream = data.len().div_ceil(streams);
-    let work = data.chunks(per_stream).map(|part| async move {
-        for (ds, points) in part {
-            let group = ds.to_string();
-            for chunk in points.chunks(batch) {
-                store
-                    .write(&at(collection, &group), chunk)
-                    .await
-                    .expect("upsert");
-            }
-        }
-    });
+    let work =
+        data.chunks(per_stream)
+            .zip(places.chunks(per_stream))
+            .map(|(part, places)| async move {
+                for ((_, points), at) in part.iter().zip(places) {
+                    for chunk in points.chunks(batch) {
+                        match store {
+                            AnyStore::Milvus(m) => m.insert_only(at, chunk).await,
+                            other => other.write(at, chunk).await,
+                        }
+                        .expect("write");
+                    }
+                }
+            });
     futures_util::future::join_all(work).await;
     started.elapsed()
 }
 
-async fn count_all(store: &QdrantStore, collection: &str, data: &[(Uuid, Vec<Point>)]) -> u64 {
+async fn count_all(store: &AnyStore, places: &[Location]) -> u64 {
     let mut n = 0;
-    for (ds, _) in data {
-        n += store
-            .count(&at(collection, &ds.to_string()))
-            .await
-            .expect("count");
+    for at in places {
+        n += store.count(at).await.expect("count");
     }
     n
 }
@@ -318,23 +340,42 @@ async fn main() {
         &["--host", "127.0.0.1", "--port", "0"],
     )
     .await;
-    let (mut qdrant, qports) = server(
-        &a.python,
-        "0",
-        "qdrant_standin.py",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--version",
-            "1.8.3",
-            "--exit-on-stdin-eof",
-        ],
-    )
-    .await;
+    let (mut target_server, tports) = match a.target.as_str() {
+        "qdrant" => {
+            let args = ["--version", "1.8.3", "--exit-on-stdin-eof"];
+            let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
+            all.extend(args);
+            server(&a.python, "0", "qdrant_standin.py", &all).await
+        }
+        "milvus" => {
+            let all = ["--host", "127.0.0.1", "--port", "0", "--exit-on-stdin-eof"];
+            server(&a.python, "0", "milvus_server.py", &all).await
+        }
+        other => panic!("--target {other}: qdrant or milvus"),
+    };
     let weaviate_url = format!("http://127.0.0.1:{}", wport[0]);
-    let (grpc, control) = (qports[0], qports[1]);
+    let target_env: Vec<(&str, String)> = match a.target.as_str() {
+        "qdrant" => vec![
+            ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
+            ("QDRANT_GRPC_PORT", tports[0].to_string()),
+            ("QDRANT_CLIENT_TIMEOUT", "60".to_string()),
+        ],
+        _ => vec![
+            ("MILVUS_URI", format!("http://127.0.0.1:{}", tports[0])),
+            ("MILVUS_ENABLE_HYBRID_SEARCH", "false".to_string()),
+        ],
+    };
+    let target = StoreConfig::from_env(
+        &a.target,
+        &Component {
+            kind: a.target.clone(),
+            vars: target_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        },
+    )
+    .expect("target config");
 
     let db_url = common::recreate(&a.pg, "upkeep_bench_vectors", None).await;
     let pool = sqlx::PgPool::connect(&db_url).await.expect("connect");
@@ -368,22 +409,19 @@ async fn main() {
     let loaded = loading.elapsed();
     let n = (per * a.datasets) as u64;
 
-    let store = QdrantStore::connect(
-        &format!("http://127.0.0.1:{grpc}"),
-        None,
-        Duration::from_secs(60),
-        1,
-    )
-    .await
-    .expect("qdrant");
+    let store = target.open().await.expect("the target answers");
     let mut rows = Vec::new();
-    let cpus = |client: f64| [cpu(&qdrant), cpu(&weaviate), client];
+    let cpus = |client: f64| [cpu(&target_server), cpu(&weaviate), client];
     for streams in [1, a.concurrency] {
+        let places: Vec<Location> = data
+            .iter()
+            .map(|(ds, _)| place(&target, *ds, &collection, Some(streams)))
+            .collect();
         let before = cpus(own_cpu());
-        let took = ceiling(&store, &collection, &data, a.batch, streams).await;
+        let took = ceiling(&store, &places, &data, a.batch, streams).await;
         let after = cpus(own_cpu());
         assert_eq!(
-            count_all(&store, &collection, &data).await,
+            count_all(&store, &places).await,
             n,
             "ceiling wrote every point"
         );
@@ -393,19 +431,23 @@ async fn main() {
             [0, 1, 2].map(|i| after[i] - before[i]),
             "—".to_string(),
         ));
-        reset(&http, control).await;
+        if a.target == "qdrant" {
+            reset(&http, tports[1]).await;
+        }
     }
+    let job_places: Vec<Location> = data
+        .iter()
+        .map(|(ds, _)| place(&target, *ds, &collection, None))
+        .collect();
     drop(data);
 
-    let env = vec![
-        ("VECTOR_STORE", "qdrant".to_string()),
-        ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
-        ("QDRANT_GRPC_PORT", grpc.to_string()),
-        ("QDRANT_CLIENT_TIMEOUT", "60".to_string()),
+    let mut env = target_env.clone();
+    env.extend([
+        ("VECTOR_STORE", a.target.clone()),
         ("WEAVIATE_ENDPOINT", weaviate_url.clone()),
         ("REDIS_HOST", "127.0.0.1".to_string()),
         ("REDIS_DB", "12".to_string()),
-    ];
+    ]);
     let (mut daemon, url) = spawn_daemon_with(&a.upkeep, &db_url, "bench-vectors", &env).await;
     let before = cpus(cpu(&daemon));
     let body = json!({"kind": "vector_migrate", "params": {"batch_size": a.batch, "concurrency": a.concurrency}});
@@ -414,15 +456,11 @@ async fn main() {
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
     assert_eq!(job["result"]["switched"], a.datasets, "{job}");
-    let counted: u64 = {
-        let mut c = 0;
-        for id in job["result"]["datasets"].as_array().expect("datasets") {
-            let g = id["dataset_id"].as_str().expect("id");
-            c += store.count(&at(&collection, g)).await.expect("count");
-        }
-        c
-    };
-    assert_eq!(counted, n, "Upkeep wrote every point");
+    assert_eq!(
+        count_all(&store, &job_places).await,
+        n,
+        "Upkeep wrote every point"
+    );
     rows.push((
         format!(
             "Upkeep `vector_migrate` (batch {}, concurrency {}), copy phase",
@@ -443,15 +481,19 @@ async fn main() {
     ));
 
     let best = rows[..2].iter().map(|r| n as f64 / r.1).fold(0.0, f64::max);
+    let into = match a.target.as_str() {
+        "qdrant" => "the Qdrant stand-in answering as 1.8.3 (datasets sharing one collection)",
+        _ => "the Milvus test server on milvus-lite (a collection per dataset)",
+    };
     println!(
-        "{n} points × {} dims in {} datasets sharing one collection; Weaviate legacy layout → Qdrant stand-in answering as 1.8.3; loaded in {:.0} s.",
+        "{n} points × {} dims in {} datasets; Weaviate legacy layout → {into}; loaded in {:.0} s.",
         a.dim,
         a.datasets,
         loaded.as_secs_f64()
     );
     println!();
     println!(
-        "| run | seconds | points/s | of the best ceiling | CPU s: Qdrant stand-in / Weaviate server / client | client peak RSS |"
+        "| run | seconds | points/s | of the best ceiling | CPU s: target server / Weaviate server / client | client peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
     for (name, secs, [q, w, c], rss) in &rows {
@@ -467,6 +509,6 @@ async fn main() {
         );
     }
     stop(&mut weaviate).await;
-    drop(qdrant.stdin.take());
-    stop(&mut qdrant).await;
+    drop(target_server.stdin.take());
+    stop(&mut target_server).await;
 }

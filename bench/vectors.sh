@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to the
-# Qdrant stand-in (tests/servers/, answering as Qdrant 1.8.3), beside the ceiling: a loop that
-# only upserts the same points into the same server, sequentially and with Upkeep's
+# Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to a
+# target test server (tests/servers/: the Qdrant stand-in answering as Qdrant 1.8.3, or the
+# Milvus server on milvus-lite), beside the ceiling: a loop that only writes the same points
+# into the same server (Qdrant upserts, Milvus plain inserts), sequentially and with Upkeep's
 # parallelism, in the same run. Every run's points are counted afterwards.
-# Usage: bench/vectors.sh [--points N] [--datasets N] [--dim N] [--batch N] [--concurrency N]
-#   defaults: 100000 points in 4 datasets, 1536 dims, batch 256, concurrency 4
-# Smoke test: bench/vectors.sh --points 4000 --dim 64
-# (release build; prints Markdown; needs 2 cores: the Qdrant stand-in is pinned to core 0,
+# Usage: bench/vectors.sh [--target qdrant|milvus] [--points N] [--datasets N] [--dim N]
+#                         [--batch N] [--concurrency N]
+#   defaults: qdrant, 100000 points in 4 datasets, 1536 dims, batch 256, concurrency 4
+# Smoke test: bench/vectors.sh --target milvus --points 4000 --dim 64
+# (release build; prints Markdown; needs 2 cores: the target server is pinned to core 0,
 # everything else to core 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,7 @@ mod cli;
 mod events;
 mod fixture_conformance;
 mod jobs_api;
+mod milvus_store;
 mod openapi;
 mod orphan_files;
 mod orphan_records;

@@ -295,3 +295,55 @@ async fn qdrant_to_milvus_killed_after_verification() {
 async fn qdrant_to_milvus_killed_after_a_write() {
     migrate("qdrant", "milvus", "vector_migrate.batch_written=abort@6").await;
 }
+
+/// Milvus failing mid-copy (every insert after the third answers UNAVAILABLE) fails the
+/// datasets it was writing after retries; they keep their old store. Once Milvus answers
+/// again, `retry` ends exactly like a clean run.
+#[tokio::test]
+async fn milvus_going_away_mid_copy_fails_datasets_that_keep_their_store_until_a_retry() {
+    let s = Scenario::new("weaviate", "milvus").await;
+    let TestStore::Milvus(m) = &s.target else {
+        panic!("the target is Milvus")
+    };
+    let d = TestDaemon::start(
+        &s.db,
+        Options {
+            env: s.env(),
+            ..Options::default()
+        },
+    )
+    .await;
+    m.fault("Insert", "UNAVAILABLE", 3, 1_000_000).await;
+    let job = run(
+        &d,
+        json!({"kind": "vector_migrate", "params": {"batch_size": 10, "concurrency": 4}}),
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "datasets_failed", "{job}");
+    let failed: Vec<&Value> = job["result"]["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .filter(|o| o["error"].is_string())
+        .collect();
+    assert!(!failed.is_empty(), "{job}");
+    for o in &failed {
+        let error = o["error"].as_str().unwrap_or_default();
+        assert!(error.contains("milvus insert"), "{error}");
+        if let Some(id) = o["dataset_id"].as_str() {
+            let id = Uuid::parse_str(id).expect("uuid");
+            assert!(index_struct(&s.db, id).await.contains("weaviate"), "{o}");
+        }
+    }
+    m.resume_serving().await;
+    let id = job["id"].as_str().expect("id");
+    let (status, body) = d
+        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = d.wait_finished(id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    s.assert_moved().await;
+    d.stop().await;
+}

@@ -93,6 +93,7 @@ from milvus_lite.search.filter.tokens import TokenKind
 DEFAULT_VERSION = "v2.6.3"  # Dify's docker compose image milvusdb/milvus:v2.6.3
 MAX_QUERY_RESULT_WINDOW = 16384  # quotaAndLimits.limits.maxQueryResultWindow
 STATE_FILE = "milvus-test-server-state.json"
+TEMP_PREFIX = "milvus-test-server-"  # + <pid>-: temp dirs of servers killed with SIGKILL are swept
 
 # merr codes (pkg/util/merr/errors.go) and the legacy ErrorCode each maps to (merr.oldCode)
 CODE_UNEXPECTED = 65535
@@ -199,6 +200,28 @@ def normalize_version(text: str) -> str:
     return text if text.startswith("v") else f"v{text}"
 
 
+def sweep_stale_temp_dirs() -> None:
+    """Remove the temp data dirs of servers that are gone. The test harness kills a server with
+    SIGKILL (kill_on_drop), which leaves no chance to clean up; the next start does it."""
+    base = tempfile.gettempdir()
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for entry in entries:
+        m = re.match(rf"^{re.escape(TEMP_PREFIX)}(\d+)-", entry)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its server still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+
+
 def version_tuple(version: str) -> tuple[int, int, int]:
     m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", version)
     assert m is not None
@@ -218,7 +241,8 @@ def install_json_path_in() -> None:
     its type check and row evaluator handle any operand there. Two patches of this pinned
     milvus-lite: the parser takes a JSON path (or `$meta[...]`) on the left of `in`, and the row
     evaluator parses the row's JSON once and tests membership in the literal set (built once
-    per expression), so a long list is no slower than a short one. A missing key or JSON null
+    per expression), so a long list costs one JSON parse per row, not one per value (the
+    `==`/`or` form Milvus would also take). A missing key or JSON null
     is null: it matches neither `in` nor `not in`, as milvus-lite treats nulls elsewhere."""
     if getattr(fparser.Parser, "_upkeep_json_path_in", False):
         return
@@ -1138,7 +1162,10 @@ class StrictServicer(MilvusServicer):
         del fwd.output_fields[:]
         fwd.output_fields.extend(fields)
         self._lite_loaded(col)
-        return super().Query(fwd, context)
+        resp = super().Query(fwd, context)
+        if resp.status.code == 0:
+            resp.session_ts = self.state.tso.next()  # the MVCC timestamp a query iterator pins
+        return resp
 
     def _prepare_search(self, rec: Coll, request) -> tuple[list[str], common_pb2.Status | None]:
         fields, bad = self._output_fields(rec, list(request.output_fields), for_search=True)
@@ -1448,7 +1475,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(data_dir, exist_ok=True)
         state_file = os.path.join(data_dir, STATE_FILE)
     else:
-        temp_dir = tempfile.mkdtemp(prefix="milvus-test-server-")
+        sweep_stale_temp_dirs()
+        temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         data_dir = os.path.join(temp_dir, "data")
         state_file = None
 

@@ -495,6 +495,7 @@ def test_output_fields_default_to_the_primary_key(client, srv):
     stub, _ = srv.stub()
     r = stub.Query(milvus_pb2.QueryRequest(collection_name=coll, expr="id > 0"))
     assert [f.field_name for f in r.fields_data] == ["id"]
+    assert r.session_ts > 0  # query iterators pin it
     # MilvusClient.query asks for "*" when given no fields; search sends none
     assert all(set(r) == {"id", "metadata", "page_content", "vector"} for r in client.query(coll, filter="id > 0"))
     hit = client.search(coll, data=[[1.0, 0, 0, 0]], anns_field="vector", limit=1)[0][0]

@@ -261,6 +261,18 @@ impl MilvusServer {
     pub async fn calls(&self) -> Value {
         control(&self.control, reqwest::Method::GET, "/calls", None).await
     }
+
+    /// The server answers again after `stop_serving`, and no fault rule is left.
+    pub async fn resume_serving(&self) {
+        control(&self.control, reqwest::Method::POST, "/start", None).await;
+        control(&self.control, reqwest::Method::POST, "/fault/clear", None).await;
+    }
+
+    /// The last Query/Search/Delete requests: expr as sent, output fields, `query_params`,
+    /// consistency level.
+    pub async fn requests(&self) -> Value {
+        control(&self.control, reqwest::Method::GET, "/requests", None).await
+    }
 }
 
 async fn control(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
