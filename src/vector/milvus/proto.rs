@@ -15,13 +15,8 @@
 //! the `enumeration = "..."` attribute gives typed getters/setters
 //! (`field.data_type()`, `field.set_data_type(DataType::Int64)`).
 
-// A protocol table, like prost-build output: not every message is sent by every caller, and
-// the oneof variant names are the proto's (`Data::BoolData`, ...).
-#![allow(
-    dead_code,
-    clippy::enum_variant_names,
-    clippy::derive_partial_eq_without_eq
-)]
+// Like prost-build output: the oneof variant names are the proto's (`Data::BoolData`, ...).
+#![allow(clippy::enum_variant_names, clippy::derive_partial_eq_without_eq)]
 
 use std::collections::HashMap;
 
@@ -845,16 +840,6 @@ pub struct CreateCollectionRequest {
     pub num_partitions: i64,
 }
 
-/// `DropCollection(DropCollectionRequest) -> Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DropCollectionRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(string, tag = "3")]
-    pub collection_name: String,
-}
 
 /// `CreateIndex(CreateIndexRequest) -> Status`. pymilvus puts
 /// `index_type`, `metric_type` and `params` (a JSON object as text, e.g.
@@ -950,16 +935,6 @@ pub struct LoadCollectionRequest {
     pub load_params: HashMap<String, String>,
 }
 
-/// `ReleaseCollection(ReleaseCollectionRequest) -> Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ReleaseCollectionRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(string, tag = "3")]
-    pub collection_name: String,
-}
 
 /// `GetLoadState(GetLoadStateRequest) -> GetLoadStateResponse`. Note the
 /// unusual numbering: `collection_name` is 2 and `db_name` is 4.
@@ -1008,29 +983,6 @@ pub struct InsertRequest {
     pub schema_timestamp: u64,
 }
 
-/// `Upsert(UpsertRequest) -> MutationResult`. Same layout as
-/// [`InsertRequest`] up to field 8.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UpsertRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(string, tag = "3")]
-    pub collection_name: String,
-    #[prost(string, tag = "4")]
-    pub partition_name: String,
-    #[prost(message, repeated, tag = "5")]
-    pub fields_data: Vec<FieldData>,
-    #[prost(uint32, repeated, tag = "6")]
-    pub hash_keys: Vec<u32>,
-    #[prost(uint32, tag = "7")]
-    pub num_rows: u32,
-    #[prost(uint64, tag = "8")]
-    pub schema_timestamp: u64,
-    #[prost(bool, tag = "9")]
-    pub partial_update: bool,
-}
 
 /// `Delete(DeleteRequest) -> MutationResult`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -1195,94 +1147,12 @@ pub struct SearchResults {
     pub session_ts: u64,
 }
 
-/// `Flush(FlushRequest) -> FlushResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FlushRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(string, repeated, tag = "3")]
-    pub collection_names: Vec<String>,
-}
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FlushResponse {
-    #[prost(message, optional, tag = "1")]
-    pub status: Option<Status>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(map = "string, message", tag = "3")]
-    pub coll_seg_ids: HashMap<String, LongArray>,
-    #[prost(map = "string, message", tag = "4")]
-    pub flush_coll_seg_ids: HashMap<String, LongArray>,
-    #[prost(map = "string, int64", tag = "5")]
-    pub coll_seal_times: HashMap<String, i64>,
-    #[prost(map = "string, uint64", tag = "6")]
-    pub coll_flush_ts: HashMap<String, u64>,
-}
 
-/// `ShowCollections(ShowCollectionsRequest) -> ShowCollectionsResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ShowCollectionsRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(uint64, tag = "3")]
-    pub time_stamp: u64,
-    /// `ShowType`: 0 = All, 1 = InMemory (deprecated).
-    #[prost(int32, tag = "4")]
-    pub r#type: i32,
-}
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ShowCollectionsResponse {
-    #[prost(message, optional, tag = "1")]
-    pub status: Option<Status>,
-    #[prost(string, repeated, tag = "2")]
-    pub collection_names: Vec<String>,
-    #[prost(int64, repeated, tag = "3")]
-    pub collection_ids: Vec<i64>,
-    #[prost(uint64, repeated, tag = "4")]
-    pub created_timestamps: Vec<u64>,
-    #[prost(uint64, repeated, tag = "5")]
-    pub created_utc_timestamps: Vec<u64>,
-    #[prost(int64, repeated, tag = "6")]
-    pub in_memory_percentages: Vec<i64>,
-    #[prost(bool, repeated, tag = "7")]
-    pub query_service_available: Vec<bool>,
-}
 
-/// `CreateDatabase(CreateDatabaseRequest) -> Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CreateDatabaseRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-    #[prost(string, tag = "2")]
-    pub db_name: String,
-    #[prost(message, repeated, tag = "3")]
-    pub properties: Vec<KeyValuePair>,
-}
 
-/// `ListDatabases(ListDatabasesRequest) -> ListDatabasesResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ListDatabasesRequest {
-    #[prost(message, optional, tag = "1")]
-    pub base: Option<MsgBase>,
-}
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ListDatabasesResponse {
-    #[prost(message, optional, tag = "1")]
-    pub status: Option<Status>,
-    #[prost(string, repeated, tag = "2")]
-    pub db_names: Vec<String>,
-    #[prost(uint64, repeated, tag = "3")]
-    pub created_timestamp: Vec<u64>,
-    #[prost(int64, repeated, tag = "4")]
-    pub db_ids: Vec<i64>,
-}
 
 // ───────────────────────────── the caller ─────────────────────────────
 
