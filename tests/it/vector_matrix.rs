@@ -14,7 +14,7 @@ use crate::support::dify_vectors::{
     index_struct,
 };
 use crate::support::pg::{self, TestDb};
-use crate::support::process::{Proc, serve_env};
+use crate::support::process::{rescuer_with, submit_to_a_doomed_daemon_with};
 use crate::support::stores::{
     TestStore, assert_holds_exactly, assert_milvus_layout_is_difys, assert_search_finds,
 };
@@ -198,40 +198,9 @@ async fn migrate(source: &str, target: &str, failpoint: &str) {
     client.stop().await;
 
     // A daemon dies at `failpoint`; another takes the job over after its lease.
-    let mut proc_env: Vec<(&str, &str)> = serve_env(&s.db, failpoint, "3");
-    proc_env.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut proc = Proc::spawn(&["serve"], &proc_env);
-    proc.listening_addr().await;
-    let client = TestDaemon::start(
-        &s.db,
-        Options {
-            workers: 0,
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
-    let (status, job) = client
-        .submit(json!({"kind": "vector_migrate", "params": params}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    assert_eq!(
-        proc.wait_exit().await,
-        None,
-        "killed by abort() at {failpoint}"
-    );
-    let id = job["id"].as_str().expect("id").to_string();
-    let rescuer = TestDaemon::start(
-        &s.db,
-        Options {
-            workers: 1,
-            lease_secs: 3,
-            name: "rescuer",
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let body = json!({"kind": "vector_migrate", "params": params});
+    let (client, id) = submit_to_a_doomed_daemon_with(&s.db, failpoint, &env, body).await;
+    let rescuer = rescuer_with(&s.db, &env).await;
     let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");

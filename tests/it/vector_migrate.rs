@@ -435,7 +435,7 @@ async fn reembeds_what_neither_the_source_nor_the_cache_has_and_an_endpoint_outa
 /// A daemon process killed (abort, as kill -9) at `failpoint`, then a rescuer: the end state
 /// is exactly a clean run's.
 async fn killed_at(failpoint: &str) {
-    use crate::support::process::{Proc, serve_env};
+    use crate::support::process::{rescuer_with, submit_to_a_doomed_daemon_with};
     let (db, w, q) = stores("1.8.3").await;
     let tenant = Uuid::new_v4();
     let (binding, shared) = binding(&db, "dataset").await;
@@ -448,48 +448,15 @@ async fn killed_at(failpoint: &str) {
     load(&w, &third, true, &[&only_in_cache], 0).await;
     cache(&db, &third.records[&only_in_cache], None).await;
     let vector_env = vector_env(&w, &q);
-
-    let mut env: Vec<(&str, &str)> = serve_env(&db, failpoint, "3");
-    env.extend(vector_env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut proc = Proc::spawn(&["serve"], &env);
-    proc.listening_addr().await;
-    let client = TestDaemon::start(
-        &db,
-        Options {
-            workers: 0,
-            env: vector_env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
-    let (status, job) = client
-        .submit(json!({"kind": "vector_migrate", "params": {"batch_size": 20, "concurrency": 2}}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    assert_eq!(
-        proc.wait_exit().await,
-        None,
-        "killed by abort() at {failpoint}"
-    );
-    let id = job["id"].as_str().expect("id").to_string();
+    let body = json!({"kind": "vector_migrate", "params": {"batch_size": 20, "concurrency": 2}});
+    let (client, id) = submit_to_a_doomed_daemon_with(&db, failpoint, &vector_env, body).await;
     assert!(
         index_struct(&db, first.id).await.contains("weaviate")
             || index_struct(&db, second.id).await.contains("weaviate")
             || index_struct(&db, third.id).await.contains("weaviate"),
         "the kill came before the last switch"
     );
-
-    let rescuer = TestDaemon::start(
-        &db,
-        Options {
-            workers: 1,
-            lease_secs: 3,
-            name: "rescuer",
-            env: vector_env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let rescuer = rescuer_with(&db, &vector_env).await;
     let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);

@@ -194,14 +194,8 @@ impl VectorSource for MilvusStore {
         if pks.is_empty() {
             return Ok(Vec::new());
         }
-        let output = [
-            schema::PK,
-            schema::METADATA,
-            schema::CONTENT,
-            schema::VECTOR,
-        ];
         let rows = self
-            .rows(&at.collection, pks_in(&pks), &output, None)
+            .rows(&at.collection, pks_in(&pks), &schema::RECORD, None)
             .await?;
         Ok(rows.into_iter().map(|r| r.into_point(false)).collect())
     }
@@ -311,17 +305,11 @@ impl VectorTarget for MilvusStore {
         if doc_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let output = [
-            schema::PK,
-            schema::METADATA,
-            schema::CONTENT,
-            schema::VECTOR,
-        ];
         let rows = self
             .rows(
                 &at.collection,
                 metadata_in("doc_id", doc_ids),
-                &output,
+                &schema::RECORD,
                 None,
             )
             .await?;

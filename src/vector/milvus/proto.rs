@@ -840,7 +840,6 @@ pub struct CreateCollectionRequest {
     pub num_partitions: i64,
 }
 
-
 /// `CreateIndex(CreateIndexRequest) -> Status`. pymilvus puts
 /// `index_type`, `metric_type` and `params` (a JSON object as text, e.g.
 /// `{"M": 8, "efConstruction": 64}`) into `extra_params`.
@@ -935,7 +934,6 @@ pub struct LoadCollectionRequest {
     pub load_params: HashMap<String, String>,
 }
 
-
 /// `GetLoadState(GetLoadStateRequest) -> GetLoadStateResponse`. Note the
 /// unusual numbering: `collection_name` is 2 and `db_name` is 4.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -982,7 +980,6 @@ pub struct InsertRequest {
     #[prost(uint64, tag = "8")]
     pub schema_timestamp: u64,
 }
-
 
 /// `Delete(DeleteRequest) -> MutationResult`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -1146,13 +1143,6 @@ pub struct SearchResults {
     #[prost(uint64, tag = "4")]
     pub session_ts: u64,
 }
-
-
-
-
-
-
-
 
 // ───────────────────────────── the caller ─────────────────────────────
 

@@ -14,6 +14,8 @@ pub const PK: &str = "id";
 pub const VECTOR: &str = "vector";
 pub const SPARSE: &str = "sparse_vector";
 pub const BM25_FUNCTION: &str = "text_bm25_emb";
+/// A whole record, as read back.
+pub const RECORD: [&str; 4] = [PK, METADATA, CONTENT, VECTOR];
 
 /// Hybrid (full-text) search as Dify decides it when it creates a collection:
 /// `MILVUS_ENABLE_HYBRID_SEARCH`, and a server of 2.5.0 or newer.

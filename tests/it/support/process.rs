@@ -137,32 +137,57 @@ pub async fn submit_to_a_doomed_daemon(
     failpoints: &str,
     body: serde_json::Value,
 ) -> (super::daemon::TestDaemon, String) {
+    submit_to_a_doomed_daemon_with(db, failpoints, &[], body).await
+}
+
+/// The same, with more environment for both daemons (e.g. Dify's store variables).
+pub async fn submit_to_a_doomed_daemon_with(
+    db: &super::pg::TestDb,
+    failpoints: &str,
+    env: &[(&'static str, String)],
+    body: serde_json::Value,
+) -> (super::daemon::TestDaemon, String) {
     use super::daemon::{Options, TestDaemon};
-    let mut proc = Proc::spawn(&["serve"], &serve_env(db, failpoints, "3"));
+    let mut proc_env = serve_env(db, failpoints, "3");
+    proc_env.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut proc = Proc::spawn(&["serve"], &proc_env);
     proc.listening_addr().await;
     let client = TestDaemon::start(
         db,
         Options {
             workers: 0,
+            env: env.to_vec(),
             ..Options::default()
         },
     )
     .await;
     let (status, job) = client.submit(body).await;
     assert_eq!(status, 202, "{job}");
-    assert_eq!(proc.wait_exit().await, None, "killed by abort()");
+    assert_eq!(
+        proc.wait_exit().await,
+        None,
+        "killed by abort() at {failpoints}"
+    );
     let id = job["id"].as_str().expect("job id").to_string();
     (client, id)
 }
 
 /// A daemon that resumes jobs whose 3 s lease lapsed.
 pub async fn rescuer(db: &super::pg::TestDb) -> super::daemon::TestDaemon {
+    rescuer_with(db, &[]).await
+}
+
+pub async fn rescuer_with(
+    db: &super::pg::TestDb,
+    env: &[(&'static str, String)],
+) -> super::daemon::TestDaemon {
     super::daemon::TestDaemon::start(
         db,
         super::daemon::Options {
             workers: 1,
             lease_secs: 3,
             name: "rescuer",
+            env: env.to_vec(),
             ..Default::default()
         },
     )
