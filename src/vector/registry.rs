@@ -108,6 +108,9 @@ macro_rules! vector_stores {
             async fn write(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
                 match self { $(Self::$variant(s) => s.write(at, points).await,)+ }
             }
+            async fn write_new(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
+                match self { $(Self::$variant(s) => s.write_new(at, points).await,)+ }
+            }
             async fn present(&self, at: &Location, doc_ids: &[String]) -> Result<Vec<String>, VectorError> {
                 match self { $(Self::$variant(s) => s.present(at, doc_ids).await,)+ }
             }

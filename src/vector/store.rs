@@ -154,6 +154,17 @@ pub trait VectorTarget: VectorStore {
         points: &[Point],
     ) -> impl Future<Output = Result<(), VectorError>> + Send;
 
+    /// Writes points whose `doc_id`s the caller knows are not at `at` yet (the first, never
+    /// interrupted pass over a location that was empty): a store whose writes are not keyed by
+    /// `doc_id` may skip its look-up of older rows. Elsewhere the same as `write`.
+    fn write_new(
+        &self,
+        at: &Location,
+        points: &[Point],
+    ) -> impl Future<Output = Result<(), VectorError>> + Send {
+        self.write(at, points)
+    }
+
     /// Which of these `doc_id`s are there (no payload or vectors read).
     fn present(
         &self,

@@ -316,3 +316,43 @@ async fn milvus_going_away_mid_copy_fails_datasets_that_keep_their_store_until_a
     s.assert_moved().await;
     d.stop().await;
 }
+
+/// A source holding one record twice (two Weaviate objects with the same `doc_id`, as a
+/// failed Dify re-index can leave): Milvus, whose writes are not keyed by `doc_id`, still
+/// ends with it once, on the uninterrupted first pass that skips look-ups.
+#[tokio::test]
+async fn a_record_twice_in_the_source_lands_once_in_milvus() {
+    let s = Scenario::new("weaviate", "milvus").await;
+    let TestStore::Weaviate(w) = &s.source else {
+        panic!("the source is Weaviate")
+    };
+    let unit = &s.units[1];
+    let rec = unit.records.values().nth(3).expect("a record");
+    let mut props = rec.metadata.clone();
+    props.insert("text".into(), json!(rec.text));
+    let object = json!({"class": crate::support::dify_vectors::class_name(unit.id),
+                        "id": Uuid::new_v4(), "properties": props,
+                        "vectors": {"default": rec.vector}});
+    w.send(
+        reqwest::Method::POST,
+        "/v1/batch/objects",
+        json!({"objects": [object]}),
+    )
+    .await;
+    let d = TestDaemon::start(
+        &s.db,
+        Options {
+            env: s.env(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let job = run(
+        &d,
+        json!({"kind": "vector_migrate", "params": {"batch_size": 7}}),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    s.assert_moved().await;
+    d.stop().await;
+}

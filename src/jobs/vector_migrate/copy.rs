@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::JobError;
 use super::fill::{contents, same_records};
 use super::unit::{
-    Copy, Outcome, Report, Sampled, Shared, Unit, UnitState, VECTOR_SAMPLE, absent_from,
+    Copy, Outcome, Report, Sampled, Shared, Unit, UnitState, VECTOR_SAMPLE, absent_from, retried,
 };
 use super::verify::{Check, verify};
 use crate::dify::vector_records::{self, Record};
-use crate::vector::store::{Point, VectorError, VectorStore};
+use crate::vector::store::{Point, VectorError, VectorStore, VectorTarget};
 
 /// Times a unit re-reads Dify's tables to bring the copy along with changes before it gives up.
 const CATCH_UP_ROUNDS: usize = 4;
@@ -164,9 +164,14 @@ impl Copy<'_> {
             return Ok(());
         }
         let wanted: HashSet<&str> = self.expected.iter().map(|r| r.doc_id.as_str()).collect();
+        let untouched = state.cursor.is_none() && state.copied == 0 && state.strays == 0;
+        state.fresh = untouched && self.target_is_empty().await?;
+        // A doc_id the source holds twice is written over itself, not added twice.
+        let mut copied: HashSet<String> = HashSet::new();
         let mut page = self.read(state.cursor.as_deref()).await?;
         loop {
             let mut batch = Vec::with_capacity(page.points.len());
+            let mut new = state.fresh;
             for p in page.points {
                 match p
                     .doc_id()
@@ -174,6 +179,9 @@ impl Copy<'_> {
                     .map(str::to_string)
                 {
                     Some(doc_id) => {
+                        if state.fresh {
+                            new &= copied.insert(doc_id.clone());
+                        }
                         state.sample.push(Sampled {
                             doc_id: doc_id.clone(),
                             source_id: p.id.clone(),
@@ -187,7 +195,7 @@ impl Copy<'_> {
             state.sample.dedup();
             state.sample.truncate(VECTOR_SAMPLE);
             let next = page.next.take();
-            let (written, next_page) = tokio::join!(self.write(&batch), async {
+            let (written, next_page) = tokio::join!(self.write_page(&batch, new), async {
                 match &next {
                     Some(cursor) => Some(self.read(Some(cursor)).await),
                     None => None,
@@ -203,6 +211,14 @@ impl Copy<'_> {
                 Some(p) => page = p?,
             }
         }
+    }
+
+    /// Whether the unit's place in the target holds nothing (or does not exist yet).
+    async fn target_is_empty(&self) -> Result<bool, VectorError> {
+        if self.target_dimension().await?.is_none() {
+            return Ok(true);
+        }
+        Ok(retried(|| self.shared.target.count(&self.unit.at)).await? == 0)
     }
 
     /// Records Dify's tables name that the target lacks (the source never had them), from

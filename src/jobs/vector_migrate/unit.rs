@@ -119,6 +119,11 @@ pub struct UnitState {
     /// The copied points with the smallest `doc_id`s: the same sample whether or not the
     /// copy was interrupted and resumed.
     pub sample: Vec<Sampled>,
+    /// The unit's place in the target held none of its points when this copy began and the
+    /// copy was never interrupted: its pages are new there, and a store that must look up
+    /// older rows before writing (Milvus) need not. A resumed copy looks up.
+    #[serde(default)]
+    pub fresh: bool,
     /// Records the source lacked, from the cache and from the endpoint: checkpointed before
     /// they are written, so a run resumed after the writes reports them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,13 +303,21 @@ impl Copy<'_> {
     }
 
     pub(super) async fn write(&self, points: &[Point]) -> Result<(), VectorError> {
+        self.write_page(points, false).await
+    }
+
+    /// `new`: none of these doc_ids is in the target yet (see `UnitState::fresh`).
+    pub(super) async fn write_page(&self, points: &[Point], new: bool) -> Result<(), VectorError> {
         let Some(first) = points.first() else {
             return Ok(());
         };
-        self.shared
-            .ensure(&self.unit.at, first.vector.len())
-            .await?;
-        retried(|| self.shared.target.write(&self.unit.at, points)).await
+        let (target, at) = (&self.shared.target, &self.unit.at);
+        self.shared.ensure(at, first.vector.len()).await?;
+        if new {
+            retried(|| target.write_new(at, points)).await
+        } else {
+            retried(|| target.write(at, points)).await
+        }
     }
 
     pub(super) async fn write_all(&self, points: &[Point]) -> Result<(), VectorError> {

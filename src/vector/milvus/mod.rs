@@ -267,6 +267,11 @@ impl VectorTarget for MilvusStore {
         self.delete_pks(collection, &older).await
     }
 
+    /// No look-up: nothing of these doc_ids is there to replace.
+    async fn write_new(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
+        self.insert_only(at, points).await
+    }
+
     async fn present(&self, at: &Location, doc_ids: &[String]) -> Result<Vec<String>, VectorError> {
         let mut found: Vec<String> = self
             .pks_of(&at.collection, doc_ids)
