@@ -241,6 +241,16 @@ async fn weaviate_to_milvus_killed_after_verification() {
 }
 
 #[tokio::test]
+async fn weaviate_to_milvus_killed_mid_dataset() {
+    migrate("weaviate", "milvus", "vector_migrate.checkpointed=abort@5").await;
+}
+
+#[tokio::test]
+async fn milvus_to_qdrant_killed_after_verification() {
+    migrate("milvus", "qdrant", "vector_migrate.verified=abort@2").await;
+}
+
+#[tokio::test]
 async fn milvus_to_qdrant_killed_after_a_write() {
     migrate("milvus", "qdrant", "vector_migrate.batch_written=abort@4").await;
 }

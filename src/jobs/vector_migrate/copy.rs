@@ -70,14 +70,17 @@ impl Copy<'_> {
         reports: &mpsc::Sender<Report>,
         outcome: &mut Outcome,
     ) -> Result<Result<(), VectorError>, JobError> {
-        if !state.read_all
-            && let Err(e) = self.copy(&mut state, reports).await
-        {
-            return Ok(Err(e));
+        // What a fresh, uninterrupted copy wrote is all its place holds: known, not asked.
+        let mut written = None;
+        if !state.read_all {
+            match self.copy(&mut state, reports).await {
+                Ok(copied) => written = copied,
+                Err(e) => return Ok(Err(e)),
+            }
         }
         outcome.copied = state.copied;
         outcome.not_copied_strays = state.strays;
-        let filled = match self.fill(&mut state, reports, outcome).await? {
+        let filled = match self.fill(&mut state, reports, outcome, written).await? {
             Ok(filled) => filled,
             Err(e) => return Ok(Err(e)),
         };
@@ -148,11 +151,13 @@ impl Copy<'_> {
 
     /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
     /// the write of this one. Each written page is reported before the next is written.
+    /// Returns the doc_ids written when the copy was fresh (see `UnitState::fresh`): then
+    /// nothing else is in its place.
     async fn copy(
         &self,
         state: &mut UnitState,
         reports: &mpsc::Sender<Report>,
-    ) -> Result<(), VectorError> {
+    ) -> Result<Option<HashSet<String>>, VectorError> {
         if self
             .source
             .describe(&self.source_at.collection)
@@ -161,7 +166,7 @@ impl Copy<'_> {
         {
             // Nothing stored: every record is left to the cache or the endpoint.
             state.read_all = true;
-            return Ok(());
+            return Ok(None);
         }
         let wanted: HashSet<&str> = self.expected.iter().map(|r| r.doc_id.as_str()).collect();
         let untouched = state.cursor.is_none() && state.copied == 0 && state.strays == 0;
@@ -207,7 +212,7 @@ impl Copy<'_> {
             state.cursor = next;
             self.report(reports, state).await;
             match next_page {
-                None => return Ok(()),
+                None => return Ok(state.fresh.then_some(copied)),
                 Some(p) => page = p?,
             }
         }
@@ -228,6 +233,7 @@ impl Copy<'_> {
         state: &mut UnitState,
         reports: &mpsc::Sender<Report>,
         outcome: &mut Outcome,
+        written: Option<HashSet<String>>,
     ) -> Result<Result<Vec<Point>, VectorError>, JobError> {
         let target = &self.shared.target;
         let exists = match self.target_dimension().await {
@@ -236,6 +242,11 @@ impl Copy<'_> {
         };
         let absent: Vec<&Record> = if exists.is_none() {
             self.expected.iter().collect()
+        } else if let Some(written) = &written {
+            self.expected
+                .iter()
+                .filter(|r| !written.contains(&r.doc_id))
+                .collect()
         } else {
             let ids: Vec<String> = self.expected.iter().map(|r| r.doc_id.clone()).collect();
             match absent_from(target, &self.unit.at, &ids, self.shared.batch).await {
