@@ -366,3 +366,31 @@ async fn a_record_twice_in_the_source_lands_once_in_milvus() {
     s.assert_moved().await;
     d.stop().await;
 }
+
+/// Milvus writes a page of the fast first pass but its answer is lost (UNAVAILABLE after the
+/// insert landed): the retry looks the page's `doc_id`s up and replaces what landed, so each
+/// record is there once.
+#[tokio::test]
+async fn a_lost_answer_to_a_milvus_insert_duplicates_nothing() {
+    let s = Scenario::new("weaviate", "milvus").await;
+    let TestStore::Milvus(m) = &s.target else {
+        panic!("the target is Milvus")
+    };
+    m.fault_after_writing("Insert", "UNAVAILABLE", 2, 2).await;
+    let d = TestDaemon::start(
+        &s.db,
+        Options {
+            env: s.env(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let job = run(
+        &d,
+        json!({"kind": "vector_migrate", "params": {"batch_size": 10}}),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    s.assert_moved().await;
+    d.stop().await;
+}

@@ -314,10 +314,15 @@ impl Copy<'_> {
         let (target, at) = (&self.shared.target, &self.unit.at);
         self.shared.ensure(at, first.vector.len()).await?;
         if new {
-            retried(|| target.write_new(at, points)).await
-        } else {
-            retried(|| target.write(at, points)).await
+            match target.write_new(at, points).await {
+                Ok(()) => return Ok(()),
+                // The store may have written them before it failed: the retries replace
+                // whatever landed rather than add it again.
+                Err(VectorError::Store { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
+        retried(|| target.write(at, points)).await
     }
 
     pub(super) async fn write_all(&self, points: &[Point]) -> Result<(), VectorError> {

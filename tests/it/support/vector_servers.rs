@@ -252,6 +252,14 @@ impl MilvusServer {
         control(&self.control, reqwest::Method::POST, "/fault", Some(body)).await;
     }
 
+    /// Like `fault`, but each failing call is carried out first: the client sees an error for
+    /// a write that landed (a lost answer).
+    pub async fn fault_after_writing(&self, method: &str, code: &str, after: u32, times: u32) {
+        let body = serde_json::json!({"method": method, "code": code, "after": after,
+                                      "times": times, "phase": "after"});
+        control(&self.control, reqwest::Method::POST, "/fault", Some(body)).await;
+    }
+
     /// Every RPC from now on fails UNAVAILABLE: the server went away.
     pub async fn stop_serving(&self) {
         control(&self.control, reqwest::Method::POST, "/stop", None).await;
