@@ -10,7 +10,8 @@ mod columns;
 mod proto;
 mod schema;
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prost::Message;
@@ -77,6 +78,28 @@ pub struct MilvusStore {
 fn minor_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.trim_start_matches('v').split(['.', '-']);
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A batch with one row per `doc_id` (the last one given): Milvus would keep both of two
+/// rows inserted together, where a store keyed by `doc_id` keeps the last.
+fn last_per_doc_id(points: &[Point]) -> Cow<'_, [Point]> {
+    let mut seen = HashSet::new();
+    if points.iter().all(|p| seen.insert(p.id.as_str())) {
+        return Cow::Borrowed(points);
+    }
+    let last: HashMap<&str, usize> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    Cow::Owned(
+        points
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| last.get(p.id.as_str()) == Some(i))
+            .map(|(_, p)| p.clone())
+            .collect(),
+    )
 }
 
 impl Adapter for MilvusStore {
@@ -248,6 +271,7 @@ impl VectorTarget for MilvusStore {
     }
 
     async fn write(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
+        let points = &*last_per_doc_id(points);
         let Some(first) = points.first() else {
             return Ok(());
         };
@@ -269,7 +293,7 @@ impl VectorTarget for MilvusStore {
 
     /// No look-up: nothing of these doc_ids is there to replace.
     async fn write_new(&self, at: &Location, points: &[Point]) -> Result<(), VectorError> {
-        self.insert_only(at, points).await
+        self.insert_only(at, &last_per_doc_id(points)).await
     }
 
     async fn present(&self, at: &Location, doc_ids: &[String]) -> Result<Vec<String>, VectorError> {
@@ -419,6 +443,24 @@ mod tests {
         assert_eq!(minor_version("2.5.0-lite"), Some((2, 5)));
         assert_eq!(minor_version("dev"), None);
         assert_eq!(literal("a\"b"), r#""a\"b""#);
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_row_of_each_doc_id() {
+        let p = |id: &str, text: &str| Point {
+            id: id.into(),
+            vector: vec![1.0],
+            text: text.into(),
+            metadata: serde_json::Map::new(),
+        };
+        let batch = [p("a", "1"), p("b", "2"), p("a", "3")];
+        let unique = last_per_doc_id(&batch);
+        let kept: Vec<(&str, &str)> = unique
+            .iter()
+            .map(|p| (p.id.as_str(), p.text.as_str()))
+            .collect();
+        assert_eq!(kept, [("b", "2"), ("a", "3")]);
+        assert!(matches!(last_per_doc_id(&batch[..2]), Cow::Borrowed(_)));
     }
 
     #[test]
