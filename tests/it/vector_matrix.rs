@@ -94,6 +94,18 @@ impl Scenario {
         env
     }
 
+    /// A daemon with two workers and this scenario's env.
+    async fn daemon(&self) -> TestDaemon {
+        TestDaemon::start(
+            &self.db,
+            Options {
+                env: self.env(),
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
     fn binding_of(&self, i: usize) -> (&str, bool) {
         if i == self.units.len() - 1 {
             (&self.annotation_binding, true)
@@ -284,14 +296,7 @@ async fn milvus_going_away_mid_copy_fails_datasets_that_keep_their_store_until_a
     let TestStore::Milvus(m) = &s.target else {
         panic!("the target is Milvus")
     };
-    let d = TestDaemon::start(
-        &s.db,
-        Options {
-            env: s.env(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = s.daemon().await;
     m.fault("Insert", "UNAVAILABLE", 3, 1_000_000).await;
     let job = run(
         &d,
@@ -349,14 +354,7 @@ async fn a_record_twice_in_the_source_lands_once_in_milvus() {
         json!({"objects": [object]}),
     )
     .await;
-    let d = TestDaemon::start(
-        &s.db,
-        Options {
-            env: s.env(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = s.daemon().await;
     // One page holds both copies: the hardest case, Milvus keeping both rows of one insert.
     let job = run(
         &d,
@@ -378,14 +376,7 @@ async fn a_lost_answer_to_a_milvus_insert_duplicates_nothing() {
         panic!("the target is Milvus")
     };
     m.fault_after_writing("Insert", "UNAVAILABLE", 2, 2).await;
-    let d = TestDaemon::start(
-        &s.db,
-        Options {
-            env: s.env(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = s.daemon().await;
     let job = run(
         &d,
         json!({"kind": "vector_migrate", "params": {"batch_size": 10}}),
