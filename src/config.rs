@@ -70,6 +70,21 @@ pub struct Settings {
     pub vector_store: Component,
     pub storage: Component,
     pub worker_name: String,
+    pub backup: BackupEnv,
+}
+
+/// Where backups go when a job does not say, and what the database part needs.
+#[derive(Debug, Clone, Default)]
+pub struct BackupEnv {
+    /// `UPKEEP_BACKUP_TARGET` (a storage config as JSON), else `UPKEEP_BACKUP_DIR` as a local
+    /// root.
+    pub target: Option<serde_json::Value>,
+    /// Which variable `target` came from, for messages.
+    pub target_source: &'static str,
+    /// Dify's plugin daemon database (`DB_PLUGIN_DATABASE`), dumped beside Dify's when it exists.
+    pub plugin_database: String,
+    /// `UPKEEP_PG_BIN_DIR`: where `pg_dump` and `pg_restore` are, else found on `PATH`.
+    pub pg_bin_dir: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -259,8 +274,43 @@ impl Settings {
             vector_store: env.component(Some(vector_kind), VECTOR_PREFIXES),
             storage: env.component(Some(storage_kind), STORAGE_PREFIXES),
             worker_name,
+            backup: backup_env(&env)?,
         })
     }
+}
+
+fn backup_env(env: &Env<'_>) -> Result<BackupEnv, ConfigError> {
+    let (target, target_source) = if let Some(raw) = env.get("UPKEEP_BACKUP_TARGET") {
+        let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+            invalid(
+                "UPKEEP_BACKUP_TARGET",
+                format!("expected a storage config as JSON ({{\"type\": \"s3\", ...}}): {e}"),
+            )
+        })?;
+        if !v.is_object() {
+            return Err(invalid(
+                "UPKEEP_BACKUP_TARGET",
+                "expected a JSON object like {\"type\": \"local\", \"root\": \"/backups\"}",
+            ));
+        }
+        (Some(v), "UPKEEP_BACKUP_TARGET")
+    } else if let Some(dir) = env.get("UPKEEP_BACKUP_DIR") {
+        (
+            Some(serde_json::json!({"type": "local", "root": dir})),
+            "UPKEEP_BACKUP_DIR",
+        )
+    } else {
+        (None, "UPKEEP_BACKUP_TARGET")
+    };
+    Ok(BackupEnv {
+        target,
+        target_source,
+        plugin_database: env
+            .get("DB_PLUGIN_DATABASE")
+            .unwrap_or("dify_plugin")
+            .to_string(),
+        pg_bin_dir: env.get("UPKEEP_PG_BIN_DIR").map(str::to_string),
+    })
 }
 
 fn default_worker_name() -> String {

@@ -2,6 +2,7 @@
 //! observable over REST and resumable after a crash.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,6 +1,8 @@
 //! The job framework: one trait every job kind implements, the registry of kinds, and the
 //! errors a job can end with. One file per kind.
 
+pub mod backup;
+pub mod backup_verify;
 mod context;
 mod log_export;
 pub mod orphan_files;
@@ -9,8 +11,9 @@ pub mod orphan_records;
 pub mod progress;
 pub mod purge_exports;
 pub mod purge_logs;
+pub mod restore;
 pub mod storage_migrate;
-mod storage_param;
+pub mod storage_param;
 pub mod vacuum;
 pub mod vector_migrate;
 pub mod vector_rollback;
@@ -194,6 +197,9 @@ job_kinds! {
     OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;
     VectorMigrate = "vector_migrate" => vector_migrate::VectorMigrate, vector_migrate::VectorMigrateParams;
     VectorRollback = "vector_rollback" => vector_rollback::VectorRollback, vector_rollback::VectorRollbackParams;
+    Backup = "backup" => backup::Backup, backup::BackupParams;
+    BackupVerify = "backup_verify" => backup_verify::BackupVerify, backup_verify::BackupVerifyParams;
+    Restore = "restore" => restore::Restore, restore::RestoreParams;
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
-use opendal::{EntryMode, Operator};
+use futures_util::StreamExt;
+use opendal::Operator;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
 use crate::dify::storage_refs;
+use crate::storage::listing::Listing;
 use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, TransferError};
 use crate::storage::{self, StorageConfig};
 
@@ -433,79 +434,6 @@ fn top_prefix(key: &str) -> String {
     match key.split_once('/') {
         Some((top, _)) => top.to_string(),
         None => "(root)".to_string(),
-    }
-}
-
-/// The source's object keys (never directories), prefix by prefix, in batches.
-struct Listing<'a> {
-    op: &'a Operator,
-    side: Side,
-    pending: std::vec::IntoIter<String>,
-    current: Option<opendal::Lister>,
-}
-
-impl<'a> Listing<'a> {
-    fn new(op: &'a Operator, side: Side, prefixes: Vec<String>) -> Listing<'a> {
-        Listing {
-            op,
-            side,
-            pending: prefixes.into_iter(),
-            current: None,
-        }
-    }
-
-    /// Keys with the size the listing gave (0 when it did not say).
-    async fn next_batch(&mut self, n: usize) -> Result<Option<Vec<(String, u64)>>, JobError> {
-        let mut batch = Vec::with_capacity(n);
-        while batch.len() < n {
-            if self.current.is_none() {
-                let Some(prefix) = self.pending.next() else {
-                    break;
-                };
-                if prefix.is_empty() {
-                    self.current = self.list("").await?;
-                    continue;
-                }
-                // A prefix may name a root-level file (`.dify_secret_key`) as well as a directory.
-                if let Ok(meta) = self.op.stat(&prefix).await
-                    && meta.mode() == EntryMode::FILE
-                {
-                    batch.push((prefix.clone(), meta.content_length()));
-                }
-                self.current = self.list(&format!("{prefix}/")).await?;
-                continue;
-            }
-            let Some(lister) = self.current.as_mut() else {
-                continue;
-            };
-            match lister.try_next().await {
-                Ok(Some(entry)) => {
-                    let meta = entry.metadata();
-                    if meta.mode() == EntryMode::FILE && !entry.path().ends_with('/') {
-                        batch.push((entry.path().to_string(), meta.content_length()));
-                    }
-                }
-                Ok(None) => self.current = None,
-                Err(e) => return Err(self.failed("", e)),
-            }
-        }
-        Ok((!batch.is_empty()).then_some(batch))
-    }
-
-    async fn list(&self, path: &str) -> Result<Option<opendal::Lister>, JobError> {
-        match self.op.lister_with(path).recursive(true).await {
-            Ok(l) => Ok(Some(l)),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.failed(path, e)),
-        }
-    }
-
-    fn failed(&self, path: &str, e: opendal::Error) -> JobError {
-        let code = match self.side {
-            Side::Source => "source_failed",
-            Side::Target => "target_failed",
-        };
-        JobError::failed(code, format!("{code}: listing {path:?}: {e}"))
     }
 }
 

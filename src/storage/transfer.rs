@@ -44,7 +44,7 @@ pub struct TransferError {
 }
 
 impl TransferError {
-    fn new(side: Side, action: &'static str, key: &str, e: impl std::fmt::Display) -> Self {
+    pub fn new(side: Side, action: &'static str, key: &str, e: impl std::fmt::Display) -> Self {
         TransferError {
             side,
             key: key.to_string(),
@@ -54,7 +54,7 @@ impl TransferError {
         }
     }
 
-    fn from_opendal(side: Side, action: &'static str, key: &str, e: opendal::Error) -> Self {
+    pub fn from_opendal(side: Side, action: &'static str, key: &str, e: opendal::Error) -> Self {
         let not_found = e.kind() == ErrorKind::NotFound;
         let mut err = Self::new(side, action, key, e);
         err.not_found = not_found;
@@ -74,7 +74,7 @@ impl Default for MemoryBudget {
 }
 
 impl MemoryBudget {
-    async fn reserve(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
+    pub async fn reserve(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
         let cap = if size <= SINGLE_PUT_MAX {
             MEMORY_BUDGET_MIB
         } else {
@@ -223,10 +223,21 @@ pub async fn copy(
     object: &SourceObject,
     budget: &MemoryBudget,
 ) -> Result<Written, TransferError> {
+    copy_to(src, dst, object, &object.key, budget).await
+}
+
+/// `copy`, to another key on the target (a backup's content address).
+pub async fn copy_to(
+    src: &Operator,
+    dst: &Operator,
+    object: &SourceObject,
+    dst_key: &str,
+    budget: &MemoryBudget,
+) -> Result<Written, TransferError> {
     let key = object.key.as_str();
     let _memory = budget.reserve(object.size).await;
     let source_err = |e| TransferError::from_opendal(Side::Source, "reading", key, e);
-    let target_err = |e| TransferError::from_opendal(Side::Target, "writing", key, e);
+    let target_err = |e| TransferError::from_opendal(Side::Target, "writing", dst_key, e);
     let reader = src.reader(key).await.map_err(source_err)?;
     let mut stream = reader.into_bytes_stream(..).await.map_err(source_err)?;
     // Dify's SDK backends store objects as binary when they are not told otherwise; some
@@ -259,7 +270,7 @@ pub async fn copy(
             chunks.push(chunk);
         }
         let meta = dst
-            .write_with(key, opendal::Buffer::from(chunks))
+            .write_with(dst_key, opendal::Buffer::from(chunks))
             .content_type(content_type)
             .await
             .map_err(target_err)?;
@@ -270,7 +281,7 @@ pub async fn copy(
         });
     }
     let mut writer = dst
-        .writer_with(key)
+        .writer_with(dst_key)
         .chunk(PART)
         .concurrent(PARTS_IN_FLIGHT)
         .content_type(content_type)

@@ -4,6 +4,7 @@ mod support;
 
 mod api_errors;
 mod auth;
+mod backup;
 mod cli;
 mod events;
 mod fixture_conformance;

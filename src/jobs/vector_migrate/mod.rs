@@ -15,7 +15,7 @@ mod fill;
 mod params;
 mod plan;
 mod unit;
-mod units;
+pub mod units;
 mod verify;
 
 pub use params::{MissingVectors, Scope, VectorMigrateParams};

@@ -157,6 +157,23 @@ fn source_of(
     target: &StoreConfig,
     fallback_kind: Result<String, String>,
 ) -> Result<(StoreConfig, Location), String> {
+    let (config, at) = locate_source(ds, given, settings, fallback_kind)?;
+    if config == *target {
+        return Err(format!(
+            "its vectors would be read from the target itself ({}): name the source",
+            target.describe()
+        ));
+    }
+    Ok((config, at))
+}
+
+/// The store `ds`'s vectors are in now (its `index_struct`, else `fallback_kind`) and where.
+pub fn locate_source(
+    ds: &Dataset,
+    given: Option<&StoreConfig>,
+    settings: &Settings,
+    fallback_kind: Result<String, String>,
+) -> Result<(StoreConfig, Location), String> {
     let named = ds.index_struct.as_deref().and_then(index_struct::parse);
     let kind = match (&named, given) {
         (Some((kind, _)), Some(config)) if config.kind() != kind => {
@@ -173,12 +190,6 @@ fn source_of(
         Some(config) => config.clone(),
         None => StoreConfig::from_env(&kind, &settings.vector_store)?,
     };
-    if config == *target {
-        return Err(format!(
-            "its vectors would be read from the target itself ({}): name the source",
-            target.describe()
-        ));
-    }
     let at = config.locate(ds, named.as_ref().map(|(_, c)| c.as_str()));
     Ok((config, at))
 }

@@ -1,0 +1,324 @@
+//! `backup_verify`: re-reads every file of a set and every object its storage index names,
+//! and checks size and SHA-256 against the manifest (`pg_verifybackup`, `restic check
+//! --read-data`). With `restore_test` it also restores the database part into a scratch
+//! database and compares row counts with the manifest.
+
+use futures_util::StreamExt;
+use opendal::Operator;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use super::backup::{repo_config, repo_failed};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use crate::backup::repo::{self, IndexReader, Manifest};
+use crate::config::Settings;
+use crate::storage::StorageConfig;
+use crate::storage::transfer::{self, MemoryBudget, Side, hex};
+
+/// Problems listed in a result (all are counted).
+const LISTED: usize = 100;
+const BATCH: usize = 256;
+const CONCURRENCY: usize = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupVerifyParams {
+    /// The repository. Default: `UPKEEP_BACKUP_TARGET`, else `UPKEEP_BACKUP_DIR`.
+    #[serde(default)]
+    #[schema(value_type = Option<StorageConfig>)]
+    pub source: Option<Value>,
+    /// A set id (`20261203T030002Z-0192ab3f`) or `latest` (the newest complete set).
+    pub set: String,
+    /// Also restore the database part into a scratch database on the same server, compare row
+    /// counts with the manifest, and drop it.
+    #[serde(default)]
+    pub restore_test: bool,
+}
+
+pub struct BackupVerify;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub path: String,
+    /// The storage key the object holds, for objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `missing`, `size`, `sha256` or `unreadable`.
+    pub problem: &'static str,
+    pub expected: String,
+    pub found: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetCheck {
+    pub files: u64,
+    pub objects: u64,
+    pub bytes_read: u64,
+    pub problems_total: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl SetCheck {
+    fn add(&mut self, p: Problem) {
+        self.problems_total += 1;
+        if self.problems.len() < LISTED {
+            self.problems.push(p);
+        }
+    }
+
+    pub fn message(&self, set: &str) -> String {
+        let named: Vec<String> = self
+            .problems
+            .iter()
+            .take(20)
+            .map(|p| format!("{} ({})", p.path, p.problem))
+            .collect();
+        format!(
+            "set {set} does not match its manifest: {} file(s) missing or changed: {}",
+            self.problems_total,
+            named.join(", ")
+        )
+    }
+}
+
+/// Resolves `latest` and checks the id; the set must have its manifest.
+pub async fn resolve_set(op: &Operator, set: &str) -> Result<Manifest, JobError> {
+    let id = if set == "latest" {
+        repo::complete_sets(op)
+            .await
+            .map_err(repo_failed)?
+            .pop()
+            .ok_or_else(|| {
+                JobError::failed("set_incomplete", "the repository holds no complete set")
+            })?
+    } else {
+        set.to_string()
+    };
+    repo::read_manifest(op, &id).await.map_err(repo_failed)
+}
+
+pub fn check_set_param(set: &str) -> Result<(), SpecError> {
+    if set != "latest" && !repo::valid_set_id(set) {
+        return Err(SpecError::invalid(
+            "params.set",
+            format!("{set:?} is not a set id (like 20261203T030002Z-0192ab3f) or \"latest\""),
+        ));
+    }
+    Ok(())
+}
+
+pub fn open_source(
+    value: Option<&Value>,
+    ctx: &JobCtx,
+) -> Result<(StorageConfig, Operator), JobError> {
+    let config = repo_config(value, "source", &ctx.settings).map_err(storage_param::invalid)?;
+    let op = storage_param::open(&config, "source").map_err(storage_param::invalid)?;
+    Ok((config, op))
+}
+
+impl JobKind for BackupVerify {
+    const KIND: &'static str = "backup_verify";
+    type Params = BackupVerifyParams;
+
+    fn resource_key(_: &BackupVerifyParams) -> Option<String> {
+        None
+    }
+
+    async fn validate(
+        params: &BackupVerifyParams,
+        _pool: &PgPool,
+        settings: &Settings,
+    ) -> Result<(), SpecError> {
+        check_set_param(&params.set)?;
+        let config = repo_config(params.source.as_ref(), "source", settings)?;
+        storage_param::check_exists(&config, "source", params.source.is_some())?;
+        storage_param::open(&config, "source")?;
+        Ok(())
+    }
+
+    async fn plan(params: BackupVerifyParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        let (config, op) = open_source(params.source.as_ref(), ctx)?;
+        let m = resolve_set(&op, &params.set).await?;
+        Ok(json!({
+            "source": config.describe(),
+            "set": m.set,
+            "files": m.files.len(),
+            "objects": m.storage.as_ref().map(|s| s.objects),
+            "bytes": m.files.iter().map(|f| f.size).sum::<u64>() + m.storage.as_ref().map_or(0, |s| s.bytes),
+            "restore_test": params.restore_test && m.database.is_some(),
+        }))
+    }
+
+    async fn run(params: BackupVerifyParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        let (config, op) = open_source(params.source.as_ref(), ctx)?;
+        let m = resolve_set(&op, &params.set).await?;
+        let check = verify_set(ctx, &op, &m, true).await?;
+        let mut result = json!({
+            "source": config.describe(),
+            "set": m.set,
+            "dify": m.dify,
+            "verify": check,
+        });
+        if !check.problems.is_empty() {
+            return Err(JobError::Failed {
+                code: "verify_failed",
+                message: check.message(&m.set),
+                result: Some(result),
+            });
+        }
+        if params.restore_test && m.database.is_some() {
+            let test = super::restore::database::restore_test(ctx, &op, &m).await?;
+            let ok = test["matches"].as_bool() == Some(true);
+            result["restore_test"] = test;
+            if !ok {
+                return Err(JobError::Failed {
+                    code: "restore_test_failed",
+                    message: format!(
+                        "set {}: the restored database's row counts differ from the manifest",
+                        m.set
+                    ),
+                    result: Some(result),
+                });
+            }
+        }
+        sqlx::query(
+            "UPDATE upkeep.backup_sets SET verified_at = now() WHERE repo = $1 AND set_id = $2",
+        )
+        .bind(config.describe())
+        .bind(&m.set)
+        .execute(&ctx.pool)
+        .await?;
+        Ok(result)
+    }
+}
+
+fn progress(done: u64, total: u64) -> Progress {
+    Progress {
+        phase: "verify".into(),
+        done,
+        total: Some(total),
+        unit: "files".into(),
+        ..Default::default()
+    }
+}
+
+/// Checks every file of `m`, and every object its index names: by content when `read_data`,
+/// else by size (a backup just wrote and checked them).
+pub async fn verify_set(
+    ctx: &mut JobCtx,
+    op: &Operator,
+    m: &Manifest,
+    read_data: bool,
+) -> Result<SetCheck, JobError> {
+    let mut check = SetCheck::default();
+    let total = m.files.len() as u64 + m.storage.as_ref().map_or(0, |s| s.objects);
+    let budget = MemoryBudget::default();
+    let mut done = 0u64;
+    let files: Vec<(String, Option<String>, u64, String)> = m
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), None, f.size, f.sha256.clone()))
+        .collect();
+    for batch in files.chunks(BATCH) {
+        check_batch(op, batch, true, &budget, &mut check).await;
+        done += batch.len() as u64;
+        check.files += batch.len() as u64;
+        ctx.check_stop()?;
+        ctx.progress(progress(done, total), false).await?;
+    }
+    let index_ok = m
+        .storage
+        .as_ref()
+        .is_some_and(|s| !check.problems.iter().any(|p| p.path == s.index.path));
+    if let (Some(s), true) = (&m.storage, index_ok) {
+        let mut lines = IndexReader::open(op, &s.index.path)
+            .await
+            .map_err(repo_failed)?;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let line = lines.next().await.map_err(repo_failed)?;
+            let end = line.is_none();
+            if let Some(l) = line {
+                let path = repo::object_path(&repo::parse_hex(&l.h).unwrap_or_default());
+                batch.push((path, Some(l.k), l.s, l.h));
+            }
+            if batch.len() >= BATCH || (end && !batch.is_empty()) {
+                check_batch(op, &batch, read_data, &budget, &mut check).await;
+                done += batch.len() as u64;
+                check.objects += batch.len() as u64;
+                batch.clear();
+                ctx.check_stop()?;
+                ctx.progress(progress(done, total), false).await?;
+            }
+            if end {
+                break;
+            }
+        }
+    }
+    ctx.progress(progress(done, total), true).await?;
+    Ok(check)
+}
+
+async fn check_batch(
+    op: &Operator,
+    batch: &[(String, Option<String>, u64, String)],
+    read_data: bool,
+    budget: &MemoryBudget,
+    check: &mut SetCheck,
+) {
+    let results: Vec<(Option<Problem>, u64)> = futures_util::stream::iter(batch.to_vec())
+        .map(|(path, key, size, sha)| {
+            let (op, budget) = (op.clone(), budget.clone());
+            async move {
+                let (op, budget, size) = (&op, &budget, &size);
+                let problem = |problem, found: Option<String>| Problem {
+                    path: path.clone(),
+                    key: key.clone(),
+                    problem,
+                    expected: if problem == "sha256" {
+                        sha.clone()
+                    } else {
+                        size.to_string()
+                    },
+                    found,
+                };
+                if !read_data {
+                    return match transfer::target_size(op, &path).await {
+                        Ok(Some(s)) if s == *size => (None, 0),
+                        Ok(Some(s)) => (Some(problem("size", Some(s.to_string()))), 0),
+                        Ok(None) => (Some(problem("missing", None)), 0),
+                        Err(e) => (Some(problem("unreadable", Some(e.to_string()))), 0),
+                    };
+                }
+                match transfer::hash_object(op, Side::Target, &path, *size, budget).await {
+                    Ok((len, _)) if len != *size => {
+                        (Some(problem("size", Some(len.to_string()))), len)
+                    }
+                    Ok((len, got)) if hex(&got) != *sha => {
+                        (Some(problem("sha256", Some(hex(&got)))), len)
+                    }
+                    Ok((len, _)) => (None, len),
+                    Err(e) if e.not_found => (Some(problem("missing", None)), 0),
+                    // Some backends only notice a missing object once its bytes are read.
+                    Err(e) => match transfer::target_size(op, &path).await {
+                        Ok(None) => (Some(problem("missing", None)), 0),
+                        _ => (Some(problem("unreadable", Some(e.to_string()))), 0),
+                    },
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut problems = Vec::new();
+    for (p, read) in results {
+        check.bytes_read += read;
+        problems.extend(p);
+    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    for p in problems {
+        check.add(p);
+    }
+}

@@ -1,0 +1,481 @@
+//! `backup`, `backup_verify` and `restore` on real parts: Dify's schema with data in Postgres,
+//! storage on local disk, vectors in the Weaviate server, the repository on S3 (moto); the
+//! disaster-recovery restore lands on an empty database, Azure Blob (azurite) and the Qdrant
+//! stand-in. Corrupt and missing files, sets without a manifest, non-empty targets, and kills
+//! mid-dump and mid-storage.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::daemon::{Options, TestDaemon};
+use crate::support::dify_vectors::{
+    Ds, assert_exactly, binding, dataset, exec, index_struct, load, on_qdrant,
+};
+use crate::support::files::{TempTree, read_all, snapshot};
+use crate::support::pg::{self, TestDb};
+use crate::support::process::{rescuer_with, submit_to_a_doomed_daemon_with};
+use crate::support::servers::{Azurite, Moto};
+use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
+
+async fn run(d: &TestDaemon, body: Value) -> Value {
+    let (status, job) = d.submit(body).await;
+    assert_eq!(status, 202, "{job}");
+    d.wait_finished(job["id"].as_str().expect("id")).await
+}
+
+/// A Dify with rows, storage objects (referenced and not) and two datasets on Weaviate.
+struct Source {
+    tree: TempTree,
+    datasets: Vec<Ds>,
+    collection: String,
+}
+
+async fn seed(db: &TestDb, w: Option<&WeaviateServer>, objects: usize) -> Source {
+    let tree = TempTree::new("dify-storage");
+    let tenant = Uuid::new_v4();
+    exec(
+        db,
+        "INSERT INTO public.tenants (id, name, encrypt_public_key) VALUES ($1, 'acme', 'pk')",
+        vec![json!(tenant)],
+    )
+    .await;
+    for i in 0..objects {
+        let key = format!("upload_files/{tenant}/{i:04}.txt");
+        // Every tenth object has the bytes of another: stored once.
+        tree.write(
+            &key,
+            format!("file {} of acme", i - i % 10 * usize::from(i % 10 == 1)).as_bytes(),
+        );
+        exec(
+            db,
+            "INSERT INTO public.upload_files (tenant_id, storage_type, key, name, size, extension, \
+               created_by_role, created_by, created_at, used) \
+             VALUES ($1, 'opendal', $2, 'f.txt', 10, 'txt', 'account', $1, now(), false)",
+            vec![json!(tenant), json!(key)],
+        )
+        .await;
+    }
+    tree.write(
+        &format!("privkeys/{tenant}/private.pem"),
+        b"-----BEGIN RSA PRIVATE KEY-----\n",
+    );
+    tree.write(".dify_secret_key", b"secret\n");
+    let (b, collection) = binding(db, "dataset").await;
+    let mut datasets = Vec::new();
+    if let Some(w) = w {
+        for (i, named) in [(1u64, true), (2, false)] {
+            let ds = dataset(db, tenant, b, 30, i == 2, i).await;
+            load(w, &ds, named, &[], 0).await;
+            datasets.push(ds);
+        }
+    }
+    Source {
+        tree,
+        datasets,
+        collection,
+    }
+}
+
+fn s3_repo(moto: &Moto, bucket: &str) -> Value {
+    json!({"type": "s3", "bucket_name": bucket, "endpoint": moto.endpoint(), "region": "us-east-1",
+           "access_key": "test", "secret_key": "test", "address_style": "path"})
+}
+
+fn storage_env(tree: &TempTree) -> Vec<(&'static str, String)> {
+    vec![
+        ("STORAGE_TYPE", "opendal".into()),
+        ("OPENDAL_SCHEME", "fs".into()),
+        ("OPENDAL_FS_ROOT", tree.path().to_string()),
+    ]
+}
+
+/// `(rows, digest of every row as JSON)` per table of `public`; `index_struct` left out of
+/// `datasets`, which a restore into another vector store rewrites.
+async fn table_digests(db: &TestDb) -> BTreeMap<String, (i64, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("tables");
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let drop = if t == "datasets" { "index_struct" } else { "" };
+        let row: (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), md5(string_agg(x, '|' ORDER BY x)) FROM \
+             (SELECT (to_jsonb(t) - $1)::text AS x FROM public.\"{t}\" t) s"
+        )))
+        .bind(drop)
+        .fetch_one(&db.pool)
+        .await
+        .expect("digest");
+        out.insert(t, (row.0, row.1.unwrap_or_default()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_backup_writes_no_object_bytes()
+ {
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let moto = Moto::start().await;
+    moto.create_bucket("backups").await;
+    let src = seed(&db, Some(&w), 40).await;
+    let repo = s3_repo(&moto, "backups");
+    let mut env = storage_env(&src.tree);
+    env.extend([
+        ("VECTOR_STORE", "weaviate".to_string()),
+        ("WEAVIATE_ENDPOINT", w.url.clone()),
+        ("UPKEEP_BACKUP_TARGET", repo.to_string()),
+    ]);
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+
+    // The dry run says what would be written and writes nothing.
+    let (status, dry) = d
+        .submit(json!({"kind": "backup", "dry_run": true, "params": {"label": "pre-upgrade"}}))
+        .await;
+    assert_eq!(status, 202, "{dry}");
+    let dry = d.wait_finished(dry["id"].as_str().expect("id")).await;
+    assert_eq!(dry["state"], "succeeded", "{dry}");
+    assert_eq!(
+        dry["result"]["parts"],
+        json!(["database", "storage", "vectors"])
+    );
+    assert_eq!(dry["result"]["storage"]["objects"], 42, "{dry}");
+    assert!(
+        read_all(&repo, "").await.is_empty(),
+        "a dry run wrote to the repository"
+    );
+
+    let first = run(
+        &d,
+        json!({"kind": "backup", "params": {"label": "pre-upgrade"}}),
+    )
+    .await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let r = &first["result"];
+    let set = r["set"].as_str().expect("set").to_string();
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["counts"]["objects"], 42, "{r}");
+    assert_eq!(r["counts"]["records"], 60, "{r}");
+    // 40 uploads, 4 of them duplicates of another's bytes.
+    assert_eq!(r["storage"]["objects_written"], 38, "{r}");
+    assert!(r["bytes_written"].as_u64().unwrap_or(0) > 0);
+    let manifest: Value = serde_json::from_slice(
+        &read_all(&repo, &format!("sets/{set}/")).await[&format!("sets/{set}/manifest.json")],
+    )
+    .expect("manifest is JSON");
+    assert_eq!(manifest["label"], "pre-upgrade");
+    assert_eq!(manifest["dify"]["revision"], "c3d4e5f6a7b8");
+    assert_eq!(manifest["dify"]["release"], "main @76391b0 (after 1.15.0)");
+    let tables = &manifest["database"]["databases"][0]["tables"];
+    assert_eq!(tables["public.upload_files"], 40, "{tables}");
+    assert!(
+        tables.get("upkeep.jobs").is_none(),
+        "Upkeep's schema is not in the set"
+    );
+    let objects_after_first = read_all(&repo, "objects/").await.len();
+
+    // Unchanged storage: the second set writes no object bytes and no new objects.
+    let second = run(&d, json!({"kind": "backup", "params": {}})).await;
+    assert_eq!(second["state"], "succeeded", "{second}");
+    assert_eq!(second["result"]["storage"]["bytes_written"], 0, "{second}");
+    assert_eq!(second["result"]["storage"]["objects_written"], 0);
+    assert!(
+        second["result"]["bytes_deduplicated"].as_u64()
+            >= first["result"]["storage"]["bytes"].as_u64(),
+        "{second}"
+    );
+    assert_eq!(read_all(&repo, "objects/").await.len(), objects_after_first);
+    assert_ne!(second["result"]["set"], first["result"]["set"]);
+
+    // Disaster recovery: a daemon on an empty database, an empty Azure container and an empty
+    // Qdrant restores the first set.
+    let before = table_digests(&db).await;
+    let empty = pg::empty_database().await;
+    let azurite = Azurite::start().await;
+    azurite.create_container("restored").await;
+    let q = QdrantStandin::start("1.16.0").await;
+    let dr_env = vec![
+        ("STORAGE_TYPE", "azure-blob".to_string()),
+        ("AZURE_BLOB_ACCOUNT_NAME", Azurite::ACCOUNT.to_string()),
+        ("AZURE_BLOB_ACCOUNT_KEY", Azurite::KEY.to_string()),
+        ("AZURE_BLOB_CONTAINER_NAME", "restored".to_string()),
+        ("AZURE_BLOB_ACCOUNT_URL", azurite.endpoint()),
+        ("VECTOR_STORE", "qdrant".to_string()),
+        ("QDRANT_URL", "http://127.0.0.1:6333".to_string()),
+        ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
+        ("UPKEEP_BACKUP_TARGET", repo.to_string()),
+    ];
+    let dr = TestDaemon::start(
+        &empty,
+        Options {
+            env: dr_env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let restored = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
+    assert_eq!(restored["state"], "succeeded", "{restored}");
+    let rr = &restored["result"];
+    assert_eq!(rr["database"]["databases"][0]["matches"], true, "{rr}");
+    assert_eq!(
+        rr["storage"]["objects"],
+        json!({"set": 42, "restored": 42}),
+        "{rr}"
+    );
+    let after = table_digests(&empty).await;
+    assert_eq!(after, before, "every table's rows are the originals'");
+    let azure = json!({"type": "azure-blob", "account_name": Azurite::ACCOUNT, "account_key": Azurite::KEY,
+                       "container_name": "restored", "account_url": azurite.endpoint()});
+    assert_eq!(
+        snapshot(&azure).await,
+        snapshot(&src.tree.config()).await,
+        "every object's bytes"
+    );
+    let units: Vec<&Ds> = src.datasets.iter().collect();
+    assert_exactly(&q, &src.collection, &units, &[]).await;
+    for ds in &src.datasets {
+        assert_eq!(
+            index_struct(&empty, ds.id).await,
+            on_qdrant(&src.collection)
+        );
+    }
+
+    // Restoring again onto what is now a non-empty Dify is refused, touching nothing.
+    let again = run(&dr, json!({"kind": "restore", "params": {"set": "latest"}})).await;
+    assert_eq!(again["state"], "failed", "{again}");
+    assert_eq!(again["error"]["code"], "target_not_empty", "{again}");
+    let parts: Vec<&str> = again["result"]["refused"]
+        .as_array()
+        .expect("refused")
+        .iter()
+        .filter_map(|r| r["part"].as_str())
+        .collect();
+    assert_eq!(parts, ["database", "storage", "vectors"], "{again}");
+    assert_eq!(table_digests(&empty).await, before);
+    d.stop().await;
+    dr.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupted_and_a_missing_file_fail_verification_by_name_and_restore_touches_nothing() {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, 12).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = run(
+        &d,
+        json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let set = done["result"]["set"].as_str().expect("set").to_string();
+    let ok = run(
+        &d,
+        json!({"kind": "backup_verify", "params": {"set": set, "restore_test": true}}),
+    )
+    .await;
+    assert_eq!(ok["state"], "succeeded", "{ok}");
+    assert_eq!(ok["result"]["verify"]["problems_total"], 0);
+    assert_eq!(ok["result"]["restore_test"]["matches"], true, "{ok}");
+    assert_eq!(ok["result"]["verify"]["objects"], 14);
+
+    // One object changed in place (same size), one gone.
+    let objects: Vec<String> = read_all(&repo_tree.config(), "objects/")
+        .await
+        .into_keys()
+        .collect();
+    let (changed, gone) = (&objects[0], &objects[1]);
+    let old = std::fs::read(format!("{}/{changed}", repo_tree.path())).expect("object");
+    let mut flipped = old.clone();
+    flipped[0] ^= 0xff;
+    repo_tree.write(changed, &flipped);
+    std::fs::remove_file(format!("{}/{gone}", repo_tree.path())).expect("rm");
+    let bad = run(
+        &d,
+        json!({"kind": "backup_verify", "params": {"set": "latest"}}),
+    )
+    .await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+    assert_eq!(bad["error"]["code"], "verify_failed");
+    let problems: BTreeMap<String, String> = bad["result"]["verify"]["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or("").to_string(),
+                p["problem"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        BTreeMap::from([
+            (changed.clone(), "sha256".to_string()),
+            (gone.clone(), "missing".to_string())
+        ])
+    );
+    let message = bad["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(changed.as_str()) && message.contains(gone.as_str()),
+        "{message}"
+    );
+
+    // A restore of that set into an empty Dify refuses before touching anything.
+    let empty = pg::empty_database().await;
+    let target_tree = TempTree::new("restore-target");
+    let mut dr_env = storage_env(&target_tree);
+    dr_env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let dr = TestDaemon::start(
+        &empty,
+        Options {
+            env: dr_env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let refused = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert_eq!(refused["error"]["code"], "verify_failed", "{refused}");
+    assert!(
+        table_digests(&empty).await.is_empty(),
+        "no table was created"
+    );
+    assert!(
+        snapshot(&target_tree.config()).await.is_empty(),
+        "no object was written"
+    );
+
+    // Without its manifest the set is incomplete: never offered, never restored.
+    std::fs::remove_file(format!("{}/sets/{set}/manifest.json", repo_tree.path()))
+        .expect("rm manifest");
+    let incomplete = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
+    assert_eq!(
+        incomplete["error"]["code"], "set_incomplete",
+        "{incomplete}"
+    );
+    let latest = run(&dr, json!({"kind": "restore", "params": {"set": "latest"}})).await;
+    assert_eq!(latest["error"]["code"], "set_incomplete", "{latest}");
+    assert!(table_digests(&empty).await.is_empty());
+    d.stop().await;
+    dr.stop().await;
+}
+
+async fn killed_at(failpoint: &str, objects: usize) -> Value {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, objects).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let body =
+        json!({"kind": "backup", "params": {"parts": ["database", "storage"], "concurrency": 4}});
+    let (client, id) = submit_to_a_doomed_daemon_with(&db, failpoint, &env, body).await;
+    let rescuer = rescuer_with(&db, &env).await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let verified = run(
+        &rescuer,
+        json!({"kind": "backup_verify", "params": {"set": done["result"]["set"]}}),
+    )
+    .await;
+    assert_eq!(verified["state"], "succeeded", "{verified}");
+    assert_eq!(verified["result"]["verify"]["objects"], objects as u64 + 2);
+    let ledger: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT path) FROM upkeep.backup_files WHERE job_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("ledger");
+    assert_eq!(ledger, (objects as i64 + 2, objects as i64 + 2));
+    let (_, events) = client
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{id}/events?limit=500"),
+            None,
+        )
+        .await;
+    rescuer.stop().await;
+    client.stop().await;
+    json!({"job": done, "events": events})
+}
+
+#[tokio::test]
+async fn killed_mid_dump_the_resumed_backup_dumps_again_from_a_new_snapshot_and_says_so() {
+    let out = killed_at("backup.dump_chunk=abort@1", 5).await;
+    assert_eq!(out["job"]["result"]["database"]["restarts"], 1, "{out}");
+    let warned = out["events"]["items"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| {
+            e["type"] == "warning"
+                && e["data"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("restarted from a new snapshot"))
+        });
+    assert!(warned, "{}", out["events"]);
+}
+
+#[tokio::test]
+async fn killed_mid_storage_the_resumed_backup_skips_what_was_recorded_and_verifies() {
+    let out = killed_at("backup.storage_flushed=abort@2", 600).await;
+    assert_eq!(out["job"]["result"]["database"]["restarts"], 0, "{out}");
+    assert_eq!(out["job"]["result"]["counts"]["objects"], 602);
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let db = pg::dify_database().await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    for (body, field) in [
+        (json!({"kind": "backup", "params": {}}), "params.target"),
+        (
+            json!({"kind": "backup", "params": {"target": {"type": "local", "root": "/tmp/x"}, "retention": {}}}),
+            "params.retention",
+        ),
+        (
+            json!({"kind": "backup", "params": {"target": {"type": "local", "root": "/tmp/x"}, "retention": {"keep_last": 0}}}),
+            "params.retention.keep_last",
+        ),
+        (
+            json!({"kind": "backup", "params": {"target": {"type": "local", "root": "/tmp/x"}, "parts": ["logs"]}}),
+            "params.parts[0]",
+        ),
+        (
+            json!({"kind": "backup_verify", "params": {"source": {"type": "local", "root": "/tmp"}, "set": "../x"}}),
+            "params.set",
+        ),
+        (
+            json!({"kind": "restore", "params": {"source": {"type": "local", "root": "/tmp"}}}),
+            "params.set",
+        ),
+    ] {
+        let (status, err) = d.submit(body.clone()).await;
+        assert_eq!(status, 400, "{body} → {err}");
+        assert_eq!(err["field"], field, "{body} → {err}");
+    }
+    d.stop().await;
+}
