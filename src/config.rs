@@ -66,6 +66,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub lease: Duration,
     pub poll_interval: Duration,
+    /// How often this daemon looks for due schedules (every daemon does).
+    pub schedule_tick: Duration,
     pub shutdown_grace: Duration,
     pub vector_store: Component,
     pub storage: Component,
@@ -248,6 +250,14 @@ impl Settings {
             |n| (10..=60_000).contains(n),
             "milliseconds in 10..=60000",
         )?;
+        // Occurrences are whole minutes; 15 s keeps a run within a quarter minute of its time.
+        // Tests tick faster.
+        let schedule_tick_ms = env.parse(
+            "UPKEEP_SCHEDULE_TICK_MS",
+            15_000u64,
+            |n| (10..=600_000).contains(n),
+            "milliseconds in 10..=600000",
+        )?;
         let grace = env.parse(
             "UPKEEP_SHUTDOWN_GRACE_SECONDS",
             25u64,
@@ -270,6 +280,7 @@ impl Settings {
             log_format,
             lease: Duration::from_secs(lease),
             poll_interval: Duration::from_millis(poll_ms),
+            schedule_tick: Duration::from_millis(schedule_tick_ms),
             shutdown_grace: Duration::from_secs(grace),
             vector_store: env.component(Some(vector_kind), VECTOR_PREFIXES),
             storage: env.component(Some(storage_kind), STORAGE_PREFIXES),

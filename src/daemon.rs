@@ -14,6 +14,7 @@ use crate::db::{self, DbError};
 use crate::failpoint::FailPoints;
 use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
+use crate::schedules;
 use crate::worker::{WorkerConfig, Workers};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,7 @@ pub struct Daemon {
     http: JoinHandle<()>,
     workers: JoinHandle<()>,
     listener: JoinHandle<()>,
+    schedules: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -86,6 +88,13 @@ impl Daemon {
             metrics: metrics.clone(),
         };
         let workers = tokio::spawn(workers.run(shutdown.clone()));
+        // Every daemon, API-only ones included: the rows decide who fires what.
+        let schedules = tokio::spawn(schedules::run_ticker(
+            pool.clone(),
+            settings.clone(),
+            settings.schedule_tick,
+            shutdown.clone(),
+        ));
         let state = AppState {
             pool: pool.clone(),
             settings,
@@ -111,6 +120,7 @@ impl Daemon {
             http,
             workers,
             listener,
+            schedules,
         })
     }
 
@@ -122,6 +132,7 @@ impl Daemon {
             let _ = self.workers.await;
             let _ = self.http.await;
             let _ = self.listener.await;
+            let _ = self.schedules.await;
         };
         let clean = tokio::time::timeout(grace, all).await.is_ok();
         if !clean {

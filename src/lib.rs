@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 mod nodelay;
 pub mod queue;
+pub mod schedules;
 pub mod storage;
 pub mod vector;
 pub mod worker;

@@ -83,7 +83,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
     }
 }
 
-/// The `{id}` of a job path, as a UUID.
+/// The `{id}` of a job or schedule path, as a UUID.
 pub struct JobId(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobId {

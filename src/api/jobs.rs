@@ -60,18 +60,7 @@ pub async fn submit(
             "must be 1 to 200 characters",
         ));
     }
-    let params = match body.params {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => {
-            return Err(ApiError::field(
-                ErrorCode::InvalidField,
-                "params",
-                "must be an object",
-            ));
-        }
-    };
-    let spec = JobSpec::parse(&body.kind, params)?;
+    let spec = JobSpec::parse(&body.kind, params_object(body.params)?)?;
     spec.validate(&state.pool, &state.settings).await?;
     let submitted = queue::submit(
         &state.pool,
@@ -95,6 +84,19 @@ pub async fn submit(
         tracing::info!(job.id = %row.id, job.kind = %row.kind, "queued job {}", row.id);
     }
     Ok((StatusCode::ACCEPTED, Json(submitted.into_row().into())))
+}
+
+/// `params` of a request: absent or null is `{}`; anything else must be an object.
+pub(super) fn params_object(params: Option<Value>) -> Result<Value, ApiError> {
+    match params {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "params",
+            "must be an object",
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 mod jobs;
 mod preflight;
+mod schedules;
 mod tenants;
 pub mod view;
 
@@ -53,6 +54,7 @@ pub struct AppState {
     security(("bearer" = [])),
     tags(
         (name = "jobs", description = "Submit, watch, cancel and retry maintenance jobs"),
+        (name = "schedules", description = "Recurring jobs: a job request plus a cron expression and time zone"),
         (name = "dify", description = "Read-only views of the Dify deployment"),
         (name = "health", description = "Open endpoints for probes and scrapers"),
     )
@@ -83,6 +85,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(events::events))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::show, schedules::delete))
         .routes(routes!(tenants::list))
         .routes(routes!(preflight::preflight))
         .routes(routes!(health::metrics));

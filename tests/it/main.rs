@@ -16,6 +16,7 @@ mod orphan_records;
 mod purge_exports;
 mod purge_logs;
 mod queue;
+mod schedules;
 mod shutdown;
 mod storage_migrate;
 mod test_servers;
