@@ -19,6 +19,34 @@ pub struct Preflight {
     /// Sizes of the tables the jobs touch (row counts are Postgres's estimates: exact counts
     /// of a production table would scan it).
     pub tables: Vec<TableInfo>,
+    pub backup: BackupInfo,
+}
+
+/// Whether a verified backup covers Dify's current schema: what "back up before `docker compose
+/// pull`" checks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BackupInfo {
+    pub newest_verified: Option<SetInfo>,
+    /// Dify's revision now.
+    pub current_revision: Option<String>,
+    /// No verified set, or the newest one was taken at another revision than today's (a schema
+    /// change since: Alembic has no timestamps, so "older than the last change" is this).
+    pub stale: bool,
+    /// The newest sets this database's daemons made, newest first (at most 20).
+    pub sets: Vec<SetInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SetInfo {
+    pub set: String,
+    /// The repository, without credentials.
+    pub repo: String,
+    pub label: Option<String>,
+    /// Dify's Alembic revision when the set was taken.
+    pub dify_revision: Option<String>,
+    pub completed_at: chrono::DateTime<chrono::Utc>,
+    pub verified_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub bytes: i64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -77,6 +105,24 @@ pub async fn preflight(State(state): State<AppState>) -> Result<Json<Preflight>,
         crate::vector::check(&state.settings.vector_store),
         crate::storage::check(&state.settings.storage)
     );
+    let sets: Vec<SetInfo> = sqlx::query_as(
+        "SELECT set_id AS set, repo, label, dify_revision, completed_at, verified_at, bytes \
+         FROM upkeep.backup_sets ORDER BY completed_at DESC LIMIT 20",
+    )
+    .fetch_all(&state.pool)
+    .await
+    .unwrap_or_default();
+    let newest_verified = sets.iter().find(|s| s.verified_at.is_some()).cloned();
+    let stale = newest_verified
+        .as_ref()
+        .and_then(|s| s.dify_revision.as_ref())
+        .is_none_or(|r| Some(r) != revision.as_ref());
+    let backup = BackupInfo {
+        newest_verified,
+        current_revision: revision.clone(),
+        stale,
+        sets,
+    };
     Ok(Json(Preflight {
         upkeep_version: env!("CARGO_PKG_VERSION").into(),
         database: DatabaseInfo {
@@ -92,5 +138,6 @@ pub async fn preflight(State(state): State<AppState>) -> Result<Json<Preflight>,
         vector_store,
         storage,
         tables,
+        backup,
     }))
 }

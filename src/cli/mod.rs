@@ -37,6 +37,27 @@ pub enum Command {
     /// A working local setup in one command: Postgres (the local one, or a throwaway cluster),
     /// Dify's schema with demo data, a storage folder, and the daemon.
     Demo(crate::demo::DemoArgs),
+    /// Back up Dify through a running daemon (`upkeep backup --label pre-upgrade --wait` before
+    /// `docker compose pull`): exits non-zero unless the set was written and verified.
+    Backup {
+        #[command(flatten)]
+        conn: client::Connection,
+        /// Kept in the set's manifest.
+        #[arg(long)]
+        label: Option<String>,
+        /// Comma-separated: database, storage, vectors (default: every part configured).
+        #[arg(long, value_delimiter = ',')]
+        parts: Vec<String>,
+        /// The repository as a storage config in JSON (default: UPKEEP_BACKUP_TARGET or
+        /// UPKEEP_BACKUP_DIR of the daemon).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the job until it ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Talk to a running daemon.
     Jobs {
         #[command(flatten)]
@@ -76,6 +97,40 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck => client::healthcheck().await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Jobs { conn, command } => client::run(conn, command).await,
+        Command::Backup {
+            conn,
+            label,
+            parts,
+            target,
+            dry_run,
+            wait,
+        } => {
+            let mut params = serde_json::json!({});
+            if let Some(l) = label {
+                params["label"] = l.into();
+            }
+            if !parts.is_empty() {
+                params["parts"] = parts.into();
+            }
+            if let Some(t) = target {
+                match serde_json::from_str::<serde_json::Value>(&t) {
+                    Ok(v) => params["target"] = v,
+                    Err(e) => {
+                        eprintln!("upkeep: --target: not JSON: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let submit = client::JobsCommand::Submit {
+                kind: "backup".into(),
+                params: Vec::new(),
+                params_json: Some(params.to_string()),
+                dry_run,
+                idempotency_key: None,
+                watch: wait,
+            };
+            client::run(conn, submit).await
+        }
     }
 }
 

@@ -126,8 +126,18 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
     moto.create_bucket("backups").await;
     let src = seed(&db, Some(&w), 40).await;
     let repo = s3_repo(&moto, "backups");
+    // Dify's plugin daemon keeps its own database on the same server.
+    let plugin = pg::empty_database().await;
+    sqlx::raw_sql(
+        "CREATE TABLE plugins (id serial PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO plugins (name) SELECT 'plugin ' || g FROM generate_series(1, 25) g",
+    )
+    .execute(&plugin.pool)
+    .await
+    .expect("plugin database");
     let mut env = storage_env(&src.tree);
     env.extend([
+        ("DB_PLUGIN_DATABASE", plugin.name.clone()),
         ("VECTOR_STORE", "weaviate".to_string()),
         ("WEAVIATE_ENDPOINT", w.url.clone()),
         ("UPKEEP_BACKUP_TARGET", repo.to_string()),
@@ -179,6 +189,14 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
     assert_eq!(manifest["label"], "pre-upgrade");
     assert_eq!(manifest["dify"]["revision"], "c3d4e5f6a7b8");
     assert_eq!(manifest["dify"]["release"], "main @76391b0 (after 1.15.0)");
+    assert_eq!(
+        manifest["database"]["databases"][1]["name"],
+        json!(plugin.name)
+    );
+    assert_eq!(
+        manifest["database"]["databases"][1]["tables"]["public.plugins"],
+        25
+    );
     let tables = &manifest["database"]["databases"][0]["tables"];
     assert_eq!(tables["public.upload_files"], 40, "{tables}");
     assert!(
@@ -204,10 +222,12 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
     // Qdrant restores the first set.
     let before = table_digests(&db).await;
     let empty = pg::empty_database().await;
+    let empty_plugin = pg::empty_database().await;
     let azurite = Azurite::start().await;
     azurite.create_container("restored").await;
     let q = QdrantStandin::start("1.16.0").await;
     let dr_env = vec![
+        ("DB_PLUGIN_DATABASE", empty_plugin.name.clone()),
         ("STORAGE_TYPE", "azure-blob".to_string()),
         ("AZURE_BLOB_ACCOUNT_NAME", Azurite::ACCOUNT.to_string()),
         ("AZURE_BLOB_ACCOUNT_KEY", Azurite::KEY.to_string()),
@@ -237,6 +257,16 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
     );
     let after = table_digests(&empty).await;
     assert_eq!(after, before, "every table's rows are the originals'");
+    assert_eq!(
+        rr["database"]["databases"][1]["name"],
+        json!(empty_plugin.name),
+        "{rr}"
+    );
+    assert_eq!(
+        table_digests(&empty_plugin).await,
+        table_digests(&plugin).await
+    );
+    assert_eq!(table_digests(&empty_plugin).await["plugins"].0, 25);
     let azure = json!({"type": "azure-blob", "account_name": Azurite::ACCOUNT, "account_key": Azurite::KEY,
                        "container_name": "restored", "account_url": azurite.endpoint()});
     assert_eq!(
@@ -263,7 +293,11 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
         .iter()
         .filter_map(|r| r["part"].as_str())
         .collect();
-    assert_eq!(parts, ["database", "storage", "vectors"], "{again}");
+    assert_eq!(
+        parts,
+        ["database", "database", "storage", "vectors"],
+        "{again}"
+    );
     assert_eq!(table_digests(&empty).await, before);
     d.stop().await;
     dr.stop().await;
@@ -477,5 +511,132 @@ async fn bad_requests_name_the_field() {
         assert_eq!(status, 400, "{body} → {err}");
         assert_eq!(err["field"], field, "{body} → {err}");
     }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_backs_up_and_preflight_says_whether_a_backup_covers_the_schema() {
+    use crate::support::daemon::TOKEN;
+    use crate::support::process::Proc;
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, 3).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, pre) = d.call(Method::GET, "/v1/preflight", None).await;
+    assert_eq!(pre["backup"]["stale"], true, "{pre}");
+    assert_eq!(pre["backup"]["newest_verified"], Value::Null);
+
+    let cli_env = [
+        ("UPKEEP_URL", d.url.as_str()),
+        ("UPKEEP_ADMIN_TOKEN", TOKEN),
+    ];
+    let mut p = Proc::spawn(
+        &[
+            "backup",
+            "--label",
+            "pre-upgrade",
+            "--parts",
+            "database,storage",
+            "--wait",
+        ],
+        &cli_env,
+    );
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    let (_, pre) = d.call(Method::GET, "/v1/preflight", None).await;
+    let newest = &pre["backup"]["newest_verified"];
+    assert_eq!(pre["backup"]["stale"], false, "{pre}");
+    assert_eq!(newest["label"], "pre-upgrade");
+    assert_eq!(newest["dify_revision"], pre["dify"]["revision"]);
+    assert!(
+        newest["set"].as_str().is_some_and(|s| s.len() == 25),
+        "{newest}"
+    );
+
+    // After a schema change (Dify upgraded), the newest backup no longer covers it.
+    sqlx::query("UPDATE public.alembic_version SET version_num = 'd9e8f7a6b5c4'")
+        .execute(&db.pool)
+        .await
+        .expect("alembic");
+    let (_, pre) = d.call(Method::GET, "/v1/preflight", None).await;
+    assert_eq!(pre["backup"]["stale"], true, "{pre}");
+
+    // A request the daemon refuses exits non-zero, saying why.
+    let mut p = Proc::spawn(&["backup", "--parts", "logs", "--wait"], &cli_env);
+    assert_eq!(p.wait_exit().await, Some(1), "{}", p.output.join("\n"));
+    assert!(
+        p.output.iter().any(|l| l.contains("[params.parts[0]]")),
+        "{:?}",
+        p.output
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_sets_and_removes_objects_no_set_references() {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, 2).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let body =
+        json!({"kind": "backup", "params": {"parts": ["storage"], "retention": {"keep_last": 2}}});
+    let mut sets = Vec::new();
+    for i in 0..3 {
+        // Each set holds one object no other set has.
+        src.tree
+            .write("changing.txt", format!("version {i}").as_bytes());
+        let done = run(&d, body.clone()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        sets.push(done["result"]["set"].as_str().expect("set").to_string());
+        if i == 2 {
+            assert_eq!(
+                done["result"]["retention"]["removed"],
+                json!([sets[0]]),
+                "{done}"
+            );
+            assert_eq!(done["result"]["retention"]["objects_removed"], 1, "{done}");
+        }
+    }
+    let left: Vec<String> = read_all(&repo_tree.config(), "sets/")
+        .await
+        .into_keys()
+        .filter(|k| k.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            format!("sets/{}/manifest.json", sets[1]),
+            format!("sets/{}/manifest.json", sets[2])
+        ]
+    );
+    assert!(!repo_tree.exists(&format!("sets/{}/storage.ndjson", sets[0])));
+    // What is left verifies, byte for byte.
+    for set in &sets[1..] {
+        let v = run(&d, json!({"kind": "backup_verify", "params": {"set": set}})).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+    }
+    let objects = read_all(&repo_tree.config(), "objects/").await;
+    assert_eq!(
+        objects.len(),
+        5,
+        "3 unchanging contents and the 2 kept versions of changing.txt"
+    );
     d.stop().await;
 }

@@ -268,17 +268,25 @@ async fn refusals(
                 "the set was taken at Dify revision {set_rev} ({}), newer than this database's {here} ({}): the Dify that uses this database cannot read it; upgrade Dify first",
                 crate::dify::release_of(set_rev).unwrap_or("?"), crate::dify::release_of(here).unwrap_or("?"))}));
         }
-        let mut conn = database::connect(
-            ctx,
-            &PgTarget::from_url(&ctx.settings.database_url)
-                .map_err(|e| JobError::failed("restore_failed", e.to_string()))?
-                .database(),
-        )
-        .await?;
-        let tables = database::user_tables(&mut conn).await?;
-        if tables > 0 && !overwrite {
-            out.push(json!({"code": "target_not_empty", "part": "database", "message": format!(
-                "the database already has {tables} table(s) outside schema upkeep (pass overwrite: true to replace them)")}));
+        let main = PgTarget::from_url(&ctx.settings.database_url)
+            .map_err(|e| JobError::failed("restore_failed", e.to_string()))?;
+        let count = m.database.as_ref().map_or(0, |d| d.databases.len());
+        for i in 0..count {
+            let name = target_database(ctx, i, &main);
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&ctx.pool)
+                    .await?;
+            if !exists || overwrite {
+                continue;
+            }
+            let mut conn = database::connect(ctx, &name).await?;
+            let tables = database::user_tables(&mut conn).await?;
+            if tables > 0 {
+                out.push(json!({"code": "target_not_empty", "part": "database", "message": format!(
+                    "database {name} already has {tables} table(s) outside schema upkeep (pass overwrite: true to replace them)")}));
+            }
         }
     }
     if parts.contains(&Part::Storage) && !overwrite {
@@ -299,11 +307,21 @@ async fn refusals(
         let occupied = vectors::occupied(ctx, m).await?;
         if let Some((id, collection, n)) = occupied.first() {
             out.push(json!({"code": "target_not_empty", "part": "vectors", "message": format!(
-                "the vector store already holds {n} record(s) in {collection} (dataset {id}) and {} more collection(s) (pass overwrite: true)",
+                "the vector store already holds {n} record(s) in {collection} (dataset {id}), and records of {} more dataset(s) are there too (pass overwrite: true)",
                 occupied.len() - 1)}));
         }
     }
     Ok(out)
+}
+
+/// Where the set's `i`th database goes: Dify's (first) to this daemon's database, the plugin
+/// daemon's to `DB_PLUGIN_DATABASE`.
+fn target_database(ctx: &JobCtx, i: usize, main: &PgTarget) -> String {
+    if i == 0 {
+        main.database()
+    } else {
+        ctx.settings.backup.plugin_database.clone()
+    }
 }
 
 /// Dify's api and worker hold connections with no application name of ours.
@@ -342,12 +360,8 @@ async fn restore_database(
         .map_err(|e| JobError::failed("restore_failed", e.to_string()))?;
     let mut out = Vec::new();
     for (i, db) in part.databases.iter().enumerate() {
-        // The set's first database is Dify's: it goes where this daemon's DB_* point.
-        let name = if i == 0 {
-            main.database()
-        } else {
-            db.name.clone()
-        };
+        // Dify's goes where this daemon's DB_* point, the plugin daemon's to DB_PLUGIN_DATABASE.
+        let name = target_database(ctx, i, &main);
         if i > 0 {
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
