@@ -640,3 +640,109 @@ async fn retention_keeps_the_newest_sets_and_removes_objects_no_set_references()
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn killed_mid_vectors_the_backup_and_a_restore_into_milvus_resume_with_nothing_twice() {
+    use crate::support::stores::{TestStore, assert_holds_exactly};
+    let db = pg::dify_database().await;
+    let w = WeaviateServer::start().await;
+    let src = seed(&db, Some(&w), 1).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.extend([
+        ("VECTOR_STORE", "weaviate".to_string()),
+        ("WEAVIATE_ENDPOINT", w.url.clone()),
+        ("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()),
+    ]);
+    let body = json!({"kind": "backup", "params": {"parts": ["vectors"]}});
+    let (client, id) =
+        submit_to_a_doomed_daemon_with(&db, "backup.vector_file=abort@2", &env, body).await;
+    let rescuer = rescuer_with(&db, &env).await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["counts"]["records"], 60, "{done}");
+    let set = done["result"]["set"].as_str().expect("set").to_string();
+    rescuer.stop().await;
+    client.stop().await;
+
+    // The same set into Milvus, killed after the first dataset's records were written.
+    let milvus = TestStore::start("milvus").await;
+    let mut menv = storage_env(&src.tree);
+    menv.push(("VECTOR_STORE", "milvus".to_string()));
+    menv.extend(milvus.env());
+    menv.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let body = json!({"kind": "restore", "params": {"set": set, "parts": ["vectors"]}});
+    let (client, id) =
+        submit_to_a_doomed_daemon_with(&db, "restore.vector_file=abort@1", &menv, body).await;
+    let rescuer = rescuer_with(&db, &menv).await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let store = milvus.open().await;
+    for ds in &src.datasets {
+        let at = milvus.locate(ds, &src.collection, false);
+        assert_holds_exactly(&store, &at, ds, &[]).await;
+        assert_eq!(
+            index_struct(&db, ds.id).await,
+            milvus.index_struct(ds, &src.collection)
+        );
+    }
+    rescuer.stop().await;
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, 6).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = run(
+        &d,
+        json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let set = done["result"]["set"].as_str().expect("set").to_string();
+    let before = table_digests(&db).await;
+    let files_before = snapshot(&src.tree.config()).await;
+
+    // An operator's mistake: rows and an object gone.
+    sqlx::query(
+        "DELETE FROM public.upload_files WHERE key LIKE '%0003.txt' OR key LIKE '%0004.txt'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("delete");
+    let lost = files_before
+        .keys()
+        .find(|k| k.ends_with("0003.txt"))
+        .expect("key")
+        .clone();
+    std::fs::remove_file(format!("{}/{lost}", src.tree.path())).expect("rm");
+    assert_ne!(table_digests(&db).await, before);
+
+    let restored = run(
+        &d,
+        json!({"kind": "restore", "params": {"set": set, "overwrite": true}}),
+    )
+    .await;
+    assert_eq!(restored["state"], "succeeded", "{restored}");
+    assert_eq!(table_digests(&db).await, before);
+    assert_eq!(snapshot(&src.tree.config()).await, files_before);
+    // Upkeep's own schema was left alone: the jobs that did this are still there.
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM upkeep.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 2);
+    d.stop().await;
+}

@@ -194,17 +194,19 @@ async fn back_up_unit(
                 current.descriptor.dimension = records.first().map(|r| r.vector.len());
             }
             let file = store_file(ctx, op, cp, &records).await?;
+            ctx.failpoint("backup.vector_file").await?;
             current.descriptor.records += file.rows;
             current.descriptor.parts.push(file);
         }
-        current.cursor = page.next.clone();
-        let last = page.next.is_none();
+        // The last page is committed by the caller, with the dataset marked done: a cursor of
+        // None would otherwise read as "start over".
+        let Some(next) = page.next else {
+            return Ok(current.descriptor);
+        };
+        current.cursor = Some(next);
         cp.vectors.current = Some(current.clone());
         ctx.save_checkpoint(&ctx.pool.clone(), &*cp).await?;
         ctx.failpoint("backup.vector_page").await?;
-        if last {
-            return Ok(current.descriptor);
-        }
     }
 }
 
