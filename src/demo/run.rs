@@ -85,7 +85,8 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     let storage = dir.join("storage");
     make_storage(&storage)?;
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
-    let env: std::collections::HashMap<String, String> = [
+    let backups = dir.join("backups");
+    let mut env: std::collections::HashMap<String, String> = [
         ("UPKEEP_DATABASE_URL", db_url.as_str()),
         ("UPKEEP_LISTEN", args.listen.as_str()),
         ("UPKEEP_ADMIN_TOKEN", token.as_str()),
@@ -93,10 +94,15 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
         ("OPENDAL_SCHEME", "fs"),
         ("OPENDAL_FS_ROOT", &storage.display().to_string()),
         ("VECTOR_STORE", "weaviate"),
+        ("UPKEEP_BACKUP_DIR", &backups.display().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    // The throwaway cluster's own client tools match its server.
+    if let Some(c) = cluster.as_ref() {
+        env.insert("UPKEEP_PG_BIN_DIR".into(), c.bin.display().to_string());
+    }
     let settings = Settings::from_env(&env)?;
     crate::db::migrate(&pool)
         .await
@@ -107,6 +113,7 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     println!("token: {token}");
     println!("database: {}", crate::config::redact_url(&db_url));
     println!("storage: {}", storage.display());
+    println!("backups: {}", backups.display());
     let rows = |t: &str| summary.rows.get(t).copied().unwrap_or(0);
     println!(
         "demo data: {} tenants, {} apps, {} messages, {} workflow runs, {} files, {} rows in all",
@@ -123,6 +130,7 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     println!("  curl -s -H \"Authorization: Bearer $UPKEEP_ADMIN_TOKEN\" $UPKEEP_URL/v1/tenants");
     println!("  curl -s -H \"Authorization: Bearer $UPKEEP_ADMIN_TOKEN\" $UPKEEP_URL/v1/preflight");
     println!("  {exe} jobs submit vacuum --param mode=analyze --watch");
+    println!("  {exe} backup --label first --wait");
     println!("  open {url}/docs for the API;  Ctrl-C stops the demo");
     daemon.run_until_signal(Duration::from_secs(10)).await;
     Ok(())

@@ -290,7 +290,17 @@ impl JobKind for Backup {
             cp.storage.bytes_written + cp.vectors.bytes_written + cp.database.bytes(),
             cp.storage.bytes_deduplicated + cp.vectors.bytes_deduplicated,
         );
-        ctx.progress(phase("finished"), true).await?;
+        let files =
+            manifest.files.len() as u64 + manifest.storage.as_ref().map_or(0, |s| s.objects);
+        ctx.progress(
+            Progress {
+                done: files,
+                total: Some(files),
+                ..phase("finished")
+            },
+            true,
+        )
+        .await?;
         Ok(json!({
             "set": manifest.set,
             "target": config.describe(),
