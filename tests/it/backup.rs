@@ -738,6 +738,14 @@ async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
     assert_eq!(restored["state"], "succeeded", "{restored}");
     assert_eq!(table_digests(&db).await, before);
     assert_eq!(snapshot(&src.tree.config()).await, files_before);
+    // The test's own pool stands for Dify's api here: connected, without Upkeep's name.
+    let warnings = restored["result"]["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("stop Dify's api and worker"))),
+        "{restored}"
+    );
     // Upkeep's own schema was left alone: the jobs that did this are still there.
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM upkeep.jobs")
         .fetch_one(&db.pool)
@@ -745,4 +753,57 @@ async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
         .expect("jobs");
     assert_eq!(jobs, 2);
     d.stop().await;
+}
+
+#[tokio::test]
+async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, 1).await;
+    let repo_tree = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env: env.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let done = run(
+        &d,
+        json!({"kind": "backup", "params": {"parts": ["database"]}}),
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // Another Dify, still on 1.9.2.
+    let old = pg::dify_database().await;
+    sqlx::query("UPDATE public.alembic_version SET version_num = 'ae662b25d9bc'")
+        .execute(&old.pool)
+        .await
+        .expect("alembic");
+    let before = table_digests(&old).await;
+    let o = TestDaemon::start(
+        &old,
+        Options {
+            env,
+            ..Options::default()
+        },
+    )
+    .await;
+    let refused = run(
+        &o,
+        json!({"kind": "restore", "params": {"set": "latest", "overwrite": true}}),
+    )
+    .await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert_eq!(refused["error"]["code"], "dify_revision_newer", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("1.9.2") && message.contains("upgrade Dify first"),
+        "{message}"
+    );
+    assert_eq!(table_digests(&old).await, before);
+    d.stop().await;
+    o.stop().await;
 }

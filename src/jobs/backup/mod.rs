@@ -194,13 +194,27 @@ impl JobKind for Backup {
         }
         let config = repo_config(params.target.as_ref(), "target", settings)?;
         storage_param::open(&config, "target")?;
-        if let Ok(source) = dify_storage(settings)
-            && source == config
-        {
-            return Err(SpecError::invalid(
-                "params.target",
-                "is Dify's own storage: keep backups somewhere else",
-            ));
+        if let Ok(source) = dify_storage(settings) {
+            let inside = match (source.local_root(), config.local_root()) {
+                (Some(a), Some(b)) => {
+                    let (a, b) = (
+                        std::path::PathBuf::from(crate::storage::config::absolute(a)),
+                        std::path::PathBuf::from(crate::storage::config::absolute(b)),
+                    );
+                    a.starts_with(&b) || b.starts_with(&a)
+                }
+                _ => source == config,
+            };
+            if inside {
+                return Err(SpecError::invalid(
+                    "params.target",
+                    format!(
+                        "{} is or overlaps Dify's own storage ({}): keep backups somewhere else",
+                        config.describe(),
+                        source.describe()
+                    ),
+                ));
+            }
         }
         let parts = parts(params, settings)?;
         if parts.contains(&Part::Database) {
