@@ -9,7 +9,23 @@ CREATE TABLE upkeep.backup_files (
     sha256 bytea NOT NULL CHECK (length(sha256) = 32),
     -- false: the repository already held these bytes (deduplicated).
     written boolean NOT NULL,
+    -- As the storage reported them, for the next backup's unchanged-object check.
+    mtime timestamptz,
+    etag text,
     PRIMARY KEY (job_id, part, path)
+);
+
+-- The storage index of the repository's newest complete set from the same storage, loaded at the
+-- start of a backup: an object listed with the same size and modification time (and ETag, where
+-- the storage has them) is taken as unchanged and not read again.
+CREATE TABLE upkeep.backup_prev (
+    job_id uuid NOT NULL REFERENCES upkeep.jobs (id) ON DELETE CASCADE,
+    key text NOT NULL,
+    size bigint NOT NULL,
+    sha256 bytea NOT NULL CHECK (length(sha256) = 32),
+    mtime timestamptz,
+    etag text,
+    PRIMARY KEY (job_id, key)
 );
 
 -- The sets this database's daemons made and verified, for preflight's "is there a backup newer

@@ -41,8 +41,9 @@ pub fn descriptor_path(set: &str, unit: &str) -> String {
     format!("sets/{set}/vectors/{unit}.json")
 }
 
-/// `YYYYMMDDTHHMMSSZ-<8 hex>`: sorts by time in a bucket listing, fixed for the job (the time
-/// is the job id's UUIDv7 timestamp, the suffix its random tail).
+/// `YYYYMMDDTHHMMSSZ-<8 hex>`: sorts by time in a bucket listing (the first 3 hex are the
+/// milliseconds, so two sets of one second sort too), fixed for the job (the time is the job
+/// id's UUIDv7 timestamp, the rest its random bits).
 pub fn set_id(job_id: Uuid) -> String {
     let ms = job_id
         .get_timestamp()
@@ -52,8 +53,13 @@ pub fn set_id(job_id: Uuid) -> String {
         })
         .unwrap_or(0);
     let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    let tail = job_id.simple().to_string();
-    format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), &tail[24..])
+    let bits = job_id.simple().to_string();
+    format!(
+        "{}-{:03x}{}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        ms.rem_euclid(1000),
+        &bits[13..18]
+    )
 }
 
 /// Whether `s` looks like a set id (it becomes part of a path, so nothing else is let in).
@@ -86,6 +92,12 @@ pub struct IndexLine {
     pub s: u64,
     /// SHA-256 of its bytes: where it is under `objects/`.
     pub h: String,
+    /// Last modified, as the storage said: with the size (and the ETag where there is one), how
+    /// the next backup knows an object is unchanged without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -362,13 +374,23 @@ mod tests {
 
     #[test]
     fn set_ids_sort_by_time_and_are_checked() {
-        let at = |s| Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, s, 0));
-        let (a, b) = (at(1_796_212_800), at(1_796_212_801));
-        let (sa, sb) = (set_id(a), set_id(b));
-        assert!(valid_set_id(&sa), "{sa}");
-        assert!(sa.starts_with("20261202T120000Z-"), "{sa}");
-        assert!(sa < sb, "{sa} {sb}");
-        assert!(sa.ends_with(&a.simple().to_string()[24..]));
+        let at = |s: u64, ms: u32| {
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                s,
+                ms * 1_000_000,
+            ))
+        };
+        // Within one second, and across seconds: always in creation order.
+        let ids: Vec<String> = [(1_796_212_800, 5), (1_796_212_800, 999), (1_796_212_801, 0)]
+            .into_iter()
+            .map(|(s, ms)| set_id(at(s, ms)))
+            .collect();
+        for id in &ids {
+            assert!(valid_set_id(id), "{id}");
+        }
+        assert!(ids[0].starts_with("20261202T120000Z-005"), "{ids:?}");
+        assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
         assert!(!valid_set_id("../../etc"));
         assert!(!valid_set_id("20261203T140000Z-0123456g"));
         assert!(valid_set_id("20261203T140000Z-0123abcd"));

@@ -96,6 +96,8 @@ pub struct SourceObject {
     pub key: String,
     pub size: u64,
     pub content_type: Option<String>,
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+    pub etag: Option<String>,
 }
 
 pub async fn stat_source(op: &Operator, key: &str) -> Result<SourceObject, TransferError> {
@@ -107,6 +109,10 @@ pub async fn stat_source(op: &Operator, key: &str) -> Result<SourceObject, Trans
         key: key.to_string(),
         size: meta.content_length(),
         content_type: meta.content_type().map(str::to_string),
+        last_modified: meta
+            .last_modified()
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::from(t))),
+        etag: meta.etag().map(str::to_string),
     })
 }
 

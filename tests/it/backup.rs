@@ -210,6 +210,12 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
     assert_eq!(second["state"], "succeeded", "{second}");
     assert_eq!(second["result"]["storage"]["bytes_written"], 0, "{second}");
     assert_eq!(second["result"]["storage"]["objects_written"], 0);
+    // Size and modification time match the first set's index: not one object was read.
+    assert_eq!(
+        second["result"]["storage"]["objects_unchanged_not_read"], 42,
+        "{second}"
+    );
+    assert_eq!(second["result"]["storage"]["previous_set"], json!(set));
     assert!(
         second["result"]["bytes_deduplicated"].as_u64()
             >= first["result"]["storage"]["bytes"].as_u64(),
@@ -605,6 +611,12 @@ async fn retention_keeps_the_newest_sets_and_removes_objects_no_set_references()
         let done = run(&d, body.clone()).await;
         assert_eq!(done["state"], "succeeded", "{done}");
         sets.push(done["result"]["set"].as_str().expect("set").to_string());
+        // The seeded objects are taken from the previous set's index; the changed one is read.
+        let unchanged = if i == 0 { 0 } else { 4 };
+        assert_eq!(
+            done["result"]["storage"]["objects_unchanged_not_read"], unchanged,
+            "{done}"
+        );
         if i == 2 {
             assert_eq!(
                 done["result"]["retention"]["removed"],

@@ -67,6 +67,10 @@ pub struct BackupParams {
     /// Storage objects in flight at once (1..=64).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Read and hash every storage object, even those the previous set's index says are
+    /// unchanged (same size and modification time, and ETag where the storage has them).
+    #[serde(default)]
+    pub rehash: bool,
 }
 
 fn default_concurrency() -> u32 {
@@ -280,7 +284,14 @@ impl JobKind for Backup {
             database::run(ctx, &op, &mut cp).await?;
         }
         if cp.parts.contains(&Part::Storage) {
-            storage::run(ctx, &op, &mut cp, params.concurrency as usize).await?;
+            storage::run(
+                ctx,
+                &op,
+                &mut cp,
+                params.concurrency as usize,
+                params.rehash,
+            )
+            .await?;
         }
         if cp.parts.contains(&Part::Vectors) {
             vectors::run(ctx, &op, &mut cp).await?;
@@ -338,6 +349,8 @@ impl JobKind for Backup {
                 "objects": s.objects, "bytes": s.bytes,
                 "objects_written": cp.storage.objects_written, "bytes_written": cp.storage.bytes_written,
                 "objects_deduplicated": s.objects - cp.storage.objects_written, "bytes_deduplicated": cp.storage.bytes_deduplicated,
+                "objects_unchanged_not_read": cp.storage.objects_unchanged,
+                "previous_set": cp.storage.previous_set.as_deref().filter(|s| !s.is_empty()),
                 "vanished": cp.storage.vanished,
             })),
             "vectors": manifest.vectors.as_ref().map(|v| v.datasets.iter().map(|d| json!({

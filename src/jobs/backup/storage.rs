@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
@@ -13,10 +14,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Checkpoint, dify_storage, phase, repo_failed};
-use crate::backup::repo::{self, FileEntry, IndexLine, RepoError, StoragePart};
+use crate::backup::repo::{self, FileEntry, IndexLine, IndexReader, RepoError, StoragePart};
 use crate::jobs::{JobCtx, JobError, Progress, storage_param};
 use crate::storage::listing::Listing;
-use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, TransferError, hex};
+use crate::storage::transfer::{
+    self, MemoryBudget, Sha256Sum, Side, SourceObject, TransferError, hex,
+};
 
 /// Objects up to this size are read into memory once (under the budget) and hashed there;
 /// larger ones are hashed in a first streaming read and copied in a second.
@@ -32,6 +35,10 @@ pub struct State {
     pub bytes_deduplicated: u64,
     /// Listed, then gone before they were read (Dify deleted them meanwhile).
     pub vanished: u64,
+    /// Not read: the previous set's index said they were unchanged.
+    pub objects_unchanged: u64,
+    /// The set whose index was loaded for that check (`""`: none), once loaded.
+    pub previous_set: Option<String>,
     failed: u64,
     failures: Vec<Value>,
 }
@@ -43,6 +50,10 @@ struct Stored {
     size: u64,
     sha256: Sha256Sum,
     written: bool,
+    /// false: the previous set's index said it was unchanged, so it was not read.
+    read: bool,
+    mtime: Option<DateTime<Utc>>,
+    etag: Option<String>,
 }
 
 fn source(ctx: &JobCtx) -> Result<(String, Operator), JobError> {
@@ -76,6 +87,7 @@ pub async fn run(
     op: &Operator,
     cp: &mut Checkpoint,
     concurrency: usize,
+    rehash: bool,
 ) -> Result<(), JobError> {
     if cp.storage.finished {
         return Ok(());
@@ -91,6 +103,15 @@ pub async fn run(
     let known: Known = Arc::new(Mutex::new(
         repo::known_objects(op).await.map_err(repo_failed)?,
     ));
+    if cp.storage.previous_set.is_none() {
+        let previous = if rehash {
+            None
+        } else {
+            load_previous(ctx, op, &cp.set, &described).await?
+        };
+        cp.storage.previous_set = Some(previous.unwrap_or_default());
+        ctx.save_checkpoint(&ctx.pool.clone(), &*cp).await?;
+    }
     let (mut done,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM upkeep.backup_files WHERE job_id = $1 AND part = 'storage'",
     )
@@ -115,8 +136,28 @@ pub async fn run(
             .map(|(k, _)| k)
             .filter(|k| !recorded.contains(k))
             .collect();
+        let prev: Vec<PrevRow> = sqlx::query_as(
+            "SELECT key, size, sha256, mtime, etag FROM upkeep.backup_prev \
+             WHERE job_id = $1 AND key = ANY($2)",
+        )
+        .bind(ctx.job_id)
+        .bind(&todo)
+        .fetch_all(&ctx.pool)
+        .await?;
+        let mut prev: HashMap<String, PrevRow> =
+            prev.into_iter().map(|p| (p.key.clone(), p)).collect();
         let results: Vec<Result<Stored, TransferError>> = futures_util::stream::iter(todo)
-            .map(|key| store_object(src.clone(), op.clone(), key, known.clone(), budget.clone()))
+            .map(|key| {
+                let p = prev.remove(&key);
+                store_object(
+                    src.clone(),
+                    op.clone(),
+                    key,
+                    p,
+                    known.clone(),
+                    budget.clone(),
+                )
+            })
             .buffer_unordered(concurrency)
             .collect()
             .await;
@@ -170,7 +211,86 @@ pub async fn run(
         });
     }
     cp.storage.finished = true;
-    ctx.save_checkpoint(&ctx.pool.clone(), &*cp).await?;
+    let mut tx = ctx.pool.begin().await?;
+    sqlx::query("DELETE FROM upkeep.backup_prev WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&mut *tx)
+        .await?;
+    ctx.save_checkpoint(&mut *tx, &*cp).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Loads the index of the newest complete set taken from the same storage into
+/// `upkeep.backup_prev`; returns its id.
+async fn load_previous(
+    ctx: &mut JobCtx,
+    op: &Operator,
+    this_set: &str,
+    source: &str,
+) -> Result<Option<String>, JobError> {
+    sqlx::query("DELETE FROM upkeep.backup_prev WHERE job_id = $1")
+        .bind(ctx.job_id)
+        .execute(&ctx.pool)
+        .await?;
+    let sets = repo::complete_sets(op).await.map_err(repo_failed)?;
+    for set in sets.iter().rev().filter(|s| s.as_str() != this_set) {
+        let m = match repo::read_manifest(op, set).await {
+            Ok(m) => m,
+            // An unreadable old manifest only costs the shortcut.
+            Err(_) => continue,
+        };
+        let Some(part) = m.storage.filter(|p| p.source == source) else {
+            continue;
+        };
+        let mut lines = IndexReader::open(op, &part.index.path)
+            .await
+            .map_err(repo_failed)?;
+        let mut batch: Vec<IndexLine> = Vec::with_capacity(1000);
+        loop {
+            let line = lines.next().await.map_err(repo_failed)?;
+            let end = line.is_none();
+            batch.extend(line);
+            if batch.len() >= 1000 || (end && !batch.is_empty()) {
+                insert_prev(ctx, &batch).await?;
+                batch.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        return Ok(Some(set.clone()));
+    }
+    Ok(None)
+}
+
+async fn insert_prev(ctx: &JobCtx, lines: &[IndexLine]) -> Result<(), JobError> {
+    let keys: Vec<&str> = lines.iter().map(|l| l.k.as_str()).collect();
+    let sizes: Vec<i64> = lines.iter().map(|l| l.s as i64).collect();
+    let shas: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| {
+            repo::parse_hex(&l.h)
+                .map(|h| h.to_vec())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mtimes: Vec<Option<DateTime<Utc>>> = lines.iter().map(|l| l.m).collect();
+    let etags: Vec<Option<&str>> = lines.iter().map(|l| l.e.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO upkeep.backup_prev (job_id, key, size, sha256, mtime, etag) \
+         SELECT $1, k, s, h, m, e \
+         FROM unnest($2::text[], $3::bigint[], $4::bytea[], $5::timestamptz[], $6::text[]) AS t(k, s, h, m, e) \
+         WHERE length(h) = 32 ON CONFLICT DO NOTHING",
+    )
+    .bind(ctx.job_id)
+    .bind(&keys)
+    .bind(&sizes)
+    .bind(&shas)
+    .bind(&mtimes)
+    .bind(&etags)
+    .execute(&ctx.pool)
+    .await?;
     Ok(())
 }
 
@@ -180,6 +300,9 @@ async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Re
         return Ok(());
     }
     for s in &stored {
+        if !s.read {
+            cp.storage.objects_unchanged += 1;
+        }
         if s.written {
             cp.storage.objects_written += 1;
             cp.storage.bytes_written += s.size;
@@ -191,10 +314,13 @@ async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Re
     let sizes: Vec<i64> = stored.iter().map(|s| s.size as i64).collect();
     let shas: Vec<Vec<u8>> = stored.iter().map(|s| s.sha256.to_vec()).collect();
     let written: Vec<bool> = stored.iter().map(|s| s.written).collect();
+    let mtimes: Vec<Option<DateTime<Utc>>> = stored.iter().map(|s| s.mtime).collect();
+    let etags: Vec<Option<String>> = stored.iter().map(|s| s.etag.clone()).collect();
     let mut tx = ctx.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO upkeep.backup_files (job_id, part, path, size, sha256, written) \
-         SELECT $1, 'storage', * FROM unnest($2::text[], $3::bigint[], $4::bytea[], $5::bool[]) \
+        "INSERT INTO upkeep.backup_files (job_id, part, path, size, sha256, written, mtime, etag) \
+         SELECT $1, 'storage', * FROM unnest($2::text[], $3::bigint[], $4::bytea[], $5::bool[], \
+                $6::timestamptz[], $7::text[]) \
          ON CONFLICT DO NOTHING",
     )
     .bind(ctx.job_id)
@@ -202,6 +328,8 @@ async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Re
     .bind(&sizes)
     .bind(&shas)
     .bind(&written)
+    .bind(&mtimes)
+    .bind(&etags)
     .execute(&mut *tx)
     .await?;
     ctx.save_checkpoint(&mut *tx, &*cp).await?;
@@ -210,29 +338,63 @@ async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Re
     Ok(())
 }
 
+/// What the previous set's index says of a key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PrevRow {
+    key: String,
+    size: i64,
+    sha256: Vec<u8>,
+    mtime: Option<DateTime<Utc>>,
+    etag: Option<String>,
+}
+
+impl PrevRow {
+    /// The same size and modification time, and the same ETag where both have one (the
+    /// rule of restic and rsync: content is not read when the metadata says unchanged).
+    fn unchanged(&self, o: &SourceObject) -> bool {
+        let etag_ok = match (&self.etag, &o.etag) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        // Postgres keeps microseconds; storages may report nanoseconds.
+        let mtime = o.last_modified.map(|t| t.trunc_subsecs(6));
+        self.size == o.size as i64 && etag_ok && self.mtime.is_some() && self.mtime == mtime
+    }
+}
+
 /// Puts one object's bytes in the repository unless they are there already.
 async fn store_object(
     src: Operator,
     repo_op: Operator,
     key: String,
+    prev: Option<PrevRow>,
     known: Known,
     budget: MemoryBudget,
 ) -> Result<Stored, TransferError> {
     let object = transfer::stat_source(&src, &key).await?;
+    let stored = |size: u64, sha256: Sha256Sum, written: bool, read: bool| Stored {
+        key: key.clone(),
+        size,
+        sha256,
+        written,
+        read,
+        mtime: object.last_modified,
+        etag: object.etag.clone(),
+    };
+    if let Some(p) = prev.filter(|p| p.unchanged(&object))
+        && let Some(sha) = <Sha256Sum>::try_from(p.sha256.as_slice()).ok()
+        && in_repository(&repo_op, &known, &sha, object.size).await?
+    {
+        return Ok(stored(object.size, sha, false, false));
+    }
     if object.size > IN_MEMORY_MAX {
         let (len, sha) =
             transfer::hash_object(&src, Side::Source, &key, object.size, &budget).await?;
         if already_there(&repo_op, &known, &sha, len).await? {
-            return Ok(Stored {
-                key,
-                size: len,
-                sha256: sha,
-                written: false,
-            });
+            return Ok(stored(len, sha, false, true));
         }
         let path = repo::object_path(&sha);
-        let written = transfer::copy_to(&src, &repo_op, &object, &path, &budget).await;
-        let written = match written {
+        let written = match transfer::copy_to(&src, &repo_op, &object, &path, &budget).await {
             Ok(w) => w,
             Err(e) => {
                 forget(&known, &sha);
@@ -240,6 +402,7 @@ async fn store_object(
             }
         };
         if written.sha256 != sha {
+            forget(&known, &sha);
             return Err(TransferError::new(
                 Side::Source,
                 "reading",
@@ -250,12 +413,7 @@ async fn store_object(
         if !written.server_verified {
             transfer::verify(&repo_op, &path, len, Some(&sha), &budget).await?;
         }
-        return Ok(Stored {
-            key,
-            size: len,
-            sha256: sha,
-            written: true,
-        });
+        return Ok(stored(len, sha, true, true));
     }
     let _memory = budget.reserve(object.size).await;
     let bytes = src
@@ -266,12 +424,7 @@ async fn store_object(
     let size = bytes.len() as u64;
     let sha: Sha256Sum = Sha256::digest(&bytes).into();
     if already_there(&repo_op, &known, &sha, size).await? {
-        return Ok(Stored {
-            key,
-            size,
-            sha256: sha,
-            written: false,
-        });
+        return Ok(stored(size, sha, false, true));
     }
     let path = repo::object_path(&sha);
     if let Err(e) = repo_op
@@ -288,12 +441,26 @@ async fn store_object(
         ));
     }
     transfer::verify(&repo_op, &path, size, None, &budget).await?;
-    Ok(Stored {
-        key,
-        size,
-        sha256: sha,
-        written: true,
-    })
+    Ok(stored(size, sha, true, true))
+}
+
+/// Whether the repository holds `sha` with `size`, without claiming it.
+async fn in_repository(
+    repo_op: &Operator,
+    known: &Known,
+    sha: &Sha256Sum,
+    size: u64,
+) -> Result<bool, TransferError> {
+    let listed = known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(sha)
+        .copied();
+    match listed {
+        None => Ok(false),
+        Some(s) if s == size => Ok(true),
+        Some(_) => Ok(transfer::target_size(repo_op, &repo::object_path(sha)).await? == Some(size)),
+    }
 }
 
 /// Claims `sha` for writing, or says the repository holds it. A listed object of another size
@@ -326,6 +493,8 @@ fn forget(known: &Known, sha: &Sha256Sum) {
     known.lock().unwrap_or_else(|p| p.into_inner()).remove(sha);
 }
 
+type IndexRow = (String, i64, Vec<u8>, Option<DateTime<Utc>>, Option<String>);
+
 /// Writes the index from the ledger, sorted by key, streamed.
 pub async fn write_index(
     ctx: &mut JobCtx,
@@ -340,8 +509,8 @@ pub async fn write_index(
         .content_type("application/x-ndjson")
         .await
         .map_err(|e| repo_failed(RepoError::storage(&path, e)))?;
-    let mut rows = sqlx::query_as::<_, (String, i64, Vec<u8>)>(
-        "SELECT path, size, sha256 FROM upkeep.backup_files \
+    let mut rows = sqlx::query_as::<_, IndexRow>(
+        "SELECT path, size, sha256, mtime, etag FROM upkeep.backup_files \
          WHERE job_id = $1 AND part = 'storage' ORDER BY path COLLATE \"C\"",
     )
     .bind(ctx.job_id)
@@ -350,11 +519,13 @@ pub async fn write_index(
     let (mut objects, mut bytes, mut len) = (0u64, 0u64, 0u64);
     let mut buf = Vec::with_capacity(1 << 20);
     let written: Result<(), JobError> = async {
-        while let Some((key, size, sha)) = rows.try_next().await? {
+        while let Some((key, size, sha, mtime, etag)) = rows.try_next().await? {
             let line = IndexLine {
                 k: key,
                 s: size as u64,
                 h: hex(&sha),
+                m: mtime,
+                e: etag,
             };
             serde_json::to_writer(&mut buf, &line)
                 .map_err(|e| JobError::failed("internal", e.to_string()))?;

@@ -137,6 +137,8 @@ async fn put(
         key: repo::object_path(&sha),
         size: line.s,
         content_type: None,
+        last_modified: None,
+        etag: None,
     };
     let written = transfer::copy_to(repo_op, dst, &object, &line.k, budget).await?;
     if written.sha256 != sha || written.len != line.s {
