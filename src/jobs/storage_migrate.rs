@@ -220,12 +220,7 @@ impl JobKind for StorageMigrate {
         _pool: &PgPool,
         settings: &Settings,
     ) -> Result<(), SpecError> {
-        if !(1..=64).contains(&params.concurrency) {
-            return Err(SpecError::invalid(
-                "params.concurrency",
-                "must be between 1 and 64",
-            ));
-        }
+        storage_param::check_concurrency(params.concurrency)?;
         if params.delete_source && params.verify != Verify::Checksum {
             return Err(SpecError::invalid(
                 "params.delete_source",

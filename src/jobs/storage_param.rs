@@ -57,6 +57,18 @@ pub fn open(config: &StorageConfig, field: &str) -> Result<Operator, SpecError> 
         .map_err(|e| SpecError::invalid(format!("params.{field}.{}", e.field), e.message))
 }
 
+/// Objects in flight at once, for the jobs that copy storage objects.
+pub fn check_concurrency(n: u32) -> Result<(), SpecError> {
+    if (1..=64).contains(&n) {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(
+            "params.concurrency",
+            "must be between 1 and 64",
+        ))
+    }
+}
+
 /// For a job that already passed validation: a config error now is a failure, not a 400.
 pub fn invalid(e: SpecError) -> super::JobError {
     super::JobError::failed("invalid_params", e.to_string())

@@ -42,7 +42,7 @@ async fn submit_rejects_bad_input_naming_the_field() {
             err(
                 "unknown_kind",
                 Some("kind"),
-                "unknown job kind \"defrag\"; this daemon runs: vacuum, storage_migrate, purge_logs, purge_exports, orphan_files, orphan_records, vector_migrate, vector_rollback",
+                "unknown job kind \"defrag\"; this daemon runs: vacuum, storage_migrate, purge_logs, purge_exports, orphan_files, orphan_records, vector_migrate, vector_rollback, backup, backup_verify, restore",
             ),
         ),
         (
@@ -272,7 +272,7 @@ async fn paths_and_queries_are_checked() {
             err(
                 "unknown_kind",
                 Some("kind"),
-                "unknown job kind \"defrag\"; this daemon runs: vacuum, storage_migrate, purge_logs, purge_exports, orphan_files, orphan_records, vector_migrate, vector_rollback",
+                "unknown job kind \"defrag\"; this daemon runs: vacuum, storage_migrate, purge_logs, purge_exports, orphan_files, orphan_records, vector_migrate, vector_rollback, backup, backup_verify, restore",
             ),
         ),
         (

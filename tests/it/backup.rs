@@ -79,6 +79,24 @@ async fn seed(db: &TestDb, w: Option<&WeaviateServer>, objects: usize) -> Source
     }
 }
 
+/// A Dify on local disk backing up into a local repository.
+struct Local {
+    db: TestDb,
+    src: Source,
+    repo: TempTree,
+    /// Dify's storage and `UPKEEP_BACKUP_DIR`.
+    env: Vec<(&'static str, String)>,
+}
+
+async fn local(objects: usize) -> Local {
+    let db = pg::dify_database().await;
+    let src = seed(&db, None, objects).await;
+    let repo = TempTree::new("repo");
+    let mut env = storage_env(&src.tree);
+    env.push(("UPKEEP_BACKUP_DIR", repo.path().to_string()));
+    Local { db, src, repo, env }
+}
+
 fn s3_repo(moto: &Moto, bucket: &str) -> Value {
     json!({"type": "s3", "bucket_name": bucket, "endpoint": moto.endpoint(), "region": "us-east-1",
            "access_key": "test", "secret_key": "test", "address_style": "path"})
@@ -311,11 +329,13 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
 
 #[tokio::test]
 async fn a_corrupted_and_a_missing_file_fail_verification_by_name_and_restore_touches_nothing() {
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, 12).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        // Kept alive: dropping them deletes the folders.
+        src: _src,
+        repo: repo_tree,
+        env,
+    } = local(12).await;
     let d = TestDaemon::start(
         &db,
         Options {
@@ -424,11 +444,12 @@ async fn a_corrupted_and_a_missing_file_fail_verification_by_name_and_restore_to
 }
 
 async fn killed_at(failpoint: &str, objects: usize) -> Value {
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, objects).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        src: _src,
+        repo: _repo,
+        env,
+    } = local(objects).await;
     let body =
         json!({"kind": "backup", "params": {"parts": ["database", "storage"], "concurrency": 4}});
     let (client, id) = submit_to_a_doomed_daemon_with(&db, failpoint, &env, body).await;
@@ -524,11 +545,12 @@ async fn bad_requests_name_the_field() {
 async fn the_cli_backs_up_and_preflight_says_whether_a_backup_covers_the_schema() {
     use crate::support::daemon::TOKEN;
     use crate::support::process::Proc;
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, 3).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        src: _src,
+        repo: _repo,
+        env,
+    } = local(3).await;
     let d = TestDaemon::start(
         &db,
         Options {
@@ -588,11 +610,12 @@ async fn the_cli_backs_up_and_preflight_says_whether_a_backup_covers_the_schema(
 
 #[tokio::test]
 async fn retention_keeps_the_newest_sets_and_removes_objects_no_set_references() {
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, 2).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        src,
+        repo: repo_tree,
+        env,
+    } = local(2).await;
     let d = TestDaemon::start(
         &db,
         Options {
@@ -704,11 +727,12 @@ async fn killed_mid_vectors_the_backup_and_a_restore_into_milvus_resume_with_not
 
 #[tokio::test]
 async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, 6).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        src,
+        repo: _repo,
+        env,
+    } = local(6).await;
     let d = TestDaemon::start(
         &db,
         Options {
@@ -769,11 +793,12 @@ async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
 
 #[tokio::test]
 async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
-    let db = pg::dify_database().await;
-    let src = seed(&db, None, 1).await;
-    let repo_tree = TempTree::new("repo");
-    let mut env = storage_env(&src.tree);
-    env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
+    let Local {
+        db,
+        src: _src,
+        repo: _repo,
+        env,
+    } = local(1).await;
     let d = TestDaemon::start(
         &db,
         Options {

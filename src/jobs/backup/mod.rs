@@ -179,12 +179,7 @@ impl JobKind for Backup {
         pool: &PgPool,
         settings: &Settings,
     ) -> Result<(), SpecError> {
-        if !(1..=64).contains(&params.concurrency) {
-            return Err(SpecError::invalid(
-                "params.concurrency",
-                "must be between 1 and 64",
-            ));
-        }
+        storage_param::check_concurrency(params.concurrency)?;
         if let Some(label) = &params.label
             && (label.len() > 200 || label.chars().any(char::is_control))
         {

@@ -84,12 +84,7 @@ impl JobKind for Restore {
         settings: &Settings,
     ) -> Result<(), SpecError> {
         check_set_param(&params.set)?;
-        if !(1..=64).contains(&params.concurrency) {
-            return Err(SpecError::invalid(
-                "params.concurrency",
-                "must be between 1 and 64",
-            ));
-        }
+        storage_param::check_concurrency(params.concurrency)?;
         if params.parts.as_ref().is_some_and(Vec::is_empty) {
             return Err(SpecError::invalid(
                 "params.parts",
