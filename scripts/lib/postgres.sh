@@ -17,6 +17,11 @@ pg_bindir() {
 }
 
 ensure_postgres() {
+  # The backup tests run pg_dump and pg_restore as the daemon does.
+  if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null; then
+    echo "scripts: installing the PostgreSQL client from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+  fi
   if [ -n "${UPKEEP_TEST_PG_URL:-}" ] && pg_answers "$UPKEEP_TEST_PG_URL"; then
     return 0
   fi
