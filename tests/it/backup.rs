@@ -809,7 +809,7 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
     .await;
     let done = run(
         &d,
-        json!({"kind": "backup", "params": {"parts": ["database"]}}),
+        json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
     )
     .await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -823,7 +823,7 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
     let o = TestDaemon::start(
         &old,
         Options {
-            env,
+            env: env.clone(),
             ..Options::default()
         },
     )
@@ -841,6 +841,33 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
         "{message}"
     );
     assert_eq!(table_digests(&old).await, before);
+
+    // A daemon whose storage is not usable refuses before restoring the database.
+    let empty = pg::empty_database().await;
+    let mut broken = env.clone();
+    broken.retain(|(k, _)| !k.starts_with("OPENDAL") && *k != "STORAGE_TYPE");
+    broken.push(("STORAGE_TYPE", "s3".to_string()));
+    let e = TestDaemon::start(
+        &empty,
+        Options {
+            env: broken,
+            ..Options::default()
+        },
+    )
+    .await;
+    let refused = run(&e, json!({"kind": "restore", "params": {"set": "latest"}})).await;
+    assert_eq!(refused["error"]["code"], "target_unconfigured", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("S3_BUCKET_NAME")),
+        "{refused}"
+    );
+    assert!(
+        table_digests(&empty).await.is_empty(),
+        "the database was not restored"
+    );
     d.stop().await;
     o.stop().await;
+    e.stop().await;
 }

@@ -94,19 +94,13 @@ impl JobKind for Restore {
         let config = repo_config(params.source.as_ref(), "source", settings)?;
         storage_param::check_exists(&config, "source", params.source.is_some())?;
         storage_param::open(&config, "source")?;
-        let wants = |p| params.parts.as_ref().is_none_or(|ps| ps.contains(&p));
-        if params
-            .parts
-            .as_ref()
-            .is_some_and(|ps| ps.contains(&Part::Storage))
-        {
+        // Parts named explicitly must have somewhere to go; the set's own parts are checked when
+        // the job has read its manifest.
+        let named = |p| params.parts.as_ref().is_some_and(|ps| ps.contains(&p));
+        if named(Part::Storage) {
             dify_storage(settings)?;
         }
-        if params
-            .parts
-            .as_ref()
-            .is_some_and(|ps| ps.contains(&Part::Vectors))
-        {
+        if named(Part::Vectors) {
             let env = &settings.vector_store;
             crate::vector::StoreConfig::from_env(&env.kind, env).map_err(|e| {
                 SpecError::invalid(
@@ -115,7 +109,6 @@ impl JobKind for Restore {
                 )
             })?;
         }
-        let _ = wants;
         Ok(())
     }
 
@@ -154,13 +147,11 @@ impl JobKind for Restore {
             let refused = refusals(ctx, &m, &parts, params.overwrite).await?;
             if let Some(first) = refused.first() {
                 return Err(JobError::Failed {
-                    code: first["code"].as_str().map_or("target_not_empty", |c| {
-                        if c == "dify_revision_newer" {
-                            "dify_revision_newer"
-                        } else {
-                            "target_not_empty"
-                        }
-                    }),
+                    code: REFUSALS
+                        .iter()
+                        .find(|c| first["code"] == **c)
+                        .copied()
+                        .unwrap_or("target_not_empty"),
                     message: format!(
                         "nothing was restored: {}",
                         refused
@@ -236,6 +227,13 @@ fn parts(params: &RestoreParams, m: &Manifest) -> Result<Vec<Part>, JobError> {
     }
 }
 
+/// The codes a refused restore fails with.
+const REFUSALS: &[&str] = &[
+    "target_unconfigured",
+    "dify_revision_newer",
+    "target_not_empty",
+];
+
 /// Position in the release list, newest first: a smaller index is a newer revision.
 fn age(revision: &str) -> Option<usize> {
     KNOWN_REVISIONS.iter().position(|(r, _)| *r == revision)
@@ -283,6 +281,23 @@ async fn refusals(
                     "database {name} already has {tables} table(s) outside schema upkeep (pass overwrite: true to replace them)")}));
             }
         }
+    }
+    // A part with nowhere to go would fail after the database was already restored.
+    if parts.contains(&Part::Storage)
+        && let Err(e) = dify_storage(&ctx.settings)
+    {
+        out.push(
+            json!({"code": "target_unconfigured", "part": "storage", "message": e.to_string()}),
+        );
+        return Ok(out);
+    }
+    if parts.contains(&Part::Vectors)
+        && let Err(e) = vectors::target(ctx)
+    {
+        out.push(
+            json!({"code": "target_unconfigured", "part": "vectors", "message": e.to_string()}),
+        );
+        return Ok(out);
     }
     if parts.contains(&Part::Storage) && !overwrite {
         let target = dify_storage(&ctx.settings).map_err(storage_param::invalid)?;
