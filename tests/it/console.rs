@@ -138,10 +138,10 @@ async fn console_in_a_real_browser() {
     let run = async {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("console: release the lock") {
-                if let Some(tx) = lock.take() {
-                    tx.rollback().await.expect("release the lock");
-                }
+            if line.contains("console: release the lock")
+                && let Some(tx) = lock.take()
+            {
+                tx.rollback().await.expect("release the lock");
             }
             output.push(line);
         }
