@@ -106,6 +106,8 @@ async fn console_in_a_real_browser() {
     })
     .await;
 
+    pages_and_assets(&d.url).await;
+
     let mut child = Command::new("node")
         .arg("tests/console/console.mjs")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -173,4 +175,74 @@ async fn console_in_a_real_browser() {
         "the referenced file stays"
     );
     d.stop().await;
+}
+
+/// Every page is index.html with a strict CSP; assets have their type and a year of cache
+/// under a versioned path; an unknown asset is a JSON 404.
+async fn pages_and_assets(url: &str) {
+    let http = reqwest::Client::new();
+    let mut asset_paths = vec![];
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs/01a23c4f-1966-7478-9d9c-ffd7341483a4",
+        "/new",
+        "/overview",
+    ] {
+        let resp = http.get(format!("{url}{path}")).send().await.expect("page");
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert_eq!(h["content-type"], "text/html; charset=utf-8", "{path}");
+        let csp = h["content-security-policy"].to_str().expect("csp");
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        let body = resp.text().await.expect("body");
+        assert!(body.contains("<main id=\"main\""), "{body}");
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "only same-origin URLs: {body}"
+        );
+        asset_paths = body
+            .split('"')
+            .filter(|s| s.starts_with("/console/"))
+            .map(str::to_string)
+            .collect();
+    }
+    assert_eq!(
+        asset_paths.len(),
+        3,
+        "favicon, stylesheet, script: {asset_paths:?}"
+    );
+    for (path, kind) in asset_paths.iter().map(|p| {
+        let kind = if p.ends_with(".js") {
+            "text/javascript; charset=utf-8"
+        } else if p.ends_with(".css") {
+            "text/css; charset=utf-8"
+        } else {
+            "image/svg+xml"
+        };
+        (p, kind)
+    }) {
+        let resp = http
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], kind, "{path}");
+        assert_eq!(
+            resp.headers()["cache-control"],
+            "public, max-age=31536000, immutable",
+            "{path}"
+        );
+    }
+    let resp = http
+        .get(format!("{url}/console/0/nothing.js"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(resp.status(), 404);
 }
