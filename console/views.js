@@ -551,7 +551,7 @@ export function overviewPage(ctx) {
         h('td', { 'data-label': 'Status' }, t.status), h('td', { 'data-label': 'Apps', class: 'num' }, num(t.apps)),
         h('td', { 'data-label': 'Members', class: 'num' }, num(t.members)), h('td', { 'data-label': 'Created' }, when(t.created_at))))))
       : h('p', { class: 'empty' }, all.length ? 'No tenant matches.' : 'No tenants.'));
-    more.replaceChildren(next ? h('button', { type: 'button', class: 'secondary', onclick: loadTenants }, 'Load more tenants') : null);
+    more.replaceChildren(...(next ? [h('button', { type: 'button', class: 'secondary', onclick: loadTenants }, 'Load more tenants')] : []));
   };
   async function loadTenants() {
     try {

@@ -46,6 +46,11 @@ async function shot(name) {
   mkdirSync('docs/console', { recursive: true });
   await page.screenshot({ path: `docs/console/${name}.png`, fullPage: true });
 }
+/** No JavaScript placeholder shows as text (raw JSON sits in closed <details>, not rendered). */
+async function noLeaks(where) {
+  const text = await page.locator('main').innerText();
+  check(!/\b(null|undefined|NaN)\b|\[object Object\]/.test(text), `no placeholder text on ${where}: ${text}`);
+}
 const heading = () => page.getByRole('heading', { level: 1 });
 const waitState = (state, timeout = T) => heading().filter({ hasText: state }).locator(`.state-${state}`).waitFor({ timeout });
 
@@ -68,6 +73,7 @@ try {
   const slowRow = page.locator(`tr[data-job="${SLOW}"]`);
   await slowRow.locator('[role="progressbar"][aria-valuenow="1"][aria-valuemax="3"]').waitFor();
   await page.locator(`tr[data-job="${FAILED}"] .state-failed`).waitFor();
+  await noLeaks('jobs');
   await shot('jobs');
 
   // Its page, then the bar moves without a reload.
@@ -78,6 +84,7 @@ try {
   await bar.and(page.locator('[aria-valuenow="1"]')).waitFor();
   check(await bar.getAttribute('aria-valuemax') === '3', 'aria-valuemax is the total');
   await page.evaluate(() => { window.__sameDocument = true; });
+  await noLeaks('running job');
   await shot('job-running');
   step('release the lock');
   await bar.and(page.locator('[aria-valuenow="2"]')).waitFor({ timeout: 60_000 });
@@ -118,6 +125,7 @@ try {
   await page.getByRole('columnheader', { name: 'size before' }).waitFor();
   await page.getByRole('columnheader', { name: 'size after' }).waitFor();
   check(await page.locator('.tag', { hasText: 'dry run' }).count() === 0, 'a real run');
+  await noLeaks('vacuum result');
   await shot('vacuum-result');
 
   // Retry the failed job: its page by URL (a reload of a shared link).
@@ -135,6 +143,7 @@ try {
   await page.goto(`${URL_}/jobs/${PLAN}`);
   await page.getByRole('heading', { name: 'Items in this plan' }).waitFor();
   for (const key of ORPHANS) await page.locator('.result').getByText(key, { exact: true }).waitFor();
+  await noLeaks('orphan plan');
   await shot('orphan-plan');
   await page.getByRole('button', { name: 'Confirm this plan' }).click();
   await page.waitForURL((u) => !u.pathname.endsWith(PLAN));
@@ -159,6 +168,7 @@ try {
   await page.getByRole('cell', { name: 'Globex Research' }).waitFor();
   await page.getByRole('cell', { name: 'Acme Support' }).waitFor({ state: 'detached' });
   await page.getByLabel('Search tenants by name or ID').fill('');
+  await noLeaks('overview');
   await shot('overview');
 
   // Phone width: nothing wider than the screen.
