@@ -40,15 +40,16 @@ function facts(obj, skip = []) {
 }
 
 /** The generic view of an object, to `depth` levels of nesting. */
-export function generic(obj, skip = [], depth = 0) {
+export function generic(obj, skip = [], depth = 0, titles = {}) {
   if (!isObj(obj)) return h('pre', { class: 'json' }, JSON.stringify(obj, null, 2));
   const out = [facts(obj, skip)];
   for (const [k, v] of Object.entries(obj)) {
     if (skip.includes(k)) continue;
-    if (Array.isArray(v) && v.some(isObj)) out.push(h(depth ? 'h4' : 'h3', {}, label(k)), table(v));
+    const title = titles[k] ?? label(k);
+    if (Array.isArray(v) && v.some(isObj)) out.push(h(depth ? 'h4' : 'h3', {}, title), table(v));
     else if (isObj(v)) {
       const rowsOfObjects = Object.values(v).length && Object.values(v).every(isObj);
-      out.push(h(depth ? 'h4' : 'h3', {}, label(k)),
+      out.push(h(depth ? 'h4' : 'h3', {}, title),
         rowsOfObjects ? table(Object.entries(v).map(([name, r]) => ({ name, ...r })))
           : depth < 2 ? generic(v, [], depth + 1) : h('pre', { class: 'json' }, JSON.stringify(v, null, 2)));
     }
@@ -83,6 +84,31 @@ const RENDERERS = {
     return [
       'safe_to_switch' in r ? verdict(r.safe_to_switch, `Safe to switch STORAGE_TYPE: ${r.summary ?? 'yes'}`, `Not safe to switch yet: ${r.summary ?? ''}`) : null,
       generic(r, ['summary'])];
+  },
+  purge_logs(r, job) {
+    return [
+      h('p', { class: 'callout' }, job.dry_run
+        ? `A real run would delete the rows below, older than ${r.days} days (before ${r.cutoff ?? '—'}).`
+        : `Deleted the rows below, older than ${r.days} days, in ${num(r.batches)} batches.`),
+      generic(r, [], 0, { tables: 'Rows per table', per_tenant: 'Rows per tenant', export: 'Export' })];
+  },
+  vector_migrate(r, job) {
+    return [
+      job.dry_run ? null : h('p', { class: `callout ${r.failed ? 'warn-box' : 'ok-box'}` },
+        `${num(r.migrated)} datasets copied and verified, ${num(r.switched)} switched to ${r.target}, ${num(r.failed)} failed.`),
+      generic(r, [], 0, { datasets: 'Datasets' })];
+  },
+  backup(r, job) {
+    return [
+      !job.dry_run && r.set ? h('p', { class: 'callout ok-box' }, 'Backup set ', h('code', {}, r.set),
+        r.bytes_written !== undefined ? ` (${bytes(r.bytes_written)} written, ${bytes(r.bytes_deduplicated)} deduplicated)` : null) : null,
+      generic(r)];
+  },
+  restore(r) {
+    return [
+      r.set ? h('p', { class: 'callout' }, 'Restored set ', h('code', {}, r.set), r.source ? ` from ${r.source}` : null) : null,
+      r.warnings?.length ? h('ul', { class: 'callout warn-box' }, r.warnings.map((w) => h('li', {}, typeof w === 'string' ? w : JSON.stringify(w)))) : null,
+      generic(r, ['warnings'])];
   },
   orphan_files(r, job) { return orphans(r, job); },
   orphan_records(r, job) { return orphans(r, job); },

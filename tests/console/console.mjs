@@ -31,9 +31,9 @@ const browser = await chromium.launch({
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 context.setDefaultTimeout(T);
 const page = await context.newPage();
-const origin = new URL(URL_).origin;
+const origins = [new URL(URL_).origin, new URL(process.env.CONSOLE_OPEN_URL).origin];
 const problems = [];
-page.on('request', (r) => { if (!r.url().startsWith(origin) && !r.url().startsWith('data:')) problems.push(`request left the origin: ${r.url()}`); });
+page.on('request', (r) => { if (!origins.some((o) => r.url().startsWith(`${o}/`)) && !r.url().startsWith('data:')) problems.push(`request left the origin: ${r.url()}`); });
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 page.on('console', (m) => {
   // The wrong token (401) and the invalid form value (400) are refused on purpose; anything else
@@ -196,6 +196,12 @@ try {
   await page.keyboard.press('Enter');
   await page.getByLabel('Admin token').waitFor();
   check(await page.evaluate(() => sessionStorage.length) === 0, 'the token is forgotten');
+
+  step('a daemon without a token');
+  await page.goto(`${process.env.CONSOLE_OPEN_URL}/`);
+  await page.getByRole('heading', { name: 'Jobs' }).waitFor();
+  await page.getByText('No admin token configured').waitFor();
+  check(await page.getByLabel('Admin token').count() === 0, 'no sign-in form');
 
   check(problems.length === 0, problems.join('\n'));
   step('all steps passed');

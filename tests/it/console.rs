@@ -107,6 +107,17 @@ async fn console_in_a_real_browser() {
     .await;
 
     pages_and_assets(&d.url).await;
+    // A loopback daemon without a token: the console opens without signing in.
+    let open = TestDaemon::start(
+        &db,
+        Options {
+            workers: 0,
+            token: None,
+            name: "open",
+            ..Options::default()
+        },
+    )
+    .await;
 
     let mut child = Command::new("node")
         .arg("tests/console/console.mjs")
@@ -115,6 +126,7 @@ async fn console_in_a_real_browser() {
         .env("UPKEEP_TEST_PLAYWRIGHT", playwright)
         .env("CONSOLE_URL", &d.url)
         .env("CONSOLE_TOKEN", TOKEN)
+        .env("CONSOLE_OPEN_URL", &open.url)
         .env("CONSOLE_SLOW_JOB", &slow_id)
         .env("CONSOLE_FAILED_JOB", &failed_id)
         .env("CONSOLE_PLAN_JOB", &plan_id)
@@ -174,6 +186,7 @@ async fn console_in_a_real_browser() {
         storage.root.join(&kept).exists(),
         "the referenced file stays"
     );
+    open.stop().await;
     d.stop().await;
 }
 
