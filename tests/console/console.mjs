@@ -75,6 +75,18 @@ try {
   await page.locator(`tr[data-job="${FAILED}"] .state-failed`).waitFor();
   await noLeaks('jobs');
   await shot('jobs');
+  // Filters: by state, then by kind; the URL keeps them.
+  await page.getByLabel('State').selectOption('failed');
+  await page.waitForURL(/state=failed/);
+  await slowRow.waitFor({ state: 'detached' });
+  await page.locator(`tr[data-job="${FAILED}"]`).waitFor();
+  await page.getByLabel('State').selectOption('');
+  await page.getByLabel('Kind').selectOption('orphan_files');
+  await page.waitForURL(/kind=orphan_files/);
+  await page.locator(`tr[data-job="${FAILED}"]`).waitFor({ state: 'detached' });
+  await page.locator(`tr[data-job="${PLAN}"]`).waitFor();
+  await page.getByLabel('Kind').selectOption('');
+  await slowRow.waitFor();
 
   // Its page, then the bar moves without a reload.
   step('slow job page');
