@@ -26,8 +26,11 @@ ensure_browser() {
   fi
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "scripts: installing Node.js from Debian's packages" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || {
-      flock -u "$_browser_lock"; exec {_browser_lock}>&-; return 1; }
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }; then
+      flock -u "$_browser_lock"; exec {_browser_lock}>&-
+      echo "scripts: installing Node.js failed" >&2
+      return 1
+    fi
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$UPKEEP_PIN_PLAYWRIGHT" ] \
     || [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then
