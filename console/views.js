@@ -39,6 +39,9 @@ export function jobsPage(ctx) {
   const state = ctx.params.get('state') ?? '';
   const kind = ctx.params.get('kind') ?? '';
   const cursor = ctx.params.get('cursor') ?? '';
+  // Page size: 25, or `?limit=` (1..200) from the URL.
+  const n = Number(ctx.params.get('limit'));
+  const limit = Number.isInteger(n) && n >= 1 && n <= 200 ? String(n) : '';
   const status = h('p', { class: 'muted', role: 'status', 'aria-live': 'polite' });
   const stateSel = h('select', { id: 'filter-state', name: 'state' },
     h('option', { value: '' }, 'Any state'), STATES.map((s) => h('option', { value: s }, s)));
@@ -52,6 +55,7 @@ export function jobsPage(ctx) {
     const q = new URLSearchParams();
     if (stateSel.value) q.set('state', stateSel.value);
     if (kindSel.value) q.set('kind', kindSel.value);
+    if (limit) q.set('limit', limit);
     for (const [k, v] of Object.entries(extra)) if (v) q.set(k, v);
     const s = q.toString();
     ctx.navigate(`/${s ? `?${s}` : ''}`, { replace: !extra.cursor });
@@ -68,14 +72,14 @@ export function jobsPage(ctx) {
     body, pager, status);
 
   const load = async () => {
-    const q = new URLSearchParams({ limit: '25' });
+    const q = new URLSearchParams({ limit: limit || '25' });
     if (state) q.set('state', state);
     if (kind) q.set('kind', kind);
     if (cursor) q.set('cursor', cursor);
     const page = await get(`/v1/jobs?${q}`);
     update(body, page.items, (items) => jobsTable(items));
     update(pager, [cursor, page.next_cursor], () => [
-      cursor ? h('a', { class: 'button secondary', href: `/?${new URLSearchParams({ ...(state && { state }), ...(kind && { kind }) })}` }, 'Newest') : null,
+      cursor ? h('a', { class: 'button secondary', href: `/?${new URLSearchParams({ ...(state && { state }), ...(kind && { kind }), ...(limit && { limit }) })}` }, 'Newest') : null,
       page.next_cursor ? h('button', { type: 'button', class: 'secondary', onclick: () => go({ cursor: page.next_cursor }) }, 'Older jobs') : null,
     ]);
     status.textContent = `Updated ${new Date().toLocaleTimeString('en-GB')} · refreshes every 2 s`;

@@ -200,6 +200,23 @@ try {
   await page.getByRole('heading', { name: 'Items in this plan' }).waitFor();
   await shot('job-phone');
 
+  step('pages of jobs');
+  await page.goto(`${URL_}/?limit=2`);
+  const rows = page.locator('table.jobs tbody tr');
+  await rows.nth(1).waitFor();
+  const firstPage = await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.job));
+  check(firstPage.length === 2, `two jobs a page: ${firstPage}`);
+  await page.getByRole('button', { name: 'Older jobs' }).click();
+  await page.waitForURL(/cursor=/);
+  await page.waitForFunction((seen) => {
+    const ids = [...document.querySelectorAll('table.jobs tbody tr')].map((tr) => tr.dataset.job);
+    return ids.length > 0 && ids.every((id) => !seen.includes(id));
+  }, firstPage);
+  await page.getByRole('link', { name: 'Newest' }).click();
+  await page.waitForFunction((first) => document.querySelector('table.jobs tbody tr')?.dataset.job === first, firstPage[0]);
+  await page.goBack();
+  await page.waitForURL(/cursor=/);
+
   step('keyboard and sign out');
   await page.setViewportSize({ width: 1280, height: 800 });
   await page.goto(`${URL_}/`);
