@@ -2,6 +2,7 @@
 //! call it. The OpenAPI document is assembled from the same handlers.
 
 mod auth;
+mod console;
 pub mod error;
 mod events;
 pub mod extract;
@@ -129,10 +130,7 @@ pub fn router(state: AppState) -> Router {
     router
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
-        .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Redirect::temporary("/docs/") }),
-        )
+        .merge(console::router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TimeoutLayer::with_status_code(

@@ -6,6 +6,7 @@ mod api_errors;
 mod auth;
 mod backup;
 mod cli;
+mod console;
 mod events;
 mod fixture_conformance;
 mod jobs_api;
