@@ -8,27 +8,29 @@
 # bytes): many small files plus a few large ones.
 # Runs, in this order: the baselines (pg_dump -Fc | gzip > file; pg_dump -Fc > file; rclone
 # copyto of the dump; rclone copy of the storage at its defaults and at --transfers 8), Upkeep's
-# first backup into an empty bucket, a second with nothing changed (and rclone copy again), then
-# a third after rewriting a share of the files (and rclone copy again). After each run the
-# bucket is listed and checked (objects, bytes, requests, Upkeep's own counts against the
+# first backup into an empty bucket; with nothing changed, a second (which skips objects the
+# previous set's index says are unchanged by size and mtime), a third with `rehash: true`
+# (every object read and hashed again) and rclone copy again; then, after rewriting a share
+# of the files, a fourth and rclone copy again. After each run the bucket is listed and checked
+# (objects, bytes, what the tool says it transferred, Upkeep's own counts against the
 # database's), so a broken run cannot look fast; a check that fails is printed in bold in the
 # table and makes the script exit 1.
 # Usage: bench/backup.sh [--messages N] [--small N] [--small-kb K] [--large N] [--large-mb M]
 #                        [--change-pct P]   (release build; prints Markdown)
-#   --messages N   messages in the generated database (default 300000: a dump of about 200 MB)
+#   --messages N   messages in the generated database (default 350000: 1 GB on disk, a 110 MB dump)
 #   --small N      small files in the storage (default 5000)
 #   --small-kb K   size of each small file, in KB of 1000 bytes (default 10)
 #   --large N      large files in the storage (default 5)
 #   --large-mb M   size of each large file, in MB of 10^6 bytes (default 20)
-#   --change-pct P share of the files rewritten (same size, new bytes) before the third
-#                  backup, in percent (default 1; 0 skips the third round)
+#   --change-pct P share of the files rewritten (same size, new bytes) before the fourth
+#                  backup, in percent (default 1; 0 skips that round)
 # Smoke test (about 2 minutes once built): bench/backup.sh --messages 20000 --small 300 --large 2 --large-mb 5
 # CARGO_TARGET_DIR is honoured (the binaries are looked for there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmdline="bench/backup.sh $*"
 
-messages=300000 small=5000 small_kb=10 large=5 large_mb=20 change_pct=1
+messages=350000 small=5000 small_kb=10 large=5 large_mb=20 change_pct=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --messages) messages=${2:?--messages needs a number}; shift 2 ;;
@@ -107,8 +109,8 @@ mb() { calc "$1 / 1000000" "${2:-1}"; }
 
 # Waits until `curl URL` succeeds (30 s at most).
 wait_http() {
-  local url=$1 i
-  for i in $(seq 300); do
+  local url=$1
+  for _ in $(seq 300); do
     curl -sf -o /dev/null "$url" && return 0
     sleep 0.1
   done
@@ -123,7 +125,7 @@ endpoint="http://127.0.0.1:$moto_port"
 moto_pid=$!
 wait_http "$endpoint/moto-api/"
 moto_version=$("$(dirname "$UPKEEP_TEST_MOTO")/python" -c 'import moto; print(moto.__version__)')
-rclone_version=$(rclone version 2>/dev/null | head -1 | awk '{print $2}')
+rclone_version=$(rclone version 2>/dev/null | awk 'NR == 1 {print $2}')
 pg_version=$(psql "$UPKEEP_TEST_PG_URL" -Atc 'show server_version' | cut -d' ' -f1)
 clk_tck=$(getconf CLK_TCK)
 
@@ -176,7 +178,7 @@ t=$(now)
 log "generating the database ($messages messages) with $purge_bench --days 36500"
 "$purge_bench" --pg "$UPKEEP_TEST_PG_URL" --upkeep "$upkeep_bin" --messages "$messages" --days 36500 \
   >"$work/generate.md"
-psql "$UPKEEP_TEST_PG_URL" -Atc "select 1 from pg_database where datname = 'upkeep_bench_purge'" | grep -q 1 || {
+[ "$(psql "$UPKEEP_TEST_PG_URL" -Atc "select count(*) from pg_database where datname = 'upkeep_bench_purge'")" = 1 ] || {
   log "purge_bench left no database upkeep_bench_purge behind: cannot generate the data"
   exit 1
 }
@@ -295,8 +297,8 @@ EOF
 }
 
 upkeep_job=0
-run_upkeep() { # BUCKET LABEL: one `backup` job in a fresh daemon
-  local bucket=$1 label=$2 port body resp id job t0 t1
+run_upkeep() { # BUCKET LABEL REHASH: one `backup` job in a fresh daemon
+  local bucket=$1 label=$2 rehash=$3 port body resp id job t0 t1
   upkeep_job=$((upkeep_job + 1))
   port=$(free_port)
   UPKEEP_DATABASE_URL="$db_url" UPKEEP_LISTEN="127.0.0.1:$port" UPKEEP_ADMIN_TOKEN="$token" \
@@ -307,11 +309,12 @@ run_upkeep() { # BUCKET LABEL: one `backup` job in a fresh daemon
   wait_http "http://127.0.0.1:$port/readyz"
   body=$("$py" -c '
 import json, sys
-bucket, endpoint, label = sys.argv[1:]
+bucket, endpoint, label, rehash = sys.argv[1:]
 print(json.dumps({"kind": "backup", "params": {
     "target": {"type": "s3", "bucket_name": bucket, "endpoint": endpoint, "region": "us-east-1",
                "access_key": "x", "secret_key": "x", "address_style": "path"},
-    "parts": ["database", "storage"], "label": label, "concurrency": 8}}))' "$bucket" "$endpoint" "$label")
+    "parts": ["database", "storage"], "label": label, "concurrency": 8,
+    "rehash": rehash == "true"}}))' "$bucket" "$endpoint" "$label" "$rehash")
   t0=$(now)
   resp=$(curl -sS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -d "$body" "http://127.0.0.1:$port/v1/jobs")
@@ -356,6 +359,7 @@ EOF
     read -r written
     read -r st_written
     read -r st_objects_written
+    read -r st_unchanged
     read -r st_objects
     read -r st_bytes
     read -r rows
@@ -377,17 +381,22 @@ print("%.3f" % secs)
 print(1 if j["state"] == "succeeded" else 0)
 print("%s%s" % (j["state"], "" if j["state"] == "succeeded" else ": " + json.dumps(j.get("error"))))
 for v in (r.get("bytes_written"), st.get("bytes_written"), st.get("objects_written"),
-          st.get("objects"), st.get("bytes"), (r.get("counts") or {}).get("rows"), r.get("set"),
+          st.get("objects_unchanged_not_read"), st.get("objects"), st.get("bytes"), (r.get("counts") or {}).get("rows"), r.get("set"),
           sum(d.get("bytes") or 0 for d in dbs)):
     print("?" if v is None else v)
 # Time per phase: from the first progress event of a phase to the next phase's (the last to
-# the job's end). "dump <database>" is one phase.
+# the job's end). Progress within a phase is written at most every few seconds, so the phases
+# are merged where the first event of the next one can come late: "list storage" and "back up
+# storage" (first written after the first batch of objects) are "storage", "verify the set"
+# and "verify" (backup_verify's own phase) are "verify".
+merge = {"list storage": "storage", "back up storage": "storage", "write the manifest": "manifest",
+         "verify the set": "verify"}
 starts = []
 for e in events:
     if e.get("type") != "progress":
         continue
     name = (e.get("data") or {}).get("phase") or "?"
-    name = "dump" if name.startswith("dump ") else name
+    name = "dump" if name.startswith("dump ") else merge.get(name, name)
     if not starts or starts[-1][0] != name:
         starts.append((name, ts(e["at"])))
 ends = [t for _, t in starts[1:]] + [ts(j["finished_at"])]
@@ -420,7 +429,7 @@ record() {
   [ -n "$rss_kb" ] && rss_mb=$(calc "$rss_kb * 1024 / 1000000" 1)
   moto_s=$(calc "$m1 - $m0" 1)
   log "  $round / $label: $(calc "$secs") s (client $(calc "$wall") s), written $written bytes, rss $rss_mb MB, cpu $cpu s, moto cpu $moto_s s, moto requests $reqs; $check; load $(cut -d' ' -f1-3 /proc/loadavg)"
-  rows_md+=("| $round | $label | $(calc "$secs") | $(if [ "$written" = "?" ] || [ "$written" = "—" ]; then echo "$written"; else mb "$written"; fi) | $rss_mb | $cpu | $moto_s | $reqs | $check |")
+  rows_md+=("| $round | $label | $(calc "$secs") | $(if [ "$written" = "?" ]; then echo "?"; else mb "$written" 2; fi) | $rss_mb | $cpu | $moto_s | $reqs | $check |")
 }
 
 # around: moto's counters before a run.
@@ -504,8 +513,9 @@ rclone_round full "$files"
 # ---- 2. Upkeep's first backup into an empty bucket ---------------------------------------------
 repo=bench-upkeep
 make_bucket "$repo"
-upkeep_secs=()
+declare -A upkeep_secs
 # check_upkeep EXPECTED_OBJECTS_WRITTEN EXPECTED_BYTES_WRITTEN EXPECTED_REPO_OBJECTS
+#   EXPECTED_NOT_READ (objects the previous set's index said were unchanged)
 check_upkeep() {
   local count bytes dcount dbytes problems=()
   read -r count bytes < <(bucket_size "$repo/objects")
@@ -516,6 +526,7 @@ check_upkeep() {
   [ "$st_objects_written" = "$1" ] && [ "$st_written" = "$2" ] \
     || problems+=("storage.objects_written $st_objects_written, bytes_written $st_written; expected $1, $2")
   [ "$count" = "$3" ] || problems+=("objects/ holds $count objects; expected $3")
+  [ "$st_unchanged" = "$4" ] || problems+=("storage.objects_unchanged_not_read $st_unchanged; expected $4")
   [ "$rows" = "$expected_rows" ] || problems+=("counts.rows $rows; the database holds $expected_rows")
   [ "$dcount" = 1 ] && [ "$dbytes" = "$dump_bytes" ] \
     || problems+=("the set's database/ holds $dcount files, $dbytes bytes; the result says $dump_bytes")
@@ -523,28 +534,33 @@ check_upkeep() {
   awk "BEGIN { exit !($dump_bytes > 0.9 * $plain_bytes && $dump_bytes < 1.1 * $plain_bytes) }" \
     || problems+=("dump $dump_bytes bytes; the baseline's pg_dump -Fc wrote $plain_bytes")
   if [ ${#problems[@]} = 0 ]; then
-    check="storage: $st_objects_written objects, $(mb "$st_written" 2) MB written; dump $(mb "$dump_bytes") MB; $rows rows; objects/ holds $count: ok"
+    check="storage: $st_objects_written objects, $(mb "$st_written" 2) MB written, $st_unchanged not read; dump $(mb "$dump_bytes") MB; $rows rows; objects/ holds $count: ok"
   else
     local IFS=';'
     check="**FAILED: ${problems[*]}**"
   fi
 }
 
-upkeep_round() { # ROUND LABEL EXPECTED_OBJECTS_WRITTEN EXPECTED_BYTES_WRITTEN EXPECTED_REPO_OBJECTS
-  log "$1: Upkeep backup into $repo"
+# upkeep_round ROUND LABEL REHASH EXPECTED_OBJECTS_WRITTEN EXPECTED_BYTES_WRITTEN
+#   EXPECTED_REPO_OBJECTS EXPECTED_NOT_READ
+upkeep_round() {
+  log "$1: Upkeep backup into $repo (rehash: $3)"
   before
-  run_upkeep "$repo" "$1"
+  run_upkeep "$repo" "$1" "$3"
   after
-  check_upkeep "$3" "$4" "$5"
-  upkeep_secs+=("$secs")
+  check_upkeep "$4" "$5" "$6" "$7"
+  if [ "$3" = false ]; then upkeep_secs[$1]=$secs; fi
   record "$1" "$2" "$check"
-  phase_md+=("| $1 | $(calc "$secs") | $phases |")
+  phase_md+=("| $1 | $2 | $(calc "$secs") | $phases |")
 }
 
-upkeep_round full "Upkeep \`backup\` (database + storage, concurrency 8)" "$files" "$total_bytes" "$files"
+upkeep_round full "Upkeep \`backup\` (database + storage, concurrency 8)" false \
+  "$files" "$total_bytes" "$files" 0
 
 # ---- 3. Nothing changed: Upkeep, then rclone again -------------------------------------------
-upkeep_round unchanged "Upkeep \`backup\`, second run" 0 0 "$files"
+upkeep_round unchanged "Upkeep \`backup\`, second run" false 0 0 "$files" "$files"
+# The same without the shortcut: every object read and hashed again.
+upkeep_round unchanged "Upkeep \`backup\`, third run, \`rehash: true\`" true 0 0 "$files" 0
 rclone_round unchanged 0
 
 # ---- 4. A share of the files rewritten --------------------------------------------------------
@@ -553,7 +569,8 @@ if [ "$change_pct" != 0 ] && [ "$change_pct" != 0.0 ]; then
   read -r changed changed_bytes < <(change_files "$change_pct")
   log "rewrote $changed files ($changed_bytes bytes) with new bytes of the same size"
   round="${change_pct}% changed"
-  upkeep_round "$round" "Upkeep \`backup\`, third run" "$changed" "$changed_bytes" "$((files + changed))"
+  upkeep_round "$round" "Upkeep \`backup\`, fourth run" false \
+    "$changed" "$changed_bytes" "$((files + changed))" "$((files - changed))"
   rclone_round "$round" "$changed"
 fi
 
@@ -577,7 +594,6 @@ echo "| round | tool / step | seconds | MB written | peak RSS MB | CPU s | moto 
 echo "|---|---|---|---|---|---|---|---|---|"
 rounds=(full unchanged)
 if [ "$changed" != 0 ]; then rounds+=("$round"); fi
-i=0
 for r in "${rounds[@]}"; do
   for row in "${rows_md[@]}"; do
     case "$row" in "| $r |"*) echo "$row" ;; esac
@@ -588,14 +604,13 @@ for r in "${rounds[@]}"; do
   else
     sum_row "$r" "baseline in all: a new pg_dump \\| gzip + copyto + rclone copy, defaults" "$dump_gz_secs" "$upload_secs" "${rclone_secs[$r/defaults]}"
   fi
-  echo "| $r | Upkeep \`backup\` in all (its row above) | **$(calc "${upkeep_secs[$i]}")** | | | | | | |"
-  i=$((i + 1))
+  echo "| $r | Upkeep \`backup\` in all (its row above, without rehash) | **$(calc "${upkeep_secs[$r]}")** | | | | | | |"
 done
 echo
 echo "Where Upkeep's time goes (seconds per phase, from the job's progress events):"
 echo
-echo "| round | job seconds | phases |"
-echo "|---|---|---|"
+echo "| round | run | job seconds | phases |"
+echo "|---|---|---|---|"
 printf '%s\n' "${phase_md[@]}"
 echo
 cat <<EOF
@@ -608,9 +623,10 @@ Upkeep "daemon / pg_dump". moto: CPU seconds used and the requests it logged dur
 Baseline sums: the rows they name; the dump has no incremental form, so every round repeats it.
 Upkeep: \`POST /v1/jobs\` with
 \`{"kind":"backup","params":{"target":{"type":"s3",...,"address_style":"path"},"parts":["database","storage"],"concurrency":8}}\`.
-Checks: rclone, \`rclone size\` of the bucket and moto's PUT count; Upkeep, its result's storage
-counts and bytes written, \`objects/\` and the set's dump in the bucket, \`counts.rows\` against
-an exact count of the database, and its dump's size within 10 % of the baseline's \`pg_dump -Fc\`.
+Checks: rclone, \`rclone size\` of the bucket and the files rclone says it transferred;
+Upkeep, its result's storage counts and bytes written, \`objects/\` and the set's dump in the
+bucket, \`counts.rows\` against an exact count of the database, and its dump's size within
+10 % of the baseline's \`pg_dump -Fc\`.
 EOF
 if [ "$failures" != 0 ]; then
   log "$failures check(s) FAILED: see the table"

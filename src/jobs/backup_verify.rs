@@ -232,6 +232,12 @@ pub async fn verify_set(
         .storage
         .as_ref()
         .is_some_and(|s| !check.problems.iter().any(|p| p.path == s.index.path));
+    // Without reading data, sizes come from one listing of `objects/` (a request per thousand
+    // objects), not a request per object.
+    let listed = match (&m.storage, index_ok, read_data) {
+        (Some(_), true, false) => Some(repo::known_objects(op).await.map_err(repo_failed)?),
+        _ => None,
+    };
     if let (Some(s), true) = (&m.storage, index_ok) {
         let mut lines = IndexReader::open(op, &s.index.path)
             .await
@@ -245,7 +251,10 @@ pub async fn verify_set(
                 batch.push((path, Some(l.k), l.s, l.h));
             }
             if batch.len() >= BATCH || (end && !batch.is_empty()) {
-                check_batch(op, &batch, read_data, &budget, &mut check).await;
+                match &listed {
+                    Some(listed) => check_listed(listed, &batch, &mut check),
+                    None => check_batch(op, &batch, read_data, &budget, &mut check).await,
+                }
                 done += batch.len() as u64;
                 check.objects += batch.len() as u64;
                 batch.clear();
@@ -259,6 +268,31 @@ pub async fn verify_set(
     }
     ctx.progress(progress(done, total), true).await?;
     Ok(check)
+}
+
+/// Objects against the listing's sizes (0: the listing did not say, taken as present).
+fn check_listed(
+    listed: &std::collections::HashMap<crate::storage::transfer::Sha256Sum, u64>,
+    batch: &[(String, Option<String>, u64, String)],
+    check: &mut SetCheck,
+) {
+    for (path, key, size, sha) in batch {
+        let found = repo::parse_hex(sha).and_then(|h| listed.get(&h).copied());
+        let problem = match found {
+            None => Some(("missing", None)),
+            Some(s) if s != 0 && s != *size => Some(("size", Some(s.to_string()))),
+            Some(_) => None,
+        };
+        if let Some((problem, found)) = problem {
+            check.add(Problem {
+                path: path.clone(),
+                key: key.clone(),
+                problem,
+                expected: size.to_string(),
+                found,
+            });
+        }
+    }
 }
 
 async fn check_batch(
@@ -320,5 +354,35 @@ async fn check_batch(
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     for p in problems {
         check.add(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_names_missing_and_resized_objects() {
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let listed = std::collections::HashMap::from([(a, 10u64), (b, 7), (c, 0)]);
+        let line = |sha: &[u8; 32], size: u64| {
+            (
+                repo::object_path(sha),
+                Some(format!("key-{}", sha[0])),
+                size,
+                hex(sha),
+            )
+        };
+        let batch = vec![line(&a, 10), line(&b, 8), line(&c, 5), line(&[4u8; 32], 1)];
+        let mut check = SetCheck::default();
+        check_listed(&listed, &batch, &mut check);
+        let found: Vec<(&str, Option<&str>)> = check
+            .problems
+            .iter()
+            .map(|p| (p.problem, p.key.as_deref()))
+            .collect();
+        // c's listing gave no size: present, not a mismatch.
+        assert_eq!(found, [("size", Some("key-2")), ("missing", Some("key-4"))]);
+        assert_eq!(check.problems_total, 2);
     }
 }
