@@ -36,6 +36,8 @@ error_codes! {
     UnknownKind = "unknown_kind", BAD_REQUEST;
     Unauthorized = "unauthorized", UNAUTHORIZED;
     NotFound = "not_found", NOT_FOUND;
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
     IdempotencyConflict = "idempotency_conflict", CONFLICT;
     ResourceBusy = "resource_busy", CONFLICT;
     InvalidState = "invalid_state", CONFLICT;
@@ -156,4 +158,64 @@ impl From<SpecError> for ApiError {
             SpecError::Db(e) => e.into(),
         }
     }
+}
+
+/// Gives every error answer the one JSON body: the ones axum and tower-http make themselves
+/// (405 with its `Allow`, 413 for a body declared too large, 408) come out as plain text.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let allow = parts
+        .headers
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed here; this path accepts {allow}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body too large (over 1 MiB)",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            ErrorCode::RequestTimeout,
+            "the request took longer than 60 s",
+        ),
+        other => {
+            let code = ErrorCode::ALL
+                .iter()
+                .copied()
+                .find(|c| c.status() == other)
+                .unwrap_or(if other.is_server_error() {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::InvalidJson
+                });
+            ApiError::new(
+                code,
+                other.canonical_reason().unwrap_or("error").to_lowercase(),
+            )
+        }
+    };
+    let mut out = error.into_response();
+    *out.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -214,8 +214,60 @@ async fn malformed_requests_get_the_error_body() {
         .send()
         .await
         .unwrap();
+    // Declared with Content-Length, refused before it is read: the same JSON body.
     assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large", "{body}");
     assert_eq!(job_count(&db).await, 0);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_take_gets_the_error_body_and_allow() {
+    let db = pg::dify_database().await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let id = "0192a000-0000-7000-8000-000000000000";
+    for (method, path, allow) in [
+        (
+            reqwest::Method::GET,
+            format!("/v1/jobs/{id}/cancel"),
+            "POST",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/jobs".to_string(),
+            "GET,HEAD,POST",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/jobs/{id}"),
+            "GET,HEAD",
+        ),
+        (reqwest::Method::POST, "/healthz".to_string(), "GET,HEAD"),
+    ] {
+        let resp = d.request(method.clone(), &path).send().await.unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let mut allowed: Vec<String> = resp
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed.join(","), allow, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["code"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+        let message = body["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with(&format!("{method} is not allowed here")),
+            "{message}"
+        );
+    }
     d.stop().await;
 }
 
