@@ -32,7 +32,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large (over 1 MiB)")
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "request body too large (over 1 MiB)",
+                )
             } else {
                 ApiError::new(ErrorCode::InvalidJson, format!("cannot read body: {e}"))
             }

@@ -19,15 +19,22 @@ pub fn resolve(
         None => StorageConfig::from_env(&settings.storage).map_err(|e| {
             SpecError::invalid(
                 format!("params.{field}"),
-                format!("not given, and the storage Dify is configured with cannot be used: {e}"),
+                format!(
+                    "not given, and Dify's storage is not usable: {e} (STORAGE_TYPE={}); set that \
+                     in Dify's env, or name the {field} here",
+                    settings.storage.kind
+                ),
             )
         }),
     }
 }
 
 pub fn parse(value: &Value, field: &str) -> Result<StorageConfig, SpecError> {
-    StorageConfig::from_value(value.clone())
-        .map_err(|e| SpecError::invalid(format!("params.{field}.{}", e.field), e.message))
+    StorageConfig::from_value(value.clone()).map_err(|e| SpecError::Invalid {
+        field: format!("params.{field}.{}", e.field),
+        message: e.message,
+        unknown_field: e.unknown,
+    })
 }
 
 /// A local root must exist: OpenDAL would create it, and an empty new directory would look

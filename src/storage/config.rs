@@ -169,6 +169,8 @@ pub struct ConfigError {
     pub field: String,
     pub variable: Option<String>,
     pub message: String,
+    /// The field is one this storage type does not have.
+    pub unknown: bool,
 }
 
 impl ConfigError {
@@ -177,6 +179,7 @@ impl ConfigError {
             field: field.into(),
             variable: None,
             message: message.into(),
+            unknown: false,
         }
     }
 }
@@ -291,6 +294,7 @@ impl StorageConfig {
             field: field.to_string(),
             variable: Some(variable),
             message,
+            unknown: false,
         };
         match kind {
             "local" => {
@@ -569,7 +573,10 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError>
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let located = crate::fieldpath::locate(None, &path, &e.into_inner().to_string());
-        ConfigError::new(located.field, located.message)
+        ConfigError {
+            unknown: located.unknown,
+            ..ConfigError::new(located.field, located.message)
+        }
     })
 }
 

@@ -105,7 +105,7 @@ impl JobKind for Restore {
             crate::vector::StoreConfig::from_env(&env.kind, env).map_err(|e| {
                 SpecError::invalid(
                     "params.parts",
-                    format!("vectors: VECTOR_STORE={:?} cannot be used: {e}", env.kind),
+                    format!("vectors: Dify's vector store is not usable: {e} (VECTOR_STORE={}); set that in Dify's env", env.kind),
                 )
             })?;
         }

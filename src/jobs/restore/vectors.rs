@@ -23,7 +23,10 @@ pub fn target(ctx: &JobCtx) -> Result<StoreConfig, JobError> {
     StoreConfig::from_env(&env.kind, env).map_err(|e| {
         JobError::failed(
             "vector_store_unusable",
-            format!("VECTOR_STORE={:?} cannot be used: {e}", env.kind),
+            format!(
+                "Dify's vector store is not usable: {e} (VECTOR_STORE={}); set that in Dify's env",
+                env.kind
+            ),
         )
     })
 }

@@ -41,7 +41,8 @@ pub fn target_config(
                 SpecError::invalid(
                     "params.target",
                     format!(
-                        "not given, and VECTOR_STORE={:?} cannot be used: {e}",
+                        "not given, and Dify's vector store is not usable: {e} (VECTOR_STORE={}); \
+                         set that in Dify's env, or name the target here",
                         env.kind
                     ),
                 )
