@@ -387,3 +387,59 @@ async fn paths_and_queries_are_checked() {
     }
     d.stop().await;
 }
+
+/// Every documented path with every method, with a malformed and an oversize body, with and
+/// without the token: whatever the status, an error is the one JSON body.
+#[tokio::test]
+async fn every_route_and_method_answers_errors_with_the_error_body() {
+    let db = pg::dify_database().await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let (_, doc) = d.call(Method::GET, "/openapi.json", None).await;
+    let id = "0192a000-0000-7000-8000-000000000000";
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(|p| p.replace("{id}", id))
+        .collect();
+    paths.extend(["/nothing".to_string(), "/console/x/nope.js".to_string()]);
+    let big = "x".repeat(2 * 1024 * 1024);
+    let http = reqwest::Client::new();
+    let mut checked = 0;
+    for path in &paths {
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            for (body, token) in [("{", true), ("{", false), (big.as_str(), true)] {
+                let mut req = http
+                    .request(method.clone(), format!("{}{path}", d.url))
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string());
+                if token {
+                    req = req.bearer_auth(TOKEN);
+                }
+                let resp = req.send().await.expect("the daemon answers");
+                let status = resp.status();
+                if status.is_success() {
+                    continue;
+                }
+                let what = format!(
+                    "{method} {path} ({} bytes, token {token}): {status}",
+                    body.len()
+                );
+                let text = resp.text().await.unwrap_or_default();
+                let parsed: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|_| panic!("{what}: not JSON: {text:?}"));
+                assert!(parsed["code"].is_string(), "{what}: {parsed}");
+                assert!(parsed["message"].is_string(), "{what}: {parsed}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} error answers were checked");
+    d.stop().await;
+}
