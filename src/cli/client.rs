@@ -23,7 +23,9 @@ pub struct Connection {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Queue a job: `upkeep jobs submit vacuum --param mode=full --param tables='["messages"]'`.
+    /// Each kind's params are in the README and at /docs.
     Submit {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::jobs::KINDS))]
         kind: String,
         /// A param as key=value; the value is read as JSON when it parses, else as a string.
         #[arg(long = "param", value_name = "KEY=VALUE")]
@@ -48,19 +50,20 @@ pub enum JobsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    Show {
-        id: String,
-    },
+    /// Print a job (state, params, progress, result, error) as JSON.
+    Show { id: String },
     /// Follow a job's progress until it ends; exit 0 only if it succeeded.
-    Watch {
+    Watch { id: String },
+    /// Print a job's events, a JSON line each; with --follow, until the job ends.
+    Events {
         id: String,
+        #[arg(long)]
+        follow: bool,
     },
-    Cancel {
-        id: String,
-    },
-    Retry {
-        id: String,
-    },
+    /// Cancel a job: a queued one now, a running one at its next batch.
+    Cancel { id: String },
+    /// Queue a failed or cancelled job again; it resumes from its checkpoint.
+    Retry { id: String },
 }
 
 pub struct Client {
@@ -103,6 +106,11 @@ impl Client {
             .map_err(|e| format!("bad answer ({status}): {e}"))?;
         if status.is_success() {
             Ok(body)
+        } else if status == reqwest::StatusCode::UNAUTHORIZED {
+            Err(match &self.token {
+                None => "401 unauthorized: the daemon wants its admin token: set UPKEEP_ADMIN_TOKEN or pass --token".to_string(),
+                Some(_) => "401 unauthorized: the daemon refused the token: check UPKEEP_ADMIN_TOKEN or --token".to_string(),
+            })
         } else {
             let field = body["field"]
                 .as_str()
@@ -212,7 +220,11 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
             let page = client
                 .json(client.request(Method::GET, "/v1/jobs").query(&q))
                 .await?;
-            for job in page["items"].as_array().into_iter().flatten() {
+            let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+            if items.is_empty() {
+                println!("no jobs match");
+            }
+            for job in items {
                 println!(
                     "{}  {:<16} {:<10} {}{}",
                     job["id"].as_str().unwrap_or(""),
@@ -233,6 +245,21 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
                 .await?,
         ),
         JobsCommand::Watch { id } => return super::watch::watch(client, &id).await,
+        JobsCommand::Events { id, follow: true } => {
+            super::watch::follow(client, &id, true).await?;
+        }
+        JobsCommand::Events { id, follow: false } => {
+            let page = client
+                .json(
+                    client
+                        .request(Method::GET, &format!("/v1/jobs/{id}/events"))
+                        .query(&[("after", "0"), ("limit", "1000")]),
+                )
+                .await?;
+            for event in page["items"].as_array().into_iter().flatten() {
+                println!("{event}");
+            }
+        }
         JobsCommand::Cancel { id } => print(
             &client
                 .json(client.request(Method::POST, &format!("/v1/jobs/{id}/cancel")))
@@ -245,4 +272,28 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `upkeep preflight`, `upkeep tenants`: one GET, printed as JSON.
+pub async fn get(conn: Connection, path: &str, query: &[(&str, String)]) -> ExitCode {
+    let client = match Client::new(conn) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("upkeep: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client
+        .json(client.request(reqwest::Method::GET, path).query(query))
+        .await
+    {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("upkeep: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -58,6 +58,22 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// What the daemon sees: database, Dify's revision, storage, vector store, table sizes,
+    /// backups (`GET /v1/preflight`).
+    Preflight {
+        #[command(flatten)]
+        conn: client::Connection,
+    },
+    /// Dify's workspaces with their ids, apps and members (`GET /v1/tenants`).
+    Tenants {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Talk to a running daemon.
     Jobs {
         #[command(flatten)]
@@ -97,6 +113,16 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck => client::healthcheck().await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Jobs { conn, command } => client::run(conn, command).await,
+        Command::Preflight { conn } => client::get(conn, "/v1/preflight", &[]).await,
+        Command::Tenants {
+            conn,
+            limit,
+            cursor,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            q.extend(cursor.map(|c| ("cursor", c)));
+            client::get(conn, "/v1/tenants", &q).await
+        }
         Command::Backup {
             conn,
             label,

@@ -10,7 +10,12 @@ use serde_json::Value;
 use super::client::Client;
 
 pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
-    let tty = std::io::stderr().is_terminal();
+    follow(client, id, false).await
+}
+
+/// Follows the stream; `raw` prints each event as a JSON line on stdout instead of progress.
+pub async fn follow(client: &Client, id: &str, raw: bool) -> Result<ExitCode, String> {
+    let tty = std::io::stderr().is_terminal() && !raw;
     let mut last_id: Option<String> = None;
     // The bar on screen, redrawn under any other line so the final count stays visible.
     let mut bar: Option<String> = None;
@@ -44,7 +49,11 @@ pub async fn watch(client: &Client, id: &str) -> Result<ExitCode, String> {
                 let frame: String = buf.drain(..end + 2).collect();
                 if let Some((event_id, data)) = parse_frame(&frame) {
                     last_id = Some(event_id);
-                    show(&data, tty, &mut bar);
+                    if raw {
+                        println!("{data}");
+                    } else {
+                        show(&data, tty, &mut bar);
+                    }
                 }
             }
         }

@@ -168,3 +168,91 @@ async fn demo_brings_up_a_daemon_with_the_demo_tenants() {
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
+    let db = pg::dify_database().await;
+    sqlx::query(
+        "INSERT INTO public.tenants (id, name, encrypt_public_key) VALUES (gen_random_uuid(), 'Acme', 'pk')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("tenant");
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let env = [
+        ("UPKEEP_URL", d.url.as_str()),
+        ("UPKEEP_ADMIN_TOKEN", TOKEN),
+    ];
+    let mut p = Proc::spawn(&["preflight"], &env);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    let pre: Value = serde_json::from_str(&p.output.join("\n")).expect("preflight as JSON");
+    assert_eq!(pre["database"]["reachable"], true);
+
+    let mut p = Proc::spawn(&["tenants", "--limit", "10"], &env);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    let page: Value = serde_json::from_str(&p.output.join("\n")).expect("tenants as JSON");
+    assert_eq!(page["items"][0]["name"], "Acme", "{page}");
+
+    // Nothing matched: it says so rather than printing nothing.
+    let mut p = Proc::spawn(&["jobs", "list", "--state", "failed"], &env);
+    assert_eq!(p.wait_exit().await, Some(0));
+    assert_eq!(p.output, ["no jobs match"]);
+
+    let (status, job) = d
+        .submit(json!({"kind": "vacuum", "params": {"tables": ["tenants"], "mode": "analyze"}}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let mut p = Proc::spawn(&["jobs", "events", &id, "--follow"], &env);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+    // Events on stdout, a JSON line each; the ending job's state on stderr.
+    let events: Vec<Value> = p
+        .output
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line per event"))
+        .collect();
+    assert!(
+        p.output
+            .iter()
+            .any(|l| l == &format!("job {id}: succeeded")),
+        "{:?}",
+        p.output
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "state" && e["data"]["state"] == "succeeded"),
+        "{events:?}"
+    );
+    let mut p = Proc::spawn(&["jobs", "events", &id], &env);
+    assert_eq!(p.wait_exit().await, Some(0));
+    assert_eq!(
+        p.output.len(),
+        events.len(),
+        "the same events, without following"
+    );
+
+    // An unknown kind is refused by the CLI itself, listing the kinds.
+    let mut p = Proc::spawn(&["jobs", "submit", "defrag"], &env);
+    assert_eq!(p.wait_exit().await, Some(2));
+    assert!(
+        p.output
+            .iter()
+            .any(|l| l.contains("vacuum") && l.contains("backup")),
+        "{:?}",
+        p.output
+    );
+
+    // No token: it says what to set.
+    let mut p = Proc::spawn(&["jobs", "list"], &[("UPKEEP_URL", d.url.as_str())]);
+    assert_eq!(p.wait_exit().await, Some(1));
+    assert!(
+        p.output
+            .iter()
+            .any(|l| l.contains("set UPKEEP_ADMIN_TOKEN or pass --token")),
+        "{:?}",
+        p.output
+    );
+    d.stop().await;
+}
