@@ -47,7 +47,15 @@ pub async fn check(
     if job_kind != kind || plan_params["confirm"] == json!(true) {
         return Err(SpecError::invalid(
             field,
-            format!("job {plan} is not a {kind} plan"),
+            format!(
+                "job {plan} is a {job_kind} job{}, not the plan of an {kind} job (the plan is the \
+                 {kind} run without confirm)",
+                if plan_params["confirm"] == json!(true) {
+                    " that confirmed a plan"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     if dry_run {

@@ -307,6 +307,17 @@ async fn bad_params_name_the_field() {
         assert_eq!(status, 400, "{params} -> {err}");
         assert_eq!(err["field"], field, "{params} -> {err}");
     }
+    // A vacuum is not a plan, and the message says what a plan is, in plain words.
+    let (_, err) = d
+        .submit(json!({"kind": "orphan_files", "params": {"confirm": true, "plan_job_id": vacuum_id, "storage": storage}}))
+        .await;
+    assert_eq!(
+        err["message"],
+        format!(
+            "job {vacuum_id} is a vacuum job, not the plan of an orphan_files job (the plan is the orphan_files run without confirm)"
+        ),
+        "{err}"
+    );
     let (_, jobs) = d
         .call(Method::GET, "/v1/jobs?kind=orphan_files", None)
         .await;
