@@ -17,7 +17,8 @@ pub struct Preflight {
     pub vector_store: Reachability,
     pub storage: Reachability,
     /// Sizes of the tables the jobs touch (row counts are Postgres's estimates: exact counts
-    /// of a production table would scan it).
+    /// of a production table would scan it; a table never analyzed gives the live rows the
+    /// statistics collector counted).
     pub tables: Vec<TableInfo>,
     pub backup: BackupInfo,
 }
@@ -90,11 +91,14 @@ pub async fn preflight(State(state): State<AppState>) -> Result<Json<Preflight>,
     let release = revision.as_deref().and_then(release_of);
     let tables = sqlx::query_as::<_, TableInfo>(
         "SELECT t.name AS table, c.oid IS NOT NULL AS exists, \
-            CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate, \
+            CASE WHEN c.oid IS NULL THEN NULL \
+                 WHEN c.reltuples < 0 THEN COALESCE(s.n_live_tup, 0) \
+                 ELSE c.reltuples::bigint END AS rows_estimate, \
             CASE WHEN c.oid IS NULL THEN NULL ELSE pg_total_relation_size(c.oid) END AS total_bytes \
          FROM unnest($1::text[]) WITH ORDINALITY AS t(name, ord) \
          LEFT JOIN pg_namespace n ON n.nspname = 'public' \
          LEFT JOIN pg_class c ON c.relname = t.name AND c.relnamespace = n.oid AND c.relkind = 'r' \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
          ORDER BY t.ord",
     )
     .bind(JOB_TABLES)

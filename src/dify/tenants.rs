@@ -1,6 +1,6 @@
 //! Tenants (workspaces): the list operators need to pick `tenant_ids` for a purge.
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -12,8 +12,8 @@ pub struct Tenant {
     pub plan: String,
     /// `normal` or `archive`.
     pub status: String,
-    /// Naive UTC, as Dify stores it.
-    pub created_at: NaiveDateTime,
+    /// Dify stores UTC without a zone; given here with it, like every other time.
+    pub created_at: DateTime<Utc>,
     pub apps: i64,
     pub members: i64,
 }
@@ -25,7 +25,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
     sqlx::query_as::<_, Tenant>(
-        "SELECT t.id, t.name, t.plan, t.status, t.created_at, \
+        "SELECT t.id, t.name, t.plan, t.status, t.created_at AT TIME ZONE 'UTC' AS created_at, \
             (SELECT count(*) FROM public.apps a WHERE a.tenant_id = t.id) AS apps, \
             (SELECT count(*) FROM public.tenant_account_joins j WHERE j.tenant_id = t.id) AS members \
          FROM public.tenants t \

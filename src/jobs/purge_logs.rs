@@ -235,7 +235,7 @@ impl JobKind for PurgeLogs {
             tables.insert(table, json!({ what: n }));
         }
         Ok(json!({
-            "cutoff": cutoff,
+            "cutoff": cutoff.and_utc(),
             "days": params.days,
             "tenant_ids": params.tenant_ids,
             "tables": tables,
@@ -897,7 +897,7 @@ async fn finish(
         .get("workflow_node_execution_offload")
         .map_or(0, |t| t.deleted);
     Ok(json!({
-        "cutoff": cp.cutoff,
+        "cutoff": cp.cutoff.and_utc(),
         "days": params.days,
         "tenant_ids": params.tenant_ids,
         "tables": tables,

@@ -205,7 +205,7 @@ async fn tenants_preflight_and_metrics() {
     assert_eq!(page["items"][0]["name"], "admin's Workspace");
     assert_eq!(page["items"][0]["plan"], "basic");
     assert_eq!(page["items"][0]["status"], "normal");
-    assert_eq!(page["items"][0]["created_at"], "2025-01-01T00:00:00");
+    assert_eq!(page["items"][0]["created_at"], "2025-01-01T00:00:00Z");
     let cursor = page["next_cursor"].as_str().expect("a second page");
     let (_, page2) = d
         .call(
