@@ -283,6 +283,30 @@ async fn a_released_collection_is_loaded_before_it_is_read() {
     );
 }
 
+/// A collection left without its index (a writer killed between creating the collection and
+/// its index) gets Dify's index when it is next read, instead of failing every read.
+#[tokio::test]
+async fn a_collection_without_its_index_is_indexed_before_it_is_read() {
+    let m = MilvusServer::start().await;
+    let store = open(&m, &[("MILVUS_ENABLE_HYBRID_SEARCH", "false")]).await;
+    let here = at("Vector_index_unindexed_Node");
+    store.ensure(&here, DIM).await.expect("create");
+    store.write(&here, &points(3, 1)).await.expect("write");
+    pymilvus(
+        &m,
+        "c.release_collection('Vector_index_unindexed_Node')\n\
+         c.drop_index('Vector_index_unindexed_Node', index_name='vector')",
+    )
+    .await;
+    let fresh = open(&m, &[("MILVUS_ENABLE_HYBRID_SEARCH", "false")]).await;
+    assert_eq!(fresh.count(&here).await.expect("count"), 3);
+    let layout = m.layout().await;
+    assert_eq!(
+        layout["Vector_index_unindexed_Node"]["load_state"],
+        "Loaded"
+    );
+}
+
 #[tokio::test]
 async fn credentials_from_difys_env_reach_milvus_and_wrong_ones_fail() {
     let m = MilvusServer::start_with_token("root:Milvus").await;

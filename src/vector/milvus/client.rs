@@ -218,6 +218,19 @@ impl MilvusStore {
         Ok(reply.state)
     }
 
+    async fn load(&self, collection: &str) -> Result<Status, VectorError> {
+        self.rpc
+            .call(
+                "LoadCollection",
+                LoadCollectionRequest {
+                    collection_name: collection.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| grpc_failed("load collection", e))
+    }
+
     /// Loads `collection` unless loaded: a real Milvus answers queries and searches only on
     /// loaded collections (Dify's client loads them when it creates them).
     pub(super) async fn ready(&self, collection: &str) -> Result<(), VectorError> {
@@ -243,17 +256,19 @@ impl MilvusStore {
                 )));
             }
             if state == LoadState::NotLoad as i32 && !asked {
-                let status: Status = self
-                    .rpc
-                    .call(
-                        "LoadCollection",
-                        LoadCollectionRequest {
-                            collection_name: collection.into(),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| grpc_failed("load collection", e))?;
+                let mut status = self.load(collection).await?;
+                // 700: no index. A writer killed between creating the collection and its index
+                // (an earlier attempt of this job) leaves one behind; build Dify's index on it.
+                if status.code == 700 {
+                    self.index(collection, schema::VECTOR, schema::vector_index())
+                        .await?;
+                    let described = self.schema(collection).await?.schema.unwrap_or_default();
+                    if schema::is_hybrid(&described) {
+                        self.index(collection, schema::SPARSE, schema::sparse_index())
+                            .await?;
+                    }
+                    status = self.load(collection).await?;
+                }
                 ok("load collection", Some(status))?;
                 asked = true;
             }
