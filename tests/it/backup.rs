@@ -88,6 +88,18 @@ struct Local {
     env: Vec<(&'static str, String)>,
 }
 
+/// A daemon on `db` with Dify's env `env`.
+async fn daemon(db: &TestDb, env: &[(&'static str, String)]) -> TestDaemon {
+    TestDaemon::start(
+        db,
+        Options {
+            env: env.to_vec(),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 async fn local(objects: usize) -> Local {
     let db = pg::dify_database().await;
     let src = seed(&db, None, objects).await;
@@ -160,14 +172,7 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
         ("WEAVIATE_ENDPOINT", w.url.clone()),
         ("UPKEEP_BACKUP_TARGET", repo.to_string()),
     ]);
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
 
     // The dry run says what would be written and writes nothing.
     let (status, dry) = d
@@ -262,14 +267,7 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
         ("QDRANT_GRPC_PORT", q.grpc_port.to_string()),
         ("UPKEEP_BACKUP_TARGET", repo.to_string()),
     ];
-    let dr = TestDaemon::start(
-        &empty,
-        Options {
-            env: dr_env,
-            ..Options::default()
-        },
-    )
-    .await;
+    let dr = daemon(&empty, &dr_env).await;
     let restored = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
     assert_eq!(restored["state"], "succeeded", "{restored}");
     let rr = &restored["result"];
@@ -336,14 +334,7 @@ async fn a_corrupted_and_a_missing_file_fail_verification_by_name_and_restore_to
         repo: repo_tree,
         env,
     } = local(12).await;
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
     let done = run(
         &d,
         json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
@@ -408,14 +399,7 @@ async fn a_corrupted_and_a_missing_file_fail_verification_by_name_and_restore_to
     let target_tree = TempTree::new("restore-target");
     let mut dr_env = storage_env(&target_tree);
     dr_env.push(("UPKEEP_BACKUP_DIR", repo_tree.path().to_string()));
-    let dr = TestDaemon::start(
-        &empty,
-        Options {
-            env: dr_env,
-            ..Options::default()
-        },
-    )
-    .await;
+    let dr = daemon(&empty, &dr_env).await;
     let refused = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
     assert_eq!(refused["state"], "failed", "{refused}");
     assert_eq!(refused["error"]["code"], "verify_failed", "{refused}");
@@ -551,14 +535,7 @@ async fn the_cli_backs_up_and_preflight_says_whether_a_backup_covers_the_schema(
         repo: _repo,
         env,
     } = local(3).await;
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env,
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
     let (_, pre) = d.call(Method::GET, "/v1/preflight", None).await;
     assert_eq!(pre["backup"]["stale"], true, "{pre}");
     assert_eq!(pre["backup"]["newest_verified"], Value::Null);
@@ -616,14 +593,7 @@ async fn retention_keeps_the_newest_sets_and_removes_objects_no_set_references()
         repo: repo_tree,
         env,
     } = local(2).await;
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env,
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
     let body =
         json!({"kind": "backup", "params": {"parts": ["storage"], "retention": {"keep_last": 2}}});
     let mut sets = Vec::new();
@@ -733,14 +703,7 @@ async fn restore_with_overwrite_brings_back_what_was_lost_in_one_transaction() {
         repo: _repo,
         env,
     } = local(6).await;
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env,
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
     let done = run(
         &d,
         json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
@@ -799,14 +762,7 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
         repo: _repo,
         env,
     } = local(1).await;
-    let d = TestDaemon::start(
-        &db,
-        Options {
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let d = daemon(&db, &env).await;
     let done = run(
         &d,
         json!({"kind": "backup", "params": {"parts": ["database", "storage"]}}),
@@ -820,14 +776,7 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
         .await
         .expect("alembic");
     let before = table_digests(&old).await;
-    let o = TestDaemon::start(
-        &old,
-        Options {
-            env: env.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let o = daemon(&old, &env).await;
     let refused = run(
         &o,
         json!({"kind": "restore", "params": {"set": "latest", "overwrite": true}}),
@@ -847,14 +796,7 @@ async fn restore_refuses_a_set_newer_than_the_dify_that_would_read_it() {
     let mut broken = env.clone();
     broken.retain(|(k, _)| !k.starts_with("OPENDAL") && *k != "STORAGE_TYPE");
     broken.push(("STORAGE_TYPE", "s3".to_string()));
-    let e = TestDaemon::start(
-        &empty,
-        Options {
-            env: broken,
-            ..Options::default()
-        },
-    )
-    .await;
+    let e = daemon(&empty, &broken).await;
     let refused = run(&e, json!({"kind": "restore", "params": {"set": "latest"}})).await;
     assert_eq!(refused["error"]["code"], "target_unconfigured", "{refused}");
     assert!(
