@@ -3,11 +3,14 @@
 //! schema, the parsing of Dify's env, the dispatch, the probe of `/v1/preflight` and the list
 //! of supported stores. A new store is its own file plus one line there.
 
+pub mod analyticdb;
 pub mod embeddings;
 pub mod milvus;
+pub mod pgvector;
 pub mod qdrant;
 pub mod redis_flags;
 mod registry;
+mod sql;
 pub mod store;
 pub mod weaviate;
 

@@ -10,7 +10,7 @@ use super::store::{
     Adapter, CollectionInfo, Health, Hit, Location, Page, Point, VectorError, VectorSource,
     VectorStore, VectorTarget,
 };
-use super::{milvus, qdrant, weaviate};
+use super::{analyticdb, milvus, pgvector, qdrant, weaviate};
 use crate::config::Component;
 use crate::dify::vector_records::Dataset;
 
@@ -31,6 +31,11 @@ macro_rules! vector_stores {
         impl StoreConfig {
             pub fn kind(&self) -> &'static str {
                 match self { $(Self::$variant(_) => <$store as Adapter>::KIND,)+ }
+            }
+
+            /// What its shape cannot say: `(field, message)`.
+            fn check(&self) -> Result<(), (String, String)> {
+                match self { $(Self::$variant(c) => <$store as Adapter>::check(c),)+ }
             }
 
             /// Where it is, without credentials.
@@ -83,6 +88,9 @@ macro_rules! vector_stores {
             }
             async fn describe(&self, collection: &str) -> Result<Option<CollectionInfo>, VectorError> {
                 match self { $(Self::$variant(s) => s.describe(collection).await,)+ }
+            }
+            fn notes(&self) -> Vec<String> {
+                match self { $(Self::$variant(s) => s.notes(),)+ }
             }
         }
 
@@ -147,11 +155,14 @@ macro_rules! vector_stores {
 impl StoreConfig {
     /// Params form; errors name the field under `params.<field>`.
     pub fn from_value(v: &Value) -> Result<Self, (String, String)> {
-        serde_path_to_error::deserialize::<_, StoreConfig>(v.clone()).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            (if path == "." { String::new() } else { path }, message)
-        })
+        let config =
+            serde_path_to_error::deserialize::<_, StoreConfig>(v.clone()).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                (if path == "." { String::new() } else { path }, message)
+            })?;
+        config.check()?;
+        Ok(config)
     }
 }
 
@@ -159,6 +170,8 @@ vector_stores! {
     Weaviate => weaviate::Weaviate, weaviate::WeaviateConfig;
     Qdrant => qdrant::QdrantStore, qdrant::QdrantConfig;
     Milvus => milvus::MilvusStore, milvus::MilvusConfig;
+    Pgvector => pgvector::PgvectorStore, pgvector::PgvectorConfig;
+    Analyticdb => analyticdb::AnalyticdbStore, analyticdb::AnalyticdbConfig;
 }
 
 #[cfg(test)]

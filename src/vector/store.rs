@@ -4,6 +4,8 @@
 //! (`Adapter`) listed once in the registry (`vector/mod.rs`). Points carry Dify's record as
 //! Dify's own query path reads it back: the text, every metadata key as found, the vector.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 
@@ -115,6 +117,12 @@ pub trait VectorStore: Send + Sync {
         &self,
         collection: &str,
     ) -> impl Future<Output = Result<Option<CollectionInfo>, VectorError>> + Send;
+
+    /// What this server lacks of Dify's layout for the store (an index method, a text search
+    /// configuration), found when it was opened: shown in dry runs and results, never hidden.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A store records are read from.
@@ -219,6 +227,11 @@ pub trait Adapter: VectorSource + VectorTarget + Sized {
     /// From Dify's env, as Dify reads it; errors name the variable.
     fn from_env(env: &Component) -> Result<Self::Config, String>;
 
+    /// What the params form cannot say by its shape: `(field, message)`.
+    fn check(_config: &Self::Config) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
     /// Where it is, without credentials.
     fn location(config: &Self::Config) -> String;
 
@@ -240,4 +253,26 @@ pub trait Adapter: VectorSource + VectorTarget + Sized {
     fn index_struct(at: &Location) -> String {
         index_struct::render(Self::KIND, &at.collection)
     }
+}
+
+/// A batch with each `doc_id` (`Point::id`) once, its last copy kept: a store cannot upsert
+/// one key twice in one statement.
+pub fn last_per_doc_id(points: &[Point]) -> Cow<'_, [Point]> {
+    let mut seen = HashSet::new();
+    if points.iter().all(|p| seen.insert(p.id.as_str())) {
+        return Cow::Borrowed(points);
+    }
+    let last: HashMap<&str, usize> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    Cow::Owned(
+        points
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| last.get(p.id.as_str()) == Some(i))
+            .map(|(_, p)| p.clone())
+            .collect(),
+    )
 }

@@ -16,7 +16,8 @@ use crate::support::dify_vectors::{
 use crate::support::pg::{self, TestDb};
 use crate::support::process::{rescuer_with, submit_to_a_doomed_daemon_with};
 use crate::support::stores::{
-    TestStore, assert_holds_exactly, assert_milvus_layout_is_difys, assert_search_finds,
+    TestStore, assert_analyticdb_layout_is_difys, assert_holds_exactly,
+    assert_milvus_layout_is_difys, assert_pgvector_layout_is_difys, assert_search_finds,
 };
 use upkeep::vector::store::VectorStore;
 
@@ -137,11 +138,21 @@ impl Scenario {
                 );
             }
         }
-        if let TestStore::Milvus(m) = &self.target {
-            let at = self
-                .target
-                .locate(&self.units[0], &self.dataset_binding, false);
-            assert_milvus_layout_is_difys(m, &at.collection, false).await;
+        let at = self
+            .target
+            .locate(&self.units[0], &self.dataset_binding, false);
+        match &self.target {
+            TestStore::Milvus(m) => assert_milvus_layout_is_difys(m, &at.collection, false).await,
+            TestStore::Pgvector(p) => {
+                assert_pgvector_layout_is_difys(
+                    p,
+                    &at.collection,
+                    crate::support::dify_vectors::DIM,
+                )
+                .await
+            }
+            TestStore::Analyticdb(a) => assert_analyticdb_layout_is_difys(a, &at.collection).await,
+            _ => {}
         }
     }
 }
@@ -207,6 +218,7 @@ async fn migrate(source: &str, target: &str, failpoint: &str) {
             at.collection
         );
     }
+    assert_notes(&s.target, &plan["result"]);
     client.stop().await;
 
     // A daemon dies at `failpoint`; another takes the job over after its lease.
@@ -217,6 +229,7 @@ async fn migrate(source: &str, target: &str, failpoint: &str) {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");
     assert_eq!(done["result"]["switched"], s.units.len() - 1, "{done}");
+    assert_notes(&s.target, &done["result"]);
     s.assert_moved().await;
 
     // Again: the datasets are on the target; the annotations are copied over themselves.
@@ -240,6 +253,106 @@ async fn migrate(source: &str, target: &str, failpoint: &str) {
     );
     rescuer.stop().await;
     client.stop().await;
+}
+
+/// What the target lacks of Dify's layout is said, in the dry run and the result: the
+/// AnalyticDB stand-in is plain Postgres, without `ann`; other targets lack nothing.
+fn assert_notes(target: &TestStore, result: &Value) {
+    let notes = result["target_notes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let said = |what: &str| {
+        notes
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains(what)))
+    };
+    match target {
+        TestStore::Analyticdb(_) => {
+            assert!(said("no ann access method"), "{result}");
+            assert!(said("plain PostgreSQL"), "{result}");
+            assert!(!said("zh_cn"), "the stand-in has zh_cn: {result}");
+        }
+        _ => assert!(notes.is_empty(), "{result}"),
+    }
+}
+
+// Every pair among Weaviate, Qdrant, Milvus and pgvector at least once each way, and
+// AnalyticDB both ways, each killed at one of the three points.
+
+#[tokio::test]
+async fn weaviate_to_pgvector_killed_after_a_write() {
+    migrate(
+        "weaviate",
+        "pgvector",
+        "vector_migrate.batch_written=abort@4",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pgvector_to_weaviate_killed_mid_dataset() {
+    migrate(
+        "pgvector",
+        "weaviate",
+        "vector_migrate.checkpointed=abort@5",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn qdrant_to_pgvector_killed_after_verification() {
+    migrate("qdrant", "pgvector", "vector_migrate.verified=abort@2").await;
+}
+
+#[tokio::test]
+async fn pgvector_to_qdrant_killed_after_a_write() {
+    migrate("pgvector", "qdrant", "vector_migrate.batch_written=abort@4").await;
+}
+
+#[tokio::test]
+async fn milvus_to_pgvector_killed_mid_dataset() {
+    migrate("milvus", "pgvector", "vector_migrate.checkpointed=abort@5").await;
+}
+
+#[tokio::test]
+async fn pgvector_to_milvus_killed_after_verification() {
+    migrate("pgvector", "milvus", "vector_migrate.verified=abort@2").await;
+}
+
+#[tokio::test]
+async fn qdrant_to_weaviate_killed_after_verification() {
+    migrate("qdrant", "weaviate", "vector_migrate.verified=abort@1").await;
+}
+
+#[tokio::test]
+async fn milvus_to_weaviate_killed_after_a_write() {
+    migrate("milvus", "weaviate", "vector_migrate.batch_written=abort@4").await;
+}
+
+#[tokio::test]
+async fn weaviate_to_qdrant_killed_mid_dataset() {
+    migrate("weaviate", "qdrant", "vector_migrate.checkpointed=abort@5").await;
+}
+
+#[tokio::test]
+async fn weaviate_to_analyticdb_killed_after_a_write() {
+    migrate(
+        "weaviate",
+        "analyticdb",
+        "vector_migrate.batch_written=abort@4",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn analyticdb_to_pgvector_killed_mid_dataset() {
+    migrate(
+        "analyticdb",
+        "pgvector",
+        "vector_migrate.checkpointed=abort@5",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -819,6 +819,15 @@ async fn bad_params_name_the_field_and_queue_nothing() {
             "params.target.type",
         ),
         (json!({"target": {"type": "qdrant"}}), "params.target"),
+        // AnalyticDB's OpenAPI mode: refused, saying SQL access is needed.
+        (
+            json!({"target": {"type": "analyticdb", "key_id": "ak", "instance_id": "gp-1"}}),
+            "params.target.host",
+        ),
+        (
+            json!({"target": {"type": "analyticdb", "host": "gp-test.aliyuncs.com"}}),
+            "params.target.account",
+        ),
         (
             json!({"source": {"type": "qdrant", "url": "http://127.0.0.1:6333"}}),
             "params.source",
@@ -860,6 +869,15 @@ async fn bad_params_name_the_field_and_queue_nothing() {
         assert_eq!(status, 400, "{params}: {body}");
         assert_eq!(body["field"], field, "{params}: {body}");
     }
+    let openapi = json!({"target": {"type": "analyticdb", "instance_id": "gp-1"}});
+    let (_, body) = d
+        .submit(json!({"kind": "vector_migrate", "params": openapi}))
+        .await;
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("OpenAPI mode") && message.contains("ANALYTICDB_HOST"),
+        "{body}"
+    );
     let (_, jobs) = d.call(reqwest::Method::GET, "/v1/jobs", None).await;
     assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
     d.stop().await;

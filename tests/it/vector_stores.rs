@@ -417,3 +417,99 @@ async fn a_collection_missing_dify_indexes_gets_them() {
     want.sort();
     assert_eq!(ids, want);
 }
+
+/// pgvector as a target, beyond the matrix: a role that may not create the extension is told
+/// what to ask for, and nothing is created; once a superuser has, writes are keyed by
+/// `doc_id` (a rerun replaces), a record that is not a UUID and a second dimension are
+/// refused by name.
+#[tokio::test]
+async fn pgvector_refuses_what_dify_s_layout_cannot_hold_and_says_why() {
+    use crate::support::vector_servers::PgvectorDb;
+    use upkeep::vector::StoreConfig;
+
+    let db = PgvectorDb::start().await;
+    let admin = db.pool().await;
+    let role = format!("dify_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT CREATE ON SCHEMA public TO {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .expect("role");
+    }
+    let config = StoreConfig::from_value(&json!({
+        "type": "pgvector", "host": "127.0.0.1", "port": db.port,
+        "user": role, "database": db.database,
+    }))
+    .expect("config");
+    let store = config.open().await.expect("connects");
+    let health = store.health().await.expect("health");
+    assert!(
+        health
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not yet created"),
+        "{health:?}"
+    );
+    let dataset = Uuid::new_v4();
+    let here = at(
+        &upkeep::dify::index_struct::generated_name(dataset),
+        &dataset.to_string(),
+    );
+    let err = store.ensure(&here, 8).await.expect_err("may not create it");
+    let message = err.to_string();
+    assert!(
+        message.contains("CREATE EXTENSION vector") && message.contains(&role),
+        "{message}"
+    );
+    assert_eq!(
+        store.describe(&here.collection).await.expect("describe"),
+        None
+    );
+
+    sqlx::query("CREATE EXTENSION vector")
+        .execute(&admin)
+        .await
+        .expect("a superuser creates it");
+    store.ensure(&here, 8).await.expect("now it can");
+    let points: Vec<Point> = (0..3)
+        .map(|i| {
+            let doc_id = Uuid::new_v4();
+            Point {
+                id: doc_id.to_string(),
+                vector: unit_vector(i as u64)[..8].to_vec(),
+                text: format!("chunk {i}"),
+                metadata: metadata(doc_id, dataset, i),
+            }
+        })
+        .collect();
+    store.write(&here, &points).await.expect("write");
+    let mut changed = points.clone();
+    changed[0].text = "edited".into();
+    store
+        .write(&here, &changed)
+        .await
+        .expect("a rerun replaces");
+    assert_eq!(store.count(&here).await.expect("count"), 3);
+    let ids: Vec<String> = points.iter().map(|p| p.id.clone()).collect();
+    let mut back = store.read_back(&here, &ids).await.expect("read back");
+    back.sort_by_key(|p| ids.iter().position(|i| *i == p.id));
+    assert_eq!(back, changed);
+
+    let mut odd = points[1].clone();
+    odd.id = "not-a-uuid".into();
+    let err = store.write(&here, &[odd]).await.expect_err("not a uuid");
+    assert!(
+        err.to_string().contains("\"not-a-uuid\" is not a UUID"),
+        "{err}"
+    );
+    let err = store
+        .ensure(&here, 16)
+        .await
+        .expect_err("another dimension");
+    assert!(err.to_string().contains("8-dimensional"), "{err}");
+    assert_eq!(store.count(&here).await.expect("count"), 3);
+}

@@ -36,6 +36,7 @@ use crate::dify::vector_records::{self, Dataset};
 use crate::vector::StoreConfig;
 use crate::vector::embeddings::Embedder;
 use crate::vector::redis_flags::RedisFlags;
+use crate::vector::store::VectorStore;
 use unit::{Outcome, Report, Shared, Unit, UnitState};
 use units::{annotation_source, apps, invalid, source_config, target_config, units};
 
@@ -234,6 +235,10 @@ impl JobKind for VectorMigrate {
             "switched": cp.done.iter().filter(|o| o.switched).count(),
             "failed": failed,
         });
+        let notes = shared.target.notes();
+        if !notes.is_empty() {
+            result["target_notes"] = json!(notes);
+        }
         if cp.done.iter().any(|o| o.app_id.is_some() && o.verified) {
             result["annotations"] = json!(annotation_note(&ctx.settings, target_cfg.kind()));
         }

@@ -18,7 +18,7 @@ use crate::vector::store::{Location, VectorError, VectorSource, VectorStore};
 /// What a run would do, per dataset and app, reading the source without vectors.
 pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
     let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
-    let target = target_cfg.open().await.ok();
+    let target = target_cfg.open().await;
     let units = units(&params, &ctx.pool, &ctx.settings, &target_cfg).await?;
     let mut planned = Vec::new();
     for unit in &units {
@@ -33,7 +33,7 @@ pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value
             (_, Some(id)) => entry["app_id"] = json!(id),
             _ => {}
         }
-        if let Some(target) = &target
+        if let Ok(target) = &target
             && let Ok(Some(info)) = target.describe(&unit.at.collection).await
         {
             entry["target_dimension"] = json!(info.dimension);
@@ -55,7 +55,14 @@ pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value
         }
         planned.push(entry);
     }
-    Ok(json!({"target": target_cfg.describe(), "datasets": planned}))
+    let mut result = json!({"target": target_cfg.describe(), "datasets": planned});
+    // What the target lacks of Dify's layout, or why it could not be asked.
+    match &target {
+        Ok(t) if !t.notes().is_empty() => result["target_notes"] = json!(t.notes()),
+        Ok(_) => {}
+        Err(e) => result["target_error"] = json!(e.to_string()),
+    }
+    Ok(result)
 }
 
 /// What a dry run learns of a source collection, without reading vectors.

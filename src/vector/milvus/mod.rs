@@ -10,8 +10,7 @@ mod columns;
 mod proto;
 mod schema;
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prost::Message;
@@ -26,7 +25,7 @@ use self::proto::{
 };
 use super::store::{
     Adapter, CollectionInfo, Health, Hit, Location, Page, Point, VectorError, VectorSource,
-    VectorStore, VectorTarget,
+    VectorStore, VectorTarget, last_per_doc_id,
 };
 use crate::config::{Component, parse_bool};
 
@@ -82,26 +81,6 @@ fn minor_version(v: &str) -> Option<(u32, u32)> {
 
 /// A batch with one row per `doc_id` (the last one given): Milvus would keep both of two
 /// rows inserted together, where a store keyed by `doc_id` keeps the last.
-fn last_per_doc_id(points: &[Point]) -> Cow<'_, [Point]> {
-    let mut seen = HashSet::new();
-    if points.iter().all(|p| seen.insert(p.id.as_str())) {
-        return Cow::Borrowed(points);
-    }
-    let last: HashMap<&str, usize> = points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id.as_str(), i))
-        .collect();
-    Cow::Owned(
-        points
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| last.get(p.id.as_str()) == Some(i))
-            .map(|(_, p)| p.clone())
-            .collect(),
-    )
-}
-
 impl Adapter for MilvusStore {
     const KIND: &'static str = NAME;
     type Config = MilvusConfig;
@@ -434,6 +413,8 @@ impl VectorTarget for MilvusStore {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::columns::literal;
     use super::*;
 

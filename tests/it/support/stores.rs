@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::dify_vectors::{Ds, Rec, load, same_direction, vector};
-use super::vector_servers::{MilvusServer, QdrantStandin, WeaviateServer};
+use super::vector_servers::{
+    AnalyticdbStandin, MilvusServer, PgvectorDb, QdrantStandin, WeaviateServer,
+};
 use upkeep::config::Component;
 use upkeep::dify::vector_records::Dataset;
 use upkeep::vector::store::{Location, Point, VectorTarget};
@@ -17,6 +19,8 @@ pub enum TestStore {
     Weaviate(WeaviateServer),
     Qdrant(QdrantStandin),
     Milvus(MilvusServer),
+    Pgvector(PgvectorDb),
+    Analyticdb(AnalyticdbStandin),
 }
 
 impl TestStore {
@@ -25,6 +29,8 @@ impl TestStore {
             "weaviate" => TestStore::Weaviate(WeaviateServer::start().await),
             "qdrant" => TestStore::Qdrant(QdrantStandin::start("1.13.0").await),
             "milvus" => TestStore::Milvus(MilvusServer::start().await),
+            "pgvector" => TestStore::Pgvector(PgvectorDb::start().await),
+            "analyticdb" => TestStore::Analyticdb(AnalyticdbStandin::start()),
             other => panic!("no test server for {other}"),
         }
     }
@@ -34,6 +40,8 @@ impl TestStore {
             TestStore::Weaviate(_) => "weaviate",
             TestStore::Qdrant(_) => "qdrant",
             TestStore::Milvus(_) => "milvus",
+            TestStore::Pgvector(_) => "pgvector",
+            TestStore::Analyticdb(_) => "analyticdb",
         }
     }
 
@@ -49,6 +57,21 @@ impl TestStore {
                 ("MILVUS_URI", m.uri()),
                 ("MILVUS_DATABASE", String::new()),
                 ("MILVUS_ENABLE_HYBRID_SEARCH", "false".into()),
+            ],
+            // Dify's docker `.env` values, but where the test server is.
+            TestStore::Pgvector(p) => vec![
+                ("PGVECTOR_HOST", "127.0.0.1".into()),
+                ("PGVECTOR_PORT", p.port.to_string()),
+                ("PGVECTOR_USER", "postgres".into()),
+                ("PGVECTOR_PASSWORD", "difyai123456".into()),
+                ("PGVECTOR_DATABASE", p.database.clone()),
+            ],
+            TestStore::Analyticdb(a) => vec![
+                ("ANALYTICDB_HOST", "127.0.0.1".into()),
+                ("ANALYTICDB_PORT", a.port.to_string()),
+                ("ANALYTICDB_ACCOUNT", "postgres".into()),
+                ("ANALYTICDB_PASSWORD", "testpassword".into()),
+                ("ANALYTICDB_NAMESPACE", a.namespace.clone()),
             ],
         }
     }
@@ -250,4 +273,157 @@ pub async fn assert_milvus_layout_is_difys(m: &MilvusServer, collection: &str, h
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A table's shape as Postgres has it, with `table` (and Dify's index hash `hash`) replaced
+/// by placeholders so two tables compare: columns with type, nullability and storage,
+/// storage options, and index definitions.
+async fn table_shape(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    table: &str,
+    hash: &str,
+) -> serde_json::Value {
+    let columns: Vec<(String, String, bool, String)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attstorage::text \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .expect("columns");
+    assert!(!columns.is_empty(), "no table {schema}.{table}");
+    let options: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .expect("options");
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .expect("indexes");
+    for i in &mut indexes {
+        *i = without_ids(&i.replace(table, "<table>").replace(hash, "<hash>"));
+    }
+    indexes.sort();
+    serde_json::json!({"columns": columns, "options": options, "indexes": indexes})
+}
+
+/// `s` with each run of 20 or more hex digits and `_` (a dataset id, whole or cut, in a name
+/// Postgres derived from the table's) as `<id>`.
+fn without_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in s.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() && !c.is_ascii_uppercase() || c == '_' {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 20 {
+            out.push_str("<id>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+fn md5_8(s: &str) -> String {
+    use md5::Digest;
+    md5::Md5::digest(s.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The pgvector table of `collection` is named and shaped exactly as Dify's own SQL makes
+/// one (run here for a reference collection in the same database): unquoted name folded and
+/// cut to 63 bytes, columns, HNSW index named by Dify's hash.
+pub async fn assert_pgvector_layout_is_difys(db: &PgvectorDb, collection: &str, dim: usize) {
+    let pool = db.pool().await;
+    let reference = upkeep::dify::index_struct::generated_name(Uuid::new_v4());
+    let hash = md5_8(&format!("embedding_{reference}"));
+    // Dify's statements (dify_vdb_pgvector/pgvector.py), as Dify formats them.
+    for statement in [
+        format!(
+            "CREATE TABLE IF NOT EXISTS embedding_{reference} (\n    id UUID PRIMARY KEY,\n    \
+             text TEXT NOT NULL,\n    meta JSONB NOT NULL,\n    embedding vector({dim}) NOT NULL\n) using heap;"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS embedding_cosine_v1_idx_{hash} ON embedding_{reference}\n\
+             USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);"
+        ),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .expect("Dify's DDL");
+    }
+    let mut ours = format!("embedding_{collection}").to_lowercase();
+    ours.truncate(63);
+    let mut theirs = format!("embedding_{reference}").to_lowercase();
+    theirs.truncate(63);
+    assert_eq!(
+        table_shape(
+            &pool,
+            "public",
+            &ours,
+            &md5_8(&format!("embedding_{collection}"))
+        )
+        .await,
+        table_shape(&pool, "public", &theirs, &hash).await,
+        "{ours} vs Dify's"
+    );
+}
+
+/// The AnalyticDB table of `collection` is shaped as Dify's SQL mode makes one, but for what
+/// the stand-in cannot have (`DISTRIBUTED BY`, the `ann` index), and its rows are as Dify
+/// writes them: ids `<uuid4>_<i>`, `ref_doc_id` = `doc_id`, `to_tsvector` from `zh_cn`.
+pub async fn assert_analyticdb_layout_is_difys(a: &AnalyticdbStandin, collection: &str) {
+    let pool = a.pool().await;
+    let ns = &a.namespace;
+    let reference = upkeep::dify::index_struct::generated_name(Uuid::new_v4()).to_lowercase();
+    for statement in [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ns}.{reference}(id text PRIMARY KEY,vector real[], \
+             ref_doc_id text, page_content text, metadata_ jsonb, to_tsvector TSVECTOR) WITH (fillfactor=70);"
+        ),
+        format!("ALTER TABLE {ns}.{reference} ALTER COLUMN vector SET STORAGE PLAIN"),
+        format!("CREATE INDEX ON {ns}.{reference} USING gin(to_tsvector)"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .expect("Dify's DDL");
+    }
+    let table = collection.to_lowercase();
+    assert_eq!(
+        table_shape(&pool, ns, &table, "-").await,
+        table_shape(&pool, ns, &reference, "-").await,
+        "{table} vs Dify's"
+    );
+    let odd: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {ns}.{table} WHERE id !~ '^[0-9a-f]{{8}}-[0-9a-f-]{{27}}_[0-9]+$' \
+         OR ref_doc_id IS DISTINCT FROM metadata_->>'doc_id' \
+         OR to_tsvector IS DISTINCT FROM to_tsvector('zh_cn', page_content)"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("rows");
+    assert_eq!(odd, 0, "rows of {table} not as Dify writes them");
 }

@@ -307,3 +307,86 @@ async fn request(
     assert!(status.is_success(), "{path}: {status} {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
+
+/// The pgvector server scripts/test starts (`UPKEEP_TEST_PGVECTOR_URL`): PostgreSQL 16 with
+/// pgvector, as Dify's compose image. Each handle is a fresh database on it, without the
+/// extension (the adapter creates it, as Dify does).
+pub struct PgvectorDb {
+    pub port: u16,
+    pub database: String,
+}
+
+fn pgvector_server() -> String {
+    std::env::var("UPKEEP_TEST_PGVECTOR_URL").unwrap_or_else(|_| {
+        panic!(
+            "UPKEEP_TEST_PGVECTOR_URL is not set: run the tests through scripts/test, which \
+             starts a pgvector server (scripts/lib/pgvector.sh)"
+        )
+    })
+}
+
+fn port_of(url: &str) -> u16 {
+    let host = url.rsplit_once('@').map_or(url, |(_, h)| h);
+    let port = host
+        .split(['/', '?'])
+        .next()
+        .and_then(|h| h.rsplit_once(':'));
+    port.and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+impl PgvectorDb {
+    pub async fn start() -> PgvectorDb {
+        use sqlx::Connection;
+        let server = pgvector_server();
+        let database = format!("upkeep_v_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("the pgvector test server at {server}: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut c)
+            .await
+            .expect("create database");
+        PgvectorDb {
+            port: port_of(&server),
+            database,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port, self.database
+        )
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url()).await.expect("connect")
+    }
+}
+
+/// AnalyticDB in SQL mode, stood in for by database `knowledgebase` of the pgvector server
+/// (scripts/lib/pgvector.sh gives it a `zh_cn` configuration and the `real[] <=> real[]`
+/// operator; there is no `ann`). Each handle is a namespace of its own.
+pub struct AnalyticdbStandin {
+    pub port: u16,
+    pub namespace: String,
+}
+
+impl AnalyticdbStandin {
+    pub fn start() -> AnalyticdbStandin {
+        AnalyticdbStandin {
+            port: port_of(&pgvector_server()),
+            namespace: format!("dify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&format!(
+            "postgres://postgres@127.0.0.1:{}/knowledgebase",
+            self.port
+        ))
+        .await
+        .expect("connect")
+    }
+}
