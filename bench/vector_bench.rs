@@ -9,6 +9,9 @@
 //! `bench/vectors.sh`, the Weaviate server and the daemon) shares core 1, as if the stores ran
 //! on machines of their own: on two shared cores the single-threaded server would otherwise be
 //! slowed by whoever else runs, which the ceiling loop, nearly idle itself, never does.
+//! `--target pgvector` writes into the PostgreSQL 16 + pgvector server `bench/vectors.sh`
+//! starts (not pinned: its backends are processes of their own); its ceiling is `COPY ...
+//! FROM STDIN` into the same tables Dify's layout makes (with their HNSW index).
 //! Run it with `bench/vectors.sh`; it prints Markdown.
 
 use std::process::Stdio;
@@ -42,6 +45,8 @@ struct Args {
     batch: usize,
     concurrency: usize,
     target: String,
+    /// The pgvector server (`--target pgvector`).
+    pgvector: String,
 }
 
 fn args() -> Args {
@@ -55,6 +60,7 @@ fn args() -> Args {
         batch: 256,
         concurrency: 4,
         target: "qdrant".into(),
+        pgvector: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +80,7 @@ fn args() -> Args {
             "--batch" => a.batch = number(),
             "--concurrency" => a.concurrency = number(),
             "--target" => a.target = value.clone(),
+            "--pgvector" => a.pgvector = value.clone(),
             other => panic!("unknown option {other}"),
         }
     }
@@ -226,16 +233,53 @@ fn place(target: &StoreConfig, ds: Uuid, binding: &str, ceiling: Option<usize>) 
         annotations: false,
     };
     let mut at = target.locate(&dataset, None);
-    // Milvus keeps a collection per dataset: the loop writes to collections of its own (Qdrant
-    // shares the binding collection and is reset between runs).
-    if let (Some(run), StoreConfig::Milvus(_)) = (ceiling, target) {
+    // Milvus and pgvector keep a collection per dataset: the loop writes to collections of
+    // its own (Qdrant shares the binding collection and is reset between runs).
+    if let (Some(run), StoreConfig::Milvus(_) | StoreConfig::Pgvector(_)) = (ceiling, target) {
         at.collection = format!("Ceiling_{run}_{}", ds.simple());
     }
     at
 }
 
+/// One row of `COPY ... FROM STDIN` text format.
+fn copy_row(out: &mut String, p: &Point) {
+    let escape = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
+    let vector: Vec<String> = p.vector.iter().map(|x| x.to_string()).collect();
+    out.push_str(&format!(
+        "{}\t{}\t{}\t[{}]\n",
+        p.id,
+        escape(&p.text),
+        escape(&Value::Object(p.metadata.clone()).to_string()),
+        vector.join(",")
+    ));
+}
+
+/// pgvector's ceiling: `COPY` of one batch per statement, as a tight loader would.
+async fn copy_batch(pool: &sqlx::PgPool, at: &Location, points: &[Point]) {
+    let mut conn = pool.acquire().await.expect("connection");
+    let mut data = String::new();
+    for p in points {
+        copy_row(&mut data, p);
+    }
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY embedding_{} (id, text, meta, embedding) FROM STDIN",
+            at.collection
+        ))
+        .await
+        .expect("copy");
+    copy.send(data.into_bytes()).await.expect("copy data");
+    copy.finish().await.expect("copy end");
+}
+
 /// The ceiling: only writes, `streams` at once (one per dataset), batches of `batch`.
 async fn ceiling(
+    copy_into: Option<&sqlx::PgPool>,
     store: &AnyStore,
     places: &[Location],
     data: &[(Uuid, Vec<Point>)],
@@ -256,6 +300,10 @@ async fn ceiling(
             .map(|(part, places)| async move {
                 for ((_, points), at) in part.iter().zip(places) {
                     for chunk in points.chunks(batch) {
+                        if let Some(pool) = copy_into {
+                            copy_batch(pool, at, chunk).await;
+                            continue;
+                        }
                         match store {
                             AnyStore::Milvus(m) => m.insert_only(at, chunk).await,
                             other => other.write(at, chunk).await,
@@ -345,13 +393,22 @@ async fn main() {
             let args = ["--version", "1.8.3", "--exit-on-stdin-eof"];
             let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
             all.extend(args);
-            server(&a.python, "0", "qdrant_standin.py", &all).await
+            let (c, p) = server(&a.python, "0", "qdrant_standin.py", &all).await;
+            (Some(c), p)
         }
         "milvus" => {
             let all = ["--host", "127.0.0.1", "--port", "0", "--exit-on-stdin-eof"];
-            server(&a.python, "0", "milvus_server.py", &all).await
+            let (c, p) = server(&a.python, "0", "milvus_server.py", &all).await;
+            (Some(c), p)
         }
-        other => panic!("--target {other}: qdrant or milvus"),
+        "pgvector" => (None, Vec::new()),
+        other => panic!("--target {other}: qdrant, milvus or pgvector"),
+    };
+    // pgvector: a fresh database on the server, reached as Dify's env says.
+    let pgvector_db = if a.target == "pgvector" {
+        Some(common::recreate(&a.pgvector, "upkeep_bench_pgvector", None).await)
+    } else {
+        None
     };
     let weaviate_url = format!("http://127.0.0.1:{}", wport[0]);
     let target_env: Vec<(&str, String)> = match a.target.as_str() {
@@ -360,10 +417,25 @@ async fn main() {
             ("QDRANT_GRPC_PORT", tports[0].to_string()),
             ("QDRANT_CLIENT_TIMEOUT", "60".to_string()),
         ],
-        _ => vec![
+        "milvus" => vec![
             ("MILVUS_URI", format!("http://127.0.0.1:{}", tports[0])),
             ("MILVUS_ENABLE_HYBRID_SEARCH", "false".to_string()),
         ],
+        _ => {
+            let url = url::Url::parse(pgvector_db.as_deref().unwrap_or_default()).expect("URL");
+            vec![
+                (
+                    "PGVECTOR_HOST",
+                    url.host_str().unwrap_or("127.0.0.1").to_string(),
+                ),
+                ("PGVECTOR_PORT", url.port().unwrap_or(5432).to_string()),
+                ("PGVECTOR_USER", url.username().to_string()),
+                (
+                    "PGVECTOR_DATABASE",
+                    url.path().trim_start_matches('/').to_string(),
+                ),
+            ]
+        }
     };
     let target = StoreConfig::from_env(
         &a.target,
@@ -410,23 +482,33 @@ async fn main() {
     let n = (per * a.datasets) as u64;
 
     let store = target.open().await.expect("the target answers");
+    let copy_pool = match &pgvector_db {
+        Some(url) => Some(sqlx::PgPool::connect(url).await.expect("pgvector")),
+        None => None,
+    };
     let mut rows = Vec::new();
-    let cpus = |client: f64| [cpu(&target_server), cpu(&weaviate), client];
+    let target_cpu = |s: &Option<Child>| s.as_ref().map_or(f64::NAN, cpu);
+    let cpus = |client: f64| [target_cpu(&target_server), cpu(&weaviate), client];
     for streams in [1, a.concurrency] {
         let places: Vec<Location> = data
             .iter()
             .map(|(ds, _)| place(&target, *ds, &collection, Some(streams)))
             .collect();
         let before = cpus(own_cpu());
-        let took = ceiling(&store, &places, &data, a.batch, streams).await;
+        let took = ceiling(copy_pool.as_ref(), &store, &places, &data, a.batch, streams).await;
         let after = cpus(own_cpu());
         assert_eq!(
             count_all(&store, &places).await,
             n,
             "ceiling wrote every point"
         );
+        let name = if copy_pool.is_some() {
+            "COPY loop"
+        } else {
+            "upsert loop"
+        };
         rows.push((
-            format!("upsert loop, {streams} stream(s) (ceiling)"),
+            format!("{name}, {streams} stream(s) (ceiling)"),
             took.as_secs_f64(),
             [0, 1, 2].map(|i| after[i] - before[i]),
             "—".to_string(),
@@ -483,7 +565,8 @@ async fn main() {
     let best = rows[..2].iter().map(|r| n as f64 / r.1).fold(0.0, f64::max);
     let into = match a.target.as_str() {
         "qdrant" => "the Qdrant stand-in answering as 1.8.3 (datasets sharing one collection)",
-        _ => "the Milvus test server on milvus-lite (a collection per dataset)",
+        "milvus" => "the Milvus test server on milvus-lite (a collection per dataset)",
+        _ => "PostgreSQL 16 + pgvector 0.8.5 (a table per dataset, with Dify's HNSW index)",
     };
     println!(
         "{n} points × {} dims in {} datasets; Weaviate legacy layout → {into}; loaded in {:.0} s.",
@@ -498,8 +581,10 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     for (name, secs, [q, w, c], rss) in &rows {
         let rate = n as f64 / secs;
-        let cpu = if q.is_nan() {
+        let cpu = if c.is_nan() {
             "—".to_string()
+        } else if q.is_nan() {
+            format!("— / {w:.1} / {c:.1}")
         } else {
             format!("{q:.1} / {w:.1} / {c:.1}")
         };
@@ -509,6 +594,8 @@ async fn main() {
         );
     }
     stop(&mut weaviate).await;
-    drop(target_server.stdin.take());
-    stop(&mut target_server).await;
+    if let Some(target_server) = &mut target_server {
+        drop(target_server.stdin.take());
+        stop(target_server).await;
+    }
 }
