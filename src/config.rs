@@ -73,6 +73,8 @@ pub struct Settings {
     pub storage: Component,
     pub worker_name: String,
     pub backup: BackupEnv,
+    /// Seals secrets in job params at rest: `UPKEEP_SECRET_KEY`, else Dify's `SECRET_KEY`.
+    pub sealer: crate::secrets::Sealer,
 }
 
 /// Where backups go when a job does not say, and what the database part needs.
@@ -286,6 +288,10 @@ impl Settings {
             storage: env.component(Some(storage_kind), STORAGE_PREFIXES),
             worker_name,
             backup: backup_env(&env)?,
+            sealer: crate::secrets::Sealer::from_vars(
+                env.get("UPKEEP_SECRET_KEY"),
+                env.get("SECRET_KEY"),
+            ),
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 mod nodelay;
 pub mod queue;
 pub mod schedules;
+pub mod secrets;
 pub mod storage;
 pub mod vector;
 pub mod worker;

@@ -18,6 +18,7 @@ use crate::jobs::{CtxParts, JobCtx, JobError, JobSpec};
 use crate::listener::Signals;
 use crate::metrics::Metrics;
 use crate::queue::{self, Claimed, FenceError, JobState, Lease};
+use crate::secrets::SealError;
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -112,7 +113,18 @@ impl Workers {
                 self.finish(&lease, &row.kind, Instant::now(), Err(JobError::Cancelled)).await;
                 return;
             }
-            let spec = match JobSpec::parse(&row.kind, row.params.clone()) {
+            let params = match self.config.settings.sealer.open(row.params.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let code = match e {
+                        SealError::WrongKey { .. } => "secret_key_mismatch",
+                        _ => "secrets_unreadable",
+                    };
+                    self.finish(&lease, &row.kind, Instant::now(), Err(JobError::failed(code, e.to_string()))).await;
+                    return;
+                }
+            };
+            let spec = match JobSpec::parse(&row.kind, params) {
                 Ok(spec) => spec,
                 Err(e) => {
                     let err = JobError::failed("invalid_params", format!("stored params no longer valid: {e}"));

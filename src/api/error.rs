@@ -127,6 +127,10 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidTransition { .. } => {
                 ApiError::field(ErrorCode::InvalidState, "state", message)
             }
+            QueueError::Sealing(e) => match e.field() {
+                Some(field) => ApiError::field(ErrorCode::InvalidField, field, message),
+                None => ApiError::new(ErrorCode::InvalidField, message),
+            },
             QueueError::Db(e) => e.into(),
         }
     }

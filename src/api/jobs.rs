@@ -64,6 +64,7 @@ pub async fn submit(
     spec.validate(&state.pool, &state.settings).await?;
     let submitted = queue::submit(
         &state.pool,
+        &state.settings.sealer,
         NewJob {
             kind: spec.kind().to_string(),
             params: spec.params_json(),

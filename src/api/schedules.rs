@@ -103,6 +103,10 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::Spec(e) => e.into(),
             ScheduleError::NotFound(_) => ApiError::field(ErrorCode::NotFound, "id", message),
             ScheduleError::Time(_) => ApiError::new(ErrorCode::Internal, message),
+            ScheduleError::Sealing(e) => match e.field() {
+                Some(field) => ApiError::field(ErrorCode::InvalidField, field, message),
+                None => ApiError::new(ErrorCode::InvalidField, message),
+            },
             ScheduleError::Db(e) => e.into(),
         }
     }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::jobs::Progress;
 use crate::queue::{JobRow, JobState};
+use crate::secrets::{has_credentials, is_sealed, is_secret};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
@@ -61,24 +62,8 @@ impl From<JobRow> for JobView {
     }
 }
 
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "secret",
-        "password",
-        "token",
-        "credential",
-        "api_key",
-        "account_key",
-        "service_account",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        || k == "key"
-        || k.ends_with("_key") && !k.ends_with("idempotency_key")
-}
-
-/// Replaces the values of secret-looking keys, at any depth.
+/// Replaces the values of secret-bearing fields (`secrets::is_secret`), URLs with a password
+/// and sealed values, at any depth.
 pub fn redact(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
@@ -93,6 +78,7 @@ pub fn redact(value: Value) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::String(s) if is_sealed(&s) || has_credentials(&s) => Value::String("***".into()),
         other => other,
     }
 }

@@ -90,6 +90,8 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
         ("UPKEEP_DATABASE_URL", db_url.as_str()),
         ("UPKEEP_LISTEN", args.listen.as_str()),
         ("UPKEEP_ADMIN_TOKEN", token.as_str()),
+        // Seals the secrets of the demo's jobs at rest; the demo database lives as long as it.
+        ("UPKEEP_SECRET_KEY", token.as_str()),
         ("STORAGE_TYPE", "opendal"),
         ("OPENDAL_SCHEME", "fs"),
         ("OPENDAL_FS_ROOT", &storage.display().to_string()),

@@ -853,6 +853,7 @@ async fn finish(
         let queued = if params.vacuum_after {
             let submitted = queue::submit(
                 &ctx.pool,
+                &ctx.settings.sealer,
                 NewJob {
                     kind: spec.kind().to_string(),
                     params: spec.params_json(),

@@ -112,5 +112,7 @@ pub enum QueueError {
         action: &'static str,
     },
     #[error(transparent)]
+    Sealing(#[from] crate::secrets::SealError),
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

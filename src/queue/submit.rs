@@ -5,6 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{EventType, JobRow, QueueError, append_event};
+use crate::secrets::Sealer;
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -35,12 +36,18 @@ impl Submitted {
 
 const RESOURCE_INDEX: &str = "jobs_one_active_per_resource";
 
-pub async fn submit(pool: &sqlx::PgPool, job: NewJob) -> Result<Submitted, QueueError> {
+/// Queues `job`, its secrets sealed with `sealer` (see `secrets`).
+pub async fn submit(
+    pool: &sqlx::PgPool,
+    sealer: &Sealer,
+    job: NewJob,
+) -> Result<Submitted, QueueError> {
     if let Some(key) = &job.idempotency_key
         && let Some(existing) = by_idempotency_key(pool, key).await?
     {
-        return same_request(existing, &job);
+        return same_request(sealer, existing, &job);
     }
+    let sealed = sealer.seal(job.params.clone())?;
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query_as::<_, JobRow>(
         "INSERT INTO upkeep.jobs (id, kind, params, dry_run, idempotency_key, resource_key, \
@@ -49,7 +56,7 @@ pub async fn submit(pool: &sqlx::PgPool, job: NewJob) -> Result<Submitted, Queue
     )
     .bind(Uuid::now_v7())
     .bind(&job.kind)
-    .bind(&job.params)
+    .bind(&sealed)
     .bind(job.dry_run)
     .bind(&job.idempotency_key)
     .bind(&job.resource_key)
@@ -66,7 +73,7 @@ pub async fn submit(pool: &sqlx::PgPool, job: NewJob) -> Result<Submitted, Queue
             let existing = by_idempotency_key(pool, key)
                 .await?
                 .ok_or_else(|| QueueError::Db(sqlx::Error::RowNotFound))?;
-            return same_request(existing, &job);
+            return same_request(sealer, existing, &job);
         }
         Err(e) if is_resource_clash(&e) => {
             drop(tx);
@@ -128,9 +135,10 @@ async fn by_idempotency_key(pool: &sqlx::PgPool, key: &str) -> Result<Option<Job
     )
 }
 
-fn same_request(existing: JobRow, job: &NewJob) -> Result<Submitted, QueueError> {
-    if existing.kind == job.kind && existing.params == job.params && existing.dry_run == job.dry_run
-    {
+/// Sealed values differ at each sealing: params compare opened.
+fn same_request(sealer: &Sealer, existing: JobRow, job: &NewJob) -> Result<Submitted, QueueError> {
+    let params = sealer.open(existing.params.clone())?;
+    if existing.kind == job.kind && params == job.params && existing.dry_run == job.dry_run {
         Ok(Submitted::Existing(existing))
     } else {
         Err(QueueError::IdempotencyMismatch {

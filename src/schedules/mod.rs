@@ -29,6 +29,8 @@ pub enum ScheduleError {
     #[error("time out of range: {0}")]
     Time(String),
     #[error(transparent)]
+    Sealing(#[from] crate::secrets::SealError),
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
@@ -72,13 +74,14 @@ pub async fn create(
     // The database's clock, as the ticker uses, so daemons with drifting clocks agree.
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     let next_run_at = cron.next_after(now)?;
+    let params = settings.sealer.seal(spec.params_json())?;
     Ok(sqlx::query_as::<_, ScheduleRow>(
         "INSERT INTO upkeep.schedules (id, kind, params, dry_run, cron, timezone, enabled, \
          next_run_at) VALUES ($1, $2, $3, $4, $5, $6, true, $7) RETURNING *",
     )
     .bind(Uuid::now_v7())
     .bind(spec.kind())
-    .bind(spec.params_json())
+    .bind(&params)
     .bind(new.dry_run)
     .bind(&cron.expression)
     .bind(&cron.timezone)

@@ -126,8 +126,12 @@ async fn fire(
         row.id,
         occurrence.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
+    let params = match settings.sealer.open(row.params.clone()) {
+        Ok(p) => p,
+        Err(e) => return skipped(fired, row, format!("skipped: {e}")),
+    };
     // Checked again as POST /v1/jobs would: a table named then may be gone now.
-    let spec = match JobSpec::parse(&row.kind, row.params.clone()) {
+    let spec = match JobSpec::parse(&row.kind, params) {
         Ok(spec) => spec,
         Err(e) => return skipped(fired, row, spec_outcome(e)?),
     };
@@ -136,6 +140,7 @@ async fn fire(
     }
     let submitted = queue::submit(
         pool,
+        &settings.sealer,
         NewJob {
             kind: spec.kind().to_string(),
             params: spec.params_json(),

@@ -27,7 +27,7 @@ async fn two_daemons_never_run_a_job_twice() {
     let db = pg::dify_database().await;
     const JOBS: usize = 300;
     for _ in 0..JOBS {
-        queue::submit(&db.pool, new_job(&["tenants"]))
+        queue::submit(&db.pool, &Default::default(), new_job(&["tenants"]))
             .await
             .unwrap();
     }
@@ -92,7 +92,7 @@ async fn two_daemons_never_run_a_job_twice() {
 #[tokio::test]
 async fn an_expired_lease_is_rescued_and_the_old_owner_is_fenced_off() {
     let db = pg::dify_database().await;
-    let job = queue::submit(&db.pool, new_job(&["tenants"]))
+    let job = queue::submit(&db.pool, &Default::default(), new_job(&["tenants"]))
         .await
         .unwrap()
         .into_row();
@@ -179,7 +179,10 @@ async fn a_job_whose_workers_keep_dying_fails_instead_of_looping() {
     let db = pg::dify_database().await;
     let mut job = new_job(&["tenants"]);
     job.max_attempts = 2;
-    let job = queue::submit(&db.pool, job).await.unwrap().into_row();
+    let job = queue::submit(&db.pool, &Default::default(), job)
+        .await
+        .unwrap()
+        .into_row();
     for worker in ["w1", "w2"] {
         queue::claim(&db.pool, worker, Duration::from_secs(30))
             .await
@@ -205,15 +208,15 @@ async fn a_job_whose_workers_keep_dying_fails_instead_of_looping() {
 #[tokio::test]
 async fn finished_jobs_are_pruned_after_their_ttl() {
     let db = pg::dify_database().await;
-    let old = queue::submit(&db.pool, new_job(&["tenants"]))
+    let old = queue::submit(&db.pool, &Default::default(), new_job(&["tenants"]))
         .await
         .unwrap()
         .into_row();
-    let recent = queue::submit(&db.pool, new_job(&["apps"]))
+    let recent = queue::submit(&db.pool, &Default::default(), new_job(&["apps"]))
         .await
         .unwrap()
         .into_row();
-    let running = queue::submit(&db.pool, new_job(&["accounts"]))
+    let running = queue::submit(&db.pool, &Default::default(), new_job(&["accounts"]))
         .await
         .unwrap()
         .into_row();

@@ -38,6 +38,9 @@ impl Default for Options {
     }
 }
 
+/// Dify's `SECRET_KEY` as a sidecar on Dify's `.env` has it: job secrets are sealed with it.
+pub const SECRET_KEY: &str = "sk-test-upkeep-0123456789abcdef";
+
 pub fn settings(db_url: &str, opts: &Options) -> Settings {
     let mut env: HashMap<String, String> = [
         ("UPKEEP_DATABASE_URL", db_url.to_string()),
@@ -46,6 +49,7 @@ pub fn settings(db_url: &str, opts: &Options) -> Settings {
         ("UPKEEP_LEASE_SECONDS", opts.lease_secs.to_string()),
         ("UPKEEP_POLL_MS", "200".to_string()),
         ("UPKEEP_WORKER_NAME", opts.name.to_string()),
+        ("SECRET_KEY", SECRET_KEY.to_string()),
         ("STORAGE_TYPE", "opendal".to_string()),
         (
             "OPENDAL_FS_ROOT",

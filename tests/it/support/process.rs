@@ -124,6 +124,7 @@ pub fn serve_env<'a>(
         ("UPKEEP_ADMIN_TOKEN", super::daemon::TOKEN),
         ("UPKEEP_WORKERS", "1"),
         ("UPKEEP_WORKER_NAME", "proc"),
+        ("SECRET_KEY", super::daemon::SECRET_KEY),
         ("UPKEEP_LEASE_SECONDS", lease),
         ("UPKEEP_FAILPOINTS", failpoints),
     ]
