@@ -1,5 +1,8 @@
+mod database;
 pub mod datagen;
 pub mod fixture;
 mod run;
+mod storage;
 
+pub use database::MARK as DATABASE_MARK;
 pub use run::{DemoArgs, run};

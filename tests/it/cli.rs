@@ -1,4 +1,4 @@
-//! The binary's client verbs, `openapi`, and `demo`, run as real processes.
+//! The binary's client verbs and `openapi`, run as real processes.
 
 use serde_json::{Value, json};
 
@@ -116,60 +116,6 @@ async fn openapi_command_prints_the_document() {
 }
 
 #[tokio::test]
-async fn demo_brings_up_a_daemon_with_the_demo_tenants() {
-    let dir = std::env::temp_dir().join(format!("upkeep-demo-{}", uuid::Uuid::new_v4().simple()));
-    let database = format!("upkeep_t_demo_{}", uuid::Uuid::new_v4().simple());
-    let server = pg::server_url();
-    let dir_s = dir.display().to_string();
-    let mut p = Proc::spawn(
-        &[
-            "demo",
-            "--pg-url",
-            &server,
-            "--database",
-            &database,
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-            &dir_s,
-        ],
-        &[],
-    );
-    let line = p.wait_line("Upkeep demo is running at ").await;
-    let url = line.rsplit(' ').next().unwrap().to_string();
-    let token_line = p.wait_line("token: ").await;
-    let token = token_line.trim_start_matches("token: ").trim().to_string();
-    let tenants: Value = reqwest::Client::new()
-        .get(format!("{url}/v1/tenants"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let items = tenants["items"].as_array().expect("tenants");
-    assert!(items.len() >= 2, "{tenants}");
-    assert!(
-        items
-            .iter()
-            .all(|t| t["name"].as_str().is_some_and(|n| !n.is_empty()))
-    );
-    // The storage folder looks like Dify's.
-    assert!(dir.join("storage/.dify_secret_key").exists());
-    p.signal(libc::SIGTERM);
-    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
-    let pool = sqlx::PgPool::connect(&server).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
 async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
     let db = pg::dify_database().await;
     sqlx::query(
@@ -256,3 +202,4 @@ async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
     );
     d.stop().await;
 }
+
