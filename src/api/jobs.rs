@@ -60,7 +60,7 @@ pub async fn submit(
             "must be 1 to 200 characters",
         ));
     }
-    let spec = JobSpec::parse(&body.kind, params_object(body.params)?)?;
+    let mut spec = JobSpec::parse(&body.kind, params_object(body.params)?)?;
     spec.validate(&state.pool, &state.settings).await?;
     let submitted = queue::submit(
         &state.pool,

@@ -127,7 +127,7 @@ async fn fire(
         occurrence.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
     // Checked again as POST /v1/jobs would: a table named then may be gone now.
-    let spec = match JobSpec::parse(&row.kind, row.params.clone()) {
+    let mut spec = match JobSpec::parse(&row.kind, row.params.clone()) {
         Ok(spec) => spec,
         Err(e) => return skipped(fired, row, spec_outcome(e)?),
     };
