@@ -203,3 +203,35 @@ async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
     d.stop().await;
 }
 
+#[tokio::test]
+async fn completions_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut p = Proc::spawn(&["completions", shell], &[]);
+        assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+        let script = p.output.join("\n");
+        assert!(script.contains("upkeep"), "{shell}: {script}");
+        for sub in [
+            "serve",
+            "openapi",
+            "healthcheck",
+            "demo",
+            "backup",
+            "preflight",
+            "tenants",
+            "jobs",
+            "submit",
+            "events",
+            "completions",
+        ] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let mut p = Proc::spawn(&["completions", "cmd.exe"], &[]);
+    assert_eq!(p.wait_exit().await, Some(2));
+    assert!(
+        p.output.iter().any(|l| l.contains("bash")),
+        "{:?}",
+        p.output
+    );
+}
+
