@@ -81,7 +81,7 @@ pub async fn submit(
     )
     .await?;
     if let Submitted::Created(row) = &submitted {
-        tracing::info!(job.id = %row.id, job.kind = %row.kind, "queued job {}", row.id);
+        tracing::info!(job.id = %row.id, job.kind = %row.kind, "job queued");
     }
     Ok((StatusCode::ACCEPTED, Json(submitted.into_row().into())))
 }

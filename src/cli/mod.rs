@@ -180,7 +180,8 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        // The current span once (a job's `job.id`, `job.kind`, `attempt`), not again in a list.
+        LogFormat::Json => builder.json().with_span_list(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::support::daemon::{Options, TOKEN, TestDaemon};
 use crate::support::pg;
-use crate::support::process::Proc;
+use crate::support::process::{Proc, serve_env};
 
 #[tokio::test]
 async fn submit_watch_list_show_exit_codes() {
@@ -235,3 +235,47 @@ async fn completions_name_every_subcommand() {
     );
 }
 
+#[tokio::test]
+async fn a_job_s_log_lines_carry_its_id_once_as_a_field() {
+    let db = pg::dify_database().await;
+    let mut env = serve_env(&db, "", "30");
+    env.push(("UPKEEP_LOG_FORMAT", "json"));
+    let mut p = Proc::spawn(&["serve"], &env);
+    let listening: Value =
+        serde_json::from_str(&p.wait_line("upkeep listening").await).expect("a JSON log line");
+    let addr = listening["fields"]["addr"].as_str().expect("addr field");
+    let d = TestDaemon::remote(&format!("http://{addr}"), TOKEN);
+    let (status, job) = d.submit(crate::support::daemon::vacuum(&["tenants"])).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let done = d.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+
+    let lines: Vec<&String> = p.output.iter().filter(|l| l.contains(&id)).collect();
+    for line in &lines {
+        assert_eq!(
+            line.matches(&id).count(),
+            1,
+            "the id more than once: {line}"
+        );
+    }
+    let worker: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON log line"))
+        .filter(|l| l["span"]["name"] == "job")
+        .collect();
+    let messages: Vec<&str> = worker
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        messages.contains(&"starting the job") && messages.contains(&"job ended: succeeded"),
+        "{messages:?}"
+    );
+    for line in &worker {
+        assert_eq!(line["span"]["job.id"], id.as_str(), "{line}");
+        assert_eq!(line["span"]["job.kind"], "vacuum", "{line}");
+    }
+}
