@@ -1,6 +1,7 @@
 //! `upkeep demo`: a newcomer's working setup in one command. Uses the Postgres on
 //! 127.0.0.1:5432 when it answers, else starts a throwaway cluster; loads Dify's schema and
-//! demo data into a database of its own, makes a storage folder, and runs the daemon.
+//! demo data into a database of its own, makes a storage folder, starts a Weaviate stand-in
+//! with the datasets' vectors (when python3 is there), and runs the daemon.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use clap::Args;
 use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 
-use super::{database, datagen, fixture, storage};
+use super::{database, datagen, fixture, storage, vectors};
 use crate::config::Settings;
 
 #[derive(Debug, Args)]
@@ -109,6 +110,7 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     let summary = datagen::generate(&pool, &datagen::DemoSpec::demo()).await?;
     let storage_root = dir.join("storage");
     let objects = storage::make(&storage_root, &pool).await?;
+    let weaviate = vectors::start().await;
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let backups = dir.join("backups");
     let listen_s = listen.to_string();
@@ -125,11 +127,21 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Ok(w) = &weaviate {
+        env.insert("WEAVIATE_ENDPOINT".into(), w.endpoint.clone());
+    }
     // The throwaway cluster's own client tools match its server.
     if let Some(c) = cluster.as_ref() {
         env.insert("UPKEEP_PG_BIN_DIR".into(), c.bin.display().to_string());
     }
     let settings = Settings::from_env(&env)?;
+    let vector_note = match &weaviate {
+        Ok(w) => match vectors::load(&pool, &w.endpoint, &settings).await {
+            Ok(n) => format!("{n} records in a Weaviate stand-in at {}", w.endpoint),
+            Err(e) => format!("Weaviate stand-in at {}, partly loaded: {e}", w.endpoint),
+        },
+        Err(e) => format!("none ({e}); vector_migrate needs python3 for the demo's Weaviate"),
+    };
     crate::db::migrate(&pool)
         .await
         .map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -148,6 +160,7 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
         objects.old_exports + objects.recent_exports,
         objects.old_exports
     );
+    println!("vectors: {vector_note}");
     println!("backups: {}", backups.display());
     let rows = |t: &str| summary.rows.get(t).copied().unwrap_or(0);
     println!(

@@ -158,7 +158,7 @@ impl Demo {
 }
 
 #[tokio::test]
-async fn demo_storage_holds_every_referenced_key_old_orphans_and_old_exports() {
+async fn demo_holds_every_referenced_key_old_orphans_old_exports_and_the_vectors() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("upkeep-demo-{}", uuid::Uuid::new_v4().simple()));
     let database = format!("upkeep_t_demo_{}", uuid::Uuid::new_v4().simple());
@@ -213,6 +213,24 @@ async fn demo_storage_holds_every_referenced_key_old_orphans_and_old_exports() {
     assert_eq!(exports["would_delete"], 2 * 3 * tenants, "{exports}");
     assert_eq!(exports["kept_recent"], 3 * tenants, "{exports}");
     assert_eq!(exports["unrecognised"], 0, "{exports}");
+
+    // The datasets' and annotation replies' records are in the demo's Weaviate: a dry run
+    // reads every one (the target need not answer for a dry run).
+    let plan = run_job(
+        d,
+        json!({"kind": "vector_migrate", "dry_run": true,
+               "params": {"target": {"type": "qdrant", "url": "http://127.0.0.1:9"}}}),
+    )
+    .await;
+    let units = plan["datasets"].as_array().expect("datasets");
+    assert!(units.len() >= 3, "{plan}");
+    for unit in units {
+        assert!(unit.get("error").is_none(), "{unit}");
+        assert!(unit["expected"].as_u64().is_some_and(|n| n > 0), "{unit}");
+        assert_eq!(unit["source_points"], unit["expected"], "{unit}");
+        assert_eq!(unit["missing_vectors"], 0, "{unit}");
+        assert_eq!(unit["dimension"], 1536, "{unit}");
+    }
 
     // Every referenced object is there, so a migration can end safe to switch.
     let target = TempTree::new("demo-target");
