@@ -54,13 +54,24 @@ impl Daemon {
         failpoints: FailPoints,
         pool: sqlx::PgPool,
     ) -> Result<Daemon, DaemonError> {
-        let settings = Arc::new(settings);
         let tcp = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| DaemonError::Bind {
                 addr: settings.listen,
                 source,
             })?;
+        Self::start_on(settings, failpoints, pool, tcp).await
+    }
+
+    /// Starts on a socket the caller bound, so it can check the address before anything
+    /// else (as the demo does).
+    pub async fn start_on(
+        settings: Settings,
+        failpoints: FailPoints,
+        pool: sqlx::PgPool,
+        tcp: TcpListener,
+    ) -> Result<Daemon, DaemonError> {
+        let settings = Arc::new(settings);
         let addr = tcp.local_addr().map_err(|source| DaemonError::Bind {
             addr: settings.listen,
             source,

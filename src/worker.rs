@@ -106,11 +106,20 @@ impl Workers {
         async move {
             let lease = Lease::new(self.pool.clone(), row.id, row.attempts, self.config.lease);
             match &claimed.rescued_from {
-                Some(owner) => tracing::info!(job.id = %row.id, previous = %owner, worker, "resuming job {} after its lease expired", row.id),
-                None => tracing::info!(job.id = %row.id, worker, "starting job {}", row.id),
+                Some(owner) => {
+                    tracing::info!(previous = %owner, worker, "resuming the job: its lease expired")
+                }
+                None => tracing::info!(worker, "starting the job"),
             }
             if row.cancel_requested_at.is_some() {
-                self.finish(&lease, &row.kind, Instant::now(), Err(JobError::Cancelled)).await;
+                self.finish(
+                    &lease,
+                    &row.kind,
+                    Instant::now(),
+                    Err(JobError::Cancelled),
+                    None,
+                )
+                .await;
                 return;
             }
             let params = match self.config.settings.sealer.open(row.params.clone()) {
@@ -120,15 +129,26 @@ impl Workers {
                         SealError::WrongKey { .. } => "secret_key_mismatch",
                         _ => "secrets_unreadable",
                     };
-                    self.finish(&lease, &row.kind, Instant::now(), Err(JobError::failed(code, e.to_string()))).await;
+                    self.finish(
+                        &lease,
+                        &row.kind,
+                        Instant::now(),
+                        Err(JobError::failed(code, e.to_string())),
+                        None,
+                    )
+                    .await;
                     return;
                 }
             };
             let spec = match JobSpec::parse(&row.kind, params) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    let err = JobError::failed("invalid_params", format!("stored params no longer valid: {e}"));
-                    self.finish(&lease, &row.kind, Instant::now(), Err(err)).await;
+                    let err = JobError::failed(
+                        "invalid_params",
+                        format!("stored params no longer valid: {e}"),
+                    );
+                    self.finish(&lease, &row.kind, Instant::now(), Err(err), None)
+                        .await;
                     return;
                 }
             };
@@ -147,18 +167,34 @@ impl Workers {
                 failpoints: self.config.failpoints.clone(),
                 settings: self.config.settings.clone(),
             });
-            let heartbeat = tokio::spawn(heartbeat(lease.clone(), cancel.clone(), lost.clone()));
+            let heartbeat = tokio::spawn(
+                heartbeat(lease.clone(), cancel.clone(), lost.clone()).in_current_span(),
+            );
             let started = Instant::now();
-            let task = tokio::spawn(async move { spec.execute(&mut ctx).await }.in_current_span());
-            let outcome = match task.await {
-                Ok(outcome) => outcome,
-                Err(e) if e.is_panic() => Err(JobError::failed("panicked", panic_message(e.into_panic()))),
-                Err(e) => Err(JobError::failed("internal", e.to_string())),
+            let task = tokio::spawn(
+                async move {
+                    let outcome = spec.execute(&mut ctx).await;
+                    (outcome, ctx.take_partial_result())
+                }
+                .in_current_span(),
+            );
+            let (outcome, partial) = match task.await {
+                Ok(ended) => ended,
+                Err(e) if e.is_panic() => (
+                    Err(JobError::failed("panicked", panic_message(e.into_panic()))),
+                    None,
+                ),
+                Err(e) => (Err(JobError::failed("internal", e.to_string())), None),
             };
             heartbeat.abort();
             self.signals.running.remove(row.id);
-            let outcome = if lost.load(Ordering::SeqCst) { Err(JobError::LeaseLost) } else { outcome };
-            self.finish(&lease, &row.kind, started, outcome).await;
+            let outcome = if lost.load(Ordering::SeqCst) {
+                Err(JobError::LeaseLost)
+            } else {
+                outcome
+            };
+            self.finish(&lease, &row.kind, started, outcome, partial)
+                .await;
         }
         .instrument(span)
         .await
@@ -170,14 +206,16 @@ impl Workers {
         kind: &str,
         started: Instant,
         outcome: Result<serde_json::Value, JobError>,
+        // What the job reported as done so far: the result of a job that stopped without one
+        // (a cancelled vacuum still shows the tables it vacuumed).
+        partial: Option<serde_json::Value>,
     ) {
-        let id = lease.job_id;
         let failed = |code: &str, message: String| Some(json!({"code": code, "message": message}));
         let (state, result, error, message) = match outcome {
             Ok(result) => (JobState::Succeeded, Some(result), None, "job succeeded"),
             Err(JobError::Cancelled) => (
                 JobState::Cancelled,
-                None,
+                partial,
                 None,
                 "cancelled at a batch boundary",
             ),
@@ -187,28 +225,28 @@ impl Workers {
                 result,
             }) => (
                 JobState::Failed,
-                result,
+                result.or(partial),
                 failed(code, message),
                 "job failed",
             ),
             Err(JobError::Db(e)) => (
                 JobState::Failed,
-                None,
+                partial,
                 failed("database_error", e.to_string()),
                 "job failed",
             ),
             Err(JobError::Interrupted) => {
-                tracing::info!(job.id = %id, "job {id} interrupted by shutdown; requeued at its checkpoint");
+                tracing::info!("interrupted by shutdown; requeued at its checkpoint");
                 if let Err(e) = lease
                     .requeue("daemon shutting down; requeued at its last checkpoint")
                     .await
                 {
-                    tracing::warn!(job.id = %id, error = %e, "could not requeue job {id}; its lease will expire and it will be resumed");
+                    tracing::warn!(error = %e, "could not requeue the job; its lease will expire and it will be resumed");
                 }
                 return;
             }
             Err(JobError::LeaseLost) => {
-                tracing::warn!(job.id = %id, "lost the lease of job {id}; another worker owns it now");
+                tracing::warn!("lost the job's lease; another worker owns it now");
                 return;
             }
         };
@@ -220,13 +258,18 @@ impl Workers {
             .await
         {
             Ok(_) => {
-                tracing::info!(job.id = %id, state = state.as_str(), duration_ms = elapsed.as_millis() as u64, "job {id} ended: {}", state.as_str());
+                tracing::info!(
+                    state = state.as_str(),
+                    duration_ms = elapsed.as_millis() as u64,
+                    "job ended: {}",
+                    state.as_str()
+                );
             }
             Err(FenceError::Lost) => {
-                tracing::warn!(job.id = %id, "job {id} was taken over before its end could be recorded")
+                tracing::warn!("the job was taken over before its end could be recorded")
             }
             Err(FenceError::Db(e)) => {
-                tracing::error!(job.id = %id, error = %e, "could not record the end of job {id}; its lease will expire and it will be resumed")
+                tracing::error!(error = %e, "could not record the job's end; its lease will expire and it will be resumed")
             }
         }
     }
@@ -247,7 +290,7 @@ async fn heartbeat(lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool
                 return;
             }
             Err(FenceError::Db(e)) => {
-                tracing::warn!(job.id = %lease.job_id, error = %e, "heartbeat failed")
+                tracing::warn!(error = %e, "heartbeat failed")
             }
         }
     }

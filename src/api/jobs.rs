@@ -60,7 +60,7 @@ pub async fn submit(
             "must be 1 to 200 characters",
         ));
     }
-    let spec = JobSpec::parse(&body.kind, params_object(body.params)?)?;
+    let mut spec = JobSpec::parse(&body.kind, params_object(body.params)?)?;
     spec.validate(&state.pool, &state.settings).await?;
     let submitted = queue::submit(
         &state.pool,
@@ -82,7 +82,7 @@ pub async fn submit(
     )
     .await?;
     if let Submitted::Created(row) = &submitted {
-        tracing::info!(job.id = %row.id, job.kind = %row.kind, "queued job {}", row.id);
+        tracing::info!(job.id = %row.id, job.kind = %row.kind, "job queued");
     }
     Ok((StatusCode::ACCEPTED, Json(submitted.into_row().into())))
 }

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `openapi`, `healthcheck`, `demo`, and `jobs ...`, a thin client
-//! of the API for scripts.
+//! The command line: `serve`, `openapi`, `healthcheck`, `demo`, `completions`, and `jobs ...`,
+//! a thin client of the API for scripts.
 
 mod client;
 mod watch;
@@ -32,6 +32,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print a shell completion script, e.g. `upkeep completions bash >
+    /// /etc/bash_completion.d/upkeep` (zsh: into a directory of your `fpath`, as `_upkeep`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Exit 0 when the daemon at UPKEEP_LISTEN answers /healthz (for container health checks).
     Healthcheck,
     /// A working local setup in one command: Postgres (the local one, or a throwaway cluster),
@@ -110,6 +116,11 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "upkeep", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Healthcheck => client::healthcheck().await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Jobs { conn, command } => client::run(conn, command).await,
@@ -169,7 +180,8 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        // The current span once (a job's `job.id`, `job.kind`, `attempt`), not again in a list.
+        LogFormat::Json => builder.json().with_span_list(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -1,17 +1,19 @@
 //! `upkeep demo`: a newcomer's working setup in one command. Uses the Postgres on
 //! 127.0.0.1:5432 when it answers, else starts a throwaway cluster; loads Dify's schema and
-//! demo data into a database of its own, makes a storage folder, and runs the daemon.
+//! demo data into a database of its own, makes a storage folder, starts a Weaviate stand-in
+//! with the datasets' vectors (when python3 is there), and runs the daemon.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use sqlx::{Connection, PgConnection};
+use tokio::net::TcpListener;
 
-use super::{datagen, fixture};
+use super::{database, datagen, fixture, storage, vectors};
 use crate::config::Settings;
-use crate::db::quote_ident;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -19,9 +21,11 @@ pub struct DemoArgs {
     /// throwaway cluster under --dir.
     #[arg(long, env = "UPKEEP_DEMO_PG_URL")]
     pub pg_url: Option<String>,
-    /// The database to (re)create for the demo.
+    /// The database to create for the demo. One the demo made before is recreated; any other
+    /// existing database is refused and left alone.
     #[arg(long, default_value = "upkeep_demo")]
     pub database: String,
+    /// The daemon's address; checked before anything is created.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
     /// Where the storage folder (and a throwaway cluster) live.
@@ -35,6 +39,10 @@ enum DemoError {
     Setup(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    DemoDb(#[from] database::DemoDbError),
+    #[error("storage folder: {0}")]
+    Storage(#[from] storage::DemoStorageError),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
     #[error("{0}")]
@@ -57,7 +65,25 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
+/// Binds `--listen` before anything is created, so a taken port costs nothing.
+async fn bind(listen: &str) -> Result<TcpListener, DemoError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        DemoError::Setup(format!(
+            "--listen {listen:?} is not an address like 127.0.0.1:8090"
+        ))
+    })?;
+    TcpListener::bind(addr).await.map_err(|e| {
+        DemoError::Setup(format!(
+            "cannot listen on {addr} (--listen): {e}; pick a free port, e.g. --listen 127.0.0.1:8091"
+        ))
+    })
+}
+
 async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), DemoError> {
+    let tcp = bind(&args.listen).await?;
+    let listen = tcp
+        .local_addr()
+        .map_err(|e| DemoError::Setup(format!("--listen {}: {e}", args.listen)))?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| DemoError::Setup(format!("{}: {e}", args.dir.display())))?;
     let dir = std::path::absolute(&args.dir).map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -76,45 +102,67 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
             }
         }
     };
-    let db_url = recreate_database(&server, &args.database).await?;
+    let db_url = database::recreate(&server, &args.database).await?;
     let pool = crate::db::connect(&db_url, "--pg-url", 8)
         .await
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     fixture::load_dify_fixture(&pool).await?;
     let summary = datagen::generate(&pool, &datagen::DemoSpec::demo()).await?;
-    let storage = dir.join("storage");
-    make_storage(&storage)?;
+    let storage_root = dir.join("storage");
+    let objects = storage::make(&storage_root, &pool).await?;
+    let weaviate = vectors::start().await;
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let backups = dir.join("backups");
+    let listen_s = listen.to_string();
     let mut env: std::collections::HashMap<String, String> = [
         ("UPKEEP_DATABASE_URL", db_url.as_str()),
-        ("UPKEEP_LISTEN", args.listen.as_str()),
+        ("UPKEEP_LISTEN", listen_s.as_str()),
         ("UPKEEP_ADMIN_TOKEN", token.as_str()),
         // Seals the secrets of the demo's jobs at rest; the demo database lives as long as it.
         ("UPKEEP_SECRET_KEY", token.as_str()),
         ("STORAGE_TYPE", "opendal"),
         ("OPENDAL_SCHEME", "fs"),
-        ("OPENDAL_FS_ROOT", &storage.display().to_string()),
+        ("OPENDAL_FS_ROOT", &storage_root.display().to_string()),
         ("VECTOR_STORE", "weaviate"),
         ("UPKEEP_BACKUP_DIR", &backups.display().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Ok(w) = &weaviate {
+        env.insert("WEAVIATE_ENDPOINT".into(), w.endpoint.clone());
+    }
     // The throwaway cluster's own client tools match its server.
     if let Some(c) = cluster.as_ref() {
         env.insert("UPKEEP_PG_BIN_DIR".into(), c.bin.display().to_string());
     }
     let settings = Settings::from_env(&env)?;
+    let vector_note = match &weaviate {
+        Ok(w) => match vectors::load(&pool, &w.endpoint, &settings).await {
+            Ok(n) => format!("{n} records in a Weaviate stand-in at {}", w.endpoint),
+            Err(e) => format!("Weaviate stand-in at {}, partly loaded: {e}", w.endpoint),
+        },
+        Err(e) => format!("none ({e}); vector_migrate needs python3 for the demo's Weaviate"),
+    };
     crate::db::migrate(&pool)
         .await
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let daemon = crate::daemon::Daemon::start_with_pool(settings, Default::default(), pool).await?;
+    let daemon = crate::daemon::Daemon::start_on(settings, Default::default(), pool, tcp).await?;
     let url = format!("http://{}", daemon.addr);
     println!("Upkeep demo is running at {url}");
     println!("token: {token}");
     println!("database: {}", crate::config::redact_url(&db_url));
-    println!("storage: {}", storage.display());
+    println!(
+        "storage: {} ({} referenced objects; {} orphaned, {} of them old enough for orphan_files; \
+         {} log exports, {} older than 90 days)",
+        storage_root.display(),
+        objects.referenced,
+        objects.orphans + objects.young_orphans,
+        objects.orphans,
+        objects.old_exports + objects.recent_exports,
+        objects.old_exports
+    );
+    println!("vectors: {vector_note}");
     println!("backups: {}", backups.display());
     let rows = |t: &str| summary.rows.get(t).copied().unwrap_or(0);
     println!(
@@ -135,52 +183,6 @@ async fn demo(args: &DemoArgs, cluster: &mut Option<Cluster>) -> Result<(), Demo
     println!("  {exe} backup --label first --wait");
     println!("  open {url}/docs for the API;  Ctrl-C stops the demo");
     daemon.run_until_signal(Duration::from_secs(10)).await;
-    Ok(())
-}
-
-/// Drops and recreates the demo database; returns its URL.
-async fn recreate_database(server: &str, name: &str) -> Result<String, DemoError> {
-    let mut conn = PgConnection::connect(server).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(name)
-    )))
-    .execute(&mut conn)
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {}",
-        quote_ident(name)
-    )))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    let base = server.split('?').next().unwrap_or(server);
-    let (prefix, _) = base
-        .rsplit_once('/')
-        .ok_or_else(|| DemoError::Setup("--pg-url has no database".into()))?;
-    Ok(format!("{prefix}/{name}"))
-}
-
-/// A storage root shaped like Dify's: the secret key file, an upload, a tool file.
-fn make_storage(root: &Path) -> Result<(), DemoError> {
-    let write = |rel: &str, body: &[u8]| -> Result<(), DemoError> {
-        let path = root.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| DemoError::Setup(format!("{}: {e}", parent.display())))?;
-        }
-        std::fs::write(&path, body)
-            .map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))
-    };
-    write(".dify_secret_key", b"demo-secret-key-not-for-production")?;
-    write(
-        "upload_files/demo/readme.txt",
-        b"a file uploaded to the demo workspace\n",
-    )?;
-    write(
-        "tools/demo/chart.svg",
-        b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n",
-    )?;
     Ok(())
 }
 

@@ -40,6 +40,7 @@ pub struct JobCtx {
     last_write: Option<Instant>,
     metrics: Arc<Metrics>,
     failpoints: Arc<FailPoints>,
+    partial: Option<serde_json::Value>,
 }
 
 pub struct CtxParts {
@@ -74,7 +75,19 @@ impl JobCtx {
             last_write: None,
             metrics: parts.metrics,
             failpoints: parts.failpoints,
+            partial: None,
         }
+    }
+
+    /// What the job has done so far, in the shape of its result: kept as the job's result when
+    /// it is cancelled (or fails without a result of its own) before it gets to return one.
+    pub fn partial_result(&mut self, value: serde_json::Value) {
+        self.partial = Some(value);
+    }
+
+    /// The last [`JobCtx::partial_result`], for the worker once the job has returned.
+    pub fn take_partial_result(&mut self) -> Option<serde_json::Value> {
+        self.partial.take()
     }
 
     /// The checkpoint the previous attempt committed, if any.

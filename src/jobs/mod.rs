@@ -100,6 +100,16 @@ pub trait JobKind {
         settings: &Settings,
     ) -> impl Future<Output = Result<(), SpecError>> + Send;
 
+    /// After `validate`: fills in what the database decides rather than the request (a
+    /// confirming orphan run applies its plan's `min_age_hours`), so the stored params, and
+    /// the job view, show the values the job applies.
+    fn settle(
+        _params: &mut Self::Params,
+        _pool: &PgPool,
+    ) -> impl Future<Output = Result<(), SpecError>> + Send {
+        async { Ok(()) }
+    }
+
     /// A dry run: reports what `run` would do and touches nothing.
     fn plan(
         params: Self::Params,
@@ -164,8 +174,14 @@ macro_rules! job_kinds {
                 match self { $(JobSpec::$variant(p) => <$ty as JobKind>::resource_key(p),)+ }
             }
 
-            pub async fn validate(&self, pool: &PgPool, settings: &Settings) -> Result<(), SpecError> {
-                match self { $(JobSpec::$variant(p) => <$ty as JobKind>::validate(p, pool, settings).await,)+ }
+            /// Checks the request, then settles the params the job will apply.
+            pub async fn validate(&mut self, pool: &PgPool, settings: &Settings) -> Result<(), SpecError> {
+                match self {
+                    $(JobSpec::$variant(p) => {
+                        <$ty as JobKind>::validate(p, pool, settings).await?;
+                        <$ty as JobKind>::settle(p, pool).await
+                    })+
+                }
             }
 
             /// The params with every default filled in, as stored and compared for idempotency.

@@ -41,7 +41,8 @@ pub struct OrphanFilesParams {
     /// The finished plan to apply (a run of this kind without `confirm`).
     #[serde(default)]
     pub plan_job_id: Option<Uuid>,
-    /// Objects younger than this are never orphans: Dify writes an object before its row.
+    /// Objects younger than this are never orphans: Dify writes an object before its row. A
+    /// confirming run applies its plan's value (and prefixes), and shows them.
     #[serde(default = "default_min_age")]
     pub min_age_hours: u32,
     /// Some of upload_files, image_files, tools, datasources, privkeys (default: all but privkeys).
@@ -151,6 +152,16 @@ impl JobKind for OrphanFiles {
                 "params.plan_job_id",
                 "the plan was made on another storage",
             ));
+        }
+        Ok(())
+    }
+
+    async fn settle(params: &mut OrphanFilesParams, pool: &PgPool) -> Result<(), SpecError> {
+        if let Some(plan) =
+            orphan_plan::planned_params(pool, params.confirm, params.plan_job_id).await?
+        {
+            params.min_age_hours = orphan_plan::planned_min_age(&plan, params.min_age_hours);
+            params.prefixes = serde_json::from_value(plan["prefixes"].clone()).unwrap_or(None);
         }
         Ok(())
     }
@@ -456,20 +467,24 @@ async fn apply_plan(
         )
         .await?;
     }
+    // This run's outcomes only: items an earlier confirm handled are counted apart, so
+    // confirming a plan twice reports 0 deleted the second time.
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT outcome, count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL \
-         GROUP BY outcome",
+        "SELECT CASE WHEN handled_by = $2 THEN outcome ELSE 'earlier' END, count(*) \
+         FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1",
     )
     .bind(plan)
+    .bind(ctx.job_id)
     .fetch_all(&ctx.pool)
     .await?;
     let count = |o: &str| counts.iter().find(|(k, _)| k == o).map_or(0, |(_, n)| *n);
     let kept: Vec<(String, String)> = sqlx::query_as(
-        "SELECT item, outcome FROM upkeep.orphan_plan \
-         WHERE job_id = $1 AND outcome IN ('referenced', 'changed') ORDER BY item LIMIT $2",
+        "SELECT item, outcome FROM upkeep.orphan_plan WHERE job_id = $1 AND handled_by = $3 \
+         AND outcome IN ('referenced', 'changed') ORDER BY item LIMIT $2",
     )
     .bind(plan)
     .bind(SAMPLE as i64)
+    .bind(ctx.job_id)
     .fetch_all(&ctx.pool)
     .await?;
     ctx.count("objects", count("deleted") as u64);
@@ -481,6 +496,7 @@ async fn apply_plan(
         "kept_referenced": count("referenced"),
         "kept_changed": count("changed"),
         "already_gone": count("gone"),
+        "handled_by_an_earlier_confirm": count("earlier"),
         "kept_sample": kept.into_iter().map(|(k, o)| json!({"key": k, "why": o})).collect::<Vec<_>>(),
     }))
 }

@@ -73,6 +73,31 @@ pub async fn check(
     Ok(Some(plan_params))
 }
 
+/// A confirming run's plan params (`None` when not confirming), for the values it applies.
+pub async fn planned_params(
+    pool: &PgPool,
+    confirm: bool,
+    plan_job_id: Option<Uuid>,
+) -> Result<Option<Value>, SpecError> {
+    let Some(plan) = plan_job_id.filter(|_| confirm) else {
+        return Ok(None);
+    };
+    Ok(
+        sqlx::query_scalar("SELECT params FROM upkeep.jobs WHERE id = $1")
+            .bind(plan)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// The plan's `min_age_hours` (a plan made before that param existed: `current`).
+pub fn planned_min_age(plan: &Value, current: u32) -> u32 {
+    plan["min_age_hours"]
+        .as_u64()
+        .and_then(|h| u32::try_from(h).ok())
+        .unwrap_or(current)
+}
+
 /// A dry run of a confirming run: how many planned items are still to handle.
 pub async fn preview(ctx: &JobCtx, plan: Uuid) -> Result<Value, JobError> {
     let pending: i64 = sqlx::query_scalar(

@@ -29,7 +29,7 @@ pub struct OrphanRecordsParams {
     #[serde(default)]
     pub plan_job_id: Option<Uuid>,
     /// Rows (and, for `tool_files`, which has no timestamp, their objects) younger than this
-    /// are never orphans.
+    /// are never orphans. A confirming run applies its plan's value, and shows it.
     #[serde(default = "default_min_age")]
     pub min_age_hours: u32,
     /// Where `tool_files` objects are, for their age. Default: the storage `STORAGE_TYPE` names.
@@ -80,6 +80,15 @@ impl JobKind for OrphanRecords {
             params.min_age_hours,
         )
         .await?;
+        Ok(())
+    }
+
+    async fn settle(params: &mut OrphanRecordsParams, pool: &PgPool) -> Result<(), SpecError> {
+        if let Some(plan) =
+            orphan_plan::planned_params(pool, params.confirm, params.plan_job_id).await?
+        {
+            params.min_age_hours = orphan_plan::planned_min_age(&plan, params.min_age_hours);
+        }
         Ok(())
     }
 
@@ -369,29 +378,40 @@ async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
         .bind(ctx.job_id)
         .execute(&ctx.pool)
         .await?;
+    // This run's outcomes only: rows an earlier confirm handled are counted apart, so
+    // confirming a plan twice reports 0 deleted the second time.
     let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT split_part(item, ':', 1), outcome, count(*) FROM upkeep.orphan_plan \
-         WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT split_part(item, ':', 1), \
+         CASE WHEN handled_by = $2 THEN outcome ELSE 'handled_by_an_earlier_confirm' END, count(*) \
+         FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(plan)
+    .bind(ctx.job_id)
     .fetch_all(&ctx.pool)
     .await?;
+    let deleted: i64 = counts
+        .iter()
+        .filter(|(_, outcome, _)| outcome == "deleted")
+        .map(|(_, _, n)| n)
+        .sum();
     let mut per_table = serde_json::Map::new();
     for (table, outcome, n) in counts {
         let entry = per_table.entry(table).or_insert_with(|| json!({}));
         entry[outcome] = json!(n);
     }
     let kept: Vec<String> = sqlx::query_scalar(
-        "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome = 'referenced' \
-         ORDER BY item LIMIT $2",
+        "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND handled_by = $3 \
+         AND outcome = 'referenced' ORDER BY item LIMIT $2",
     )
     .bind(plan)
     .bind(SAMPLE as i64)
+    .bind(ctx.job_id)
     .fetch_all(&ctx.pool)
     .await?;
     Ok(json!({
         "plan_job_id": plan,
         "planned": total,
+        "deleted": deleted,
         "tables": per_table,
         "kept_referenced_sample": kept,
         "note": "the objects of deleted upload_files/tool_files rows are now orphan files: plan an orphan_files run to remove them",

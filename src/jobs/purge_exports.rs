@@ -27,7 +27,8 @@ const SAMPLE: usize = 100;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeExportsParams {
-    /// Only exports written more than this many days ago; 0 removes every export.
+    /// Only exports written more than this many days ago. 0 means no age limit: every export,
+    /// however new (also one Dify's log purge wrote a second ago).
     #[serde(default)]
     pub older_than_days: u32,
     /// The storage holding the exports. Default: the storage `STORAGE_TYPE` names.
@@ -150,6 +151,19 @@ fn listing_failed(e: opendal::Error) -> JobError {
     JobError::failed("storage_failed", format!("listing {EXPORT_PREFIX}: {e}"))
 }
 
+/// What `older_than_days` selects, in words, for the result: 0 is easy to misread.
+fn selects(older_than_days: u32, cutoff: f64) -> String {
+    if older_than_days == 0 {
+        return format!(
+            "every export under {EXPORT_PREFIX}, however new (older_than_days: 0 means no age limit)"
+        );
+    }
+    let at = chrono::DateTime::from_timestamp(cutoff as i64, 0).map_or_else(String::new, |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
+    format!("exports written before {at} (more than {older_than_days} days ago)")
+}
+
 fn cutoff(older_than_days: u32) -> f64 {
     if older_than_days == 0 {
         return f64::INFINITY;
@@ -174,7 +188,7 @@ impl JobKind for PurgeExports {
         if params.older_than_days > 36_500 {
             return Err(SpecError::invalid(
                 "params.older_than_days",
-                "must be at most 36500 (0 removes every export)",
+                "must be at most 36500 (0 removes every export, however new)",
             ));
         }
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
@@ -185,7 +199,8 @@ impl JobKind for PurgeExports {
 
     async fn plan(params: PurgeExportsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         let (config, op) = open(&params, ctx)?;
-        let mut scan = Scan::new(&op, cutoff(params.older_than_days)).await?;
+        let cutoff = cutoff(params.older_than_days);
+        let mut scan = Scan::new(&op, cutoff).await?;
         let mut sample = Vec::new();
         while let Some(keys) = scan.next_batch().await? {
             ctx.check_stop()?;
@@ -196,6 +211,7 @@ impl JobKind for PurgeExports {
             "storage": config.describe(),
             "prefix": EXPORT_PREFIX,
             "older_than_days": params.older_than_days,
+            "selects": selects(params.older_than_days, cutoff),
             "would_delete": scan.tally.expired,
             "would_delete_per_table": scan.tally.per_table,
             "would_delete_sample": sample,
@@ -241,6 +257,7 @@ impl JobKind for PurgeExports {
             "storage": config.describe(),
             "prefix": EXPORT_PREFIX,
             "older_than_days": params.older_than_days,
+            "selects": selects(params.older_than_days, cutoff),
             "deleted": deleted,
             "deleted_per_table": scan.tally.per_table,
             "kept_recent": scan.tally.kept_recent,

@@ -271,6 +271,7 @@ impl JobKind for PurgeLogs {
                 if !purge_batch(&params, ctx, &sql, op.as_ref(), &mut cp).await? {
                     break;
                 }
+                ctx.partial_result(done_so_far(&params, &cp));
                 report(ctx, &cp, unit, &mut meter).await?;
             }
             cp.unit += 1;
@@ -879,6 +880,14 @@ async fn finish(
         };
         json!({"kind": "vacuum", "params": spec.params_json(), "queued_job_id": queued})
     };
+    let mut result = done_so_far(params, cp);
+    result["vacuum"] = vacuum;
+    Ok(result)
+}
+
+/// What the batches committed so far deleted and exported: the result, less the vacuum that
+/// only the end queues (and the whole result of a cancelled purge).
+fn done_so_far(params: &PurgeLogsParams, cp: &Checkpoint) -> Value {
     let tables: BTreeMap<&String, Value> = cp
         .tables
         .iter()
@@ -897,7 +906,7 @@ async fn finish(
         .tables
         .get("workflow_node_execution_offload")
         .map_or(0, |t| t.deleted);
-    Ok(json!({
+    json!({
         "cutoff": cp.cutoff.and_utc(),
         "days": params.days,
         "tenant_ids": params.tenant_ids,
@@ -911,6 +920,6 @@ async fn finish(
             Value::Null
         },
         "files_left_for_orphan_records": offloads,
-        "vacuum": vacuum,
-    }))
+        "vacuum": Value::Null,
+    })
 }

@@ -210,6 +210,7 @@ impl JobKind for Vacuum {
             ctx.count("tables", 1);
             if outcome.status == "done" {
                 cp.outcomes.push(outcome);
+                ctx.partial_result(summary(&params, &cp, &failures));
                 let pool = ctx.pool.clone();
                 ctx.save_checkpoint(&pool, &cp).await?;
             } else {
@@ -222,6 +223,7 @@ impl JobKind for Vacuum {
                 )
                 .await?;
                 failures.push(outcome);
+                ctx.partial_result(summary(&params, &cp, &failures));
             }
         }
         let done = cp.outcomes.len() as u64;
@@ -236,23 +238,7 @@ impl JobKind for Vacuum {
             true,
         )
         .await?;
-        let mut outcomes = cp.outcomes;
-        outcomes.extend(failures.iter().cloned());
-        outcomes.sort_by(|a, b| a.table.cmp(&b.table));
-        let before: i64 = outcomes.iter().map(|o| o.size_before_bytes).sum();
-        let after: i64 = outcomes
-            .iter()
-            .map(|o| o.size_after_bytes.unwrap_or(o.size_before_bytes))
-            .sum();
-        let result = json!({
-            "mode": params.mode,
-            "tables": outcomes,
-            "vacuumed": done,
-            "failed": failures.len(),
-            "size_before_bytes": before,
-            "size_after_bytes": after,
-            "reclaimed_bytes": before - after,
-        });
+        let result = summary(&params, &cp, &failures);
         if failures.is_empty() {
             return Ok(result);
         }
@@ -270,6 +256,34 @@ impl JobKind for Vacuum {
             result: Some(result),
         })
     }
+}
+
+/// The result: every table tried so far, and the ones not reached yet (`not_reached`, empty
+/// once the job has gone through them all; a cancelled job's result names them).
+fn summary(params: &VacuumParams, cp: &Checkpoint, failures: &[TableOutcome]) -> Value {
+    let mut outcomes = cp.outcomes.clone();
+    outcomes.extend(failures.iter().cloned());
+    outcomes.sort_by(|a, b| a.table.cmp(&b.table));
+    let before: i64 = outcomes.iter().map(|o| o.size_before_bytes).sum();
+    let after: i64 = outcomes
+        .iter()
+        .map(|o| o.size_after_bytes.unwrap_or(o.size_before_bytes))
+        .sum();
+    let not_reached: Vec<&String> = cp
+        .tables
+        .iter()
+        .filter(|t| !outcomes.iter().any(|o| &o.table == *t))
+        .collect();
+    json!({
+        "mode": params.mode,
+        "tables": outcomes,
+        "vacuumed": cp.outcomes.len(),
+        "failed": failures.len(),
+        "not_reached": not_reached,
+        "size_before_bytes": before,
+        "size_after_bytes": after,
+        "reclaimed_bytes": before - after,
+    })
 }
 
 /// Names of Dify's tables (all, or those of `only` that exist), from the catalogue alone: no

@@ -68,7 +68,7 @@ pub async fn create(
     settings: &Settings,
     new: NewSchedule,
 ) -> Result<ScheduleRow, ScheduleError> {
-    let spec = JobSpec::parse(&new.kind, new.params)?;
+    let mut spec = JobSpec::parse(&new.kind, new.params)?;
     let cron = Cron::parse(&new.cron, new.timezone.as_deref())?;
     spec.validate(pool, settings).await?;
     // The database's clock, as the ticker uses, so daemons with drifting clocks agree.

@@ -131,7 +131,7 @@ async fn fire(
         Err(e) => return skipped(fired, row, format!("skipped: {e}")),
     };
     // Checked again as POST /v1/jobs would: a table named then may be gone now.
-    let spec = match JobSpec::parse(&row.kind, params) {
+    let mut spec = match JobSpec::parse(&row.kind, params) {
         Ok(spec) => spec,
         Err(e) => return skipped(fired, row, spec_outcome(e)?),
     };
@@ -163,14 +163,14 @@ async fn fire(
                 // A daemon submitted it and died before recording it.
                 Submitted::Existing(job) => (job, "found already queued"),
             };
-            tracing::info!(schedule.id = %row.id, job.id = %job.id, %occurrence, "schedule {}: {how} job {}", row.id, job.id);
+            tracing::info!(schedule.id = %row.id, job.id = %job.id, %occurrence, "schedule fired: {how} job");
             fired.job_id = Some(job.id);
             "queued".to_string()
         }
         // The previous run (or another job on the same resource) is still going: skip this
         // occurrence rather than pile runs up.
         Err(QueueError::ResourceBusy { job_id, kind, .. }) => {
-            tracing::info!(schedule.id = %row.id, holder = %job_id, %occurrence, "schedule {}: skipped, {kind} job {job_id} holds the resource", row.id);
+            tracing::info!(schedule.id = %row.id, holder = %job_id, %occurrence, "schedule skipped: a {kind} job holds the resource");
             "skipped: busy".to_string()
         }
         Err(QueueError::Db(e)) => return Err(e.into()),

@@ -1,10 +1,10 @@
-//! The binary's client verbs, `openapi`, and `demo`, run as real processes.
+//! The binary's client verbs and `openapi`, run as real processes.
 
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Options, TOKEN, TestDaemon};
 use crate::support::pg;
-use crate::support::process::Proc;
+use crate::support::process::{Proc, serve_env};
 
 #[tokio::test]
 async fn submit_watch_list_show_exit_codes() {
@@ -116,60 +116,6 @@ async fn openapi_command_prints_the_document() {
 }
 
 #[tokio::test]
-async fn demo_brings_up_a_daemon_with_the_demo_tenants() {
-    let dir = std::env::temp_dir().join(format!("upkeep-demo-{}", uuid::Uuid::new_v4().simple()));
-    let database = format!("upkeep_t_demo_{}", uuid::Uuid::new_v4().simple());
-    let server = pg::server_url();
-    let dir_s = dir.display().to_string();
-    let mut p = Proc::spawn(
-        &[
-            "demo",
-            "--pg-url",
-            &server,
-            "--database",
-            &database,
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-            &dir_s,
-        ],
-        &[],
-    );
-    let line = p.wait_line("Upkeep demo is running at ").await;
-    let url = line.rsplit(' ').next().unwrap().to_string();
-    let token_line = p.wait_line("token: ").await;
-    let token = token_line.trim_start_matches("token: ").trim().to_string();
-    let tenants: Value = reqwest::Client::new()
-        .get(format!("{url}/v1/tenants"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let items = tenants["items"].as_array().expect("tenants");
-    assert!(items.len() >= 2, "{tenants}");
-    assert!(
-        items
-            .iter()
-            .all(|t| t["name"].as_str().is_some_and(|n| !n.is_empty()))
-    );
-    // The storage folder looks like Dify's.
-    assert!(dir.join("storage/.dify_secret_key").exists());
-    p.signal(libc::SIGTERM);
-    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
-    let pool = sqlx::PgPool::connect(&server).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
 async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
     let db = pg::dify_database().await;
     sqlx::query(
@@ -255,4 +201,81 @@ async fn preflight_tenants_events_and_the_hints_an_operator_needs() {
         p.output
     );
     d.stop().await;
+}
+
+#[tokio::test]
+async fn completions_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut p = Proc::spawn(&["completions", shell], &[]);
+        assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+        let script = p.output.join("\n");
+        assert!(script.contains("upkeep"), "{shell}: {script}");
+        for sub in [
+            "serve",
+            "openapi",
+            "healthcheck",
+            "demo",
+            "backup",
+            "preflight",
+            "tenants",
+            "jobs",
+            "submit",
+            "events",
+            "completions",
+        ] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let mut p = Proc::spawn(&["completions", "cmd.exe"], &[]);
+    assert_eq!(p.wait_exit().await, Some(2));
+    assert!(
+        p.output.iter().any(|l| l.contains("bash")),
+        "{:?}",
+        p.output
+    );
+}
+
+#[tokio::test]
+async fn a_job_s_log_lines_carry_its_id_once_as_a_field() {
+    let db = pg::dify_database().await;
+    let mut env = serve_env(&db, "", "30");
+    env.push(("UPKEEP_LOG_FORMAT", "json"));
+    let mut p = Proc::spawn(&["serve"], &env);
+    let listening: Value =
+        serde_json::from_str(&p.wait_line("upkeep listening").await).expect("a JSON log line");
+    let addr = listening["fields"]["addr"].as_str().expect("addr field");
+    let d = TestDaemon::remote(&format!("http://{addr}"), TOKEN);
+    let (status, job) = d.submit(crate::support::daemon::vacuum(&["tenants"])).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let done = d.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit().await, Some(0), "{}", p.output.join("\n"));
+
+    let lines: Vec<&String> = p.output.iter().filter(|l| l.contains(&id)).collect();
+    for line in &lines {
+        assert_eq!(
+            line.matches(&id).count(),
+            1,
+            "the id more than once: {line}"
+        );
+    }
+    let worker: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON log line"))
+        .filter(|l| l["span"]["name"] == "job")
+        .collect();
+    let messages: Vec<&str> = worker
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        messages.contains(&"starting the job") && messages.contains(&"job ended: succeeded"),
+        "{messages:?}"
+    );
+    for line in &worker {
+        assert_eq!(line["span"]["job.id"], id.as_str(), "{line}");
+        assert_eq!(line["span"]["job.kind"], "vacuum", "{line}");
+    }
 }

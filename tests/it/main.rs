@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod cli;
 mod console;
+mod demo;
 mod events;
 mod fixture_conformance;
 mod jobs_api;

@@ -137,6 +137,11 @@ async fn cycle(db: &TestDb, d: &TestDaemon, storage: Value, files: &Files, min_a
     )
     .await;
     assert_eq!(applied["state"], "succeeded", "{applied}");
+    // The confirm's view shows the grace period it applies: its plan's, not the default.
+    assert_eq!(
+        applied["params"]["min_age_hours"], min_age_hours,
+        "{applied}"
+    );
     let r = &applied["result"];
     assert_eq!(r["deleted"], files.orphans.len() as u64 - 1, "{r}");
     assert_eq!(r["kept_referenced"], 1);
@@ -154,13 +159,20 @@ async fn cycle(db: &TestDb, d: &TestDaemon, storage: Value, files: &Files, min_a
         assert!(!after.contains_key(key), "{key} survived");
     }
 
-    // The same plan applied again finds nothing left to do.
+    // The same plan applied again finds nothing left to do, and says so.
     let again = finished(
         d,
         json!({"kind": "orphan_files", "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}),
     )
     .await;
-    assert_eq!(again["result"]["deleted"], files.orphans.len() as u64 - 1);
+    let r = &again["result"];
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert_eq!(r["kept_referenced"], 0, "{r}");
+    assert_eq!(
+        r["handled_by_an_earlier_confirm"],
+        files.orphans.len() as u64,
+        "{r}"
+    );
     assert_eq!(snapshot(&storage).await, after);
 }
 
@@ -184,7 +196,7 @@ async fn local_cycle(db: &TestDb) {
     let young = format!("upload_files/{}/{}.pdf", Uuid::new_v4(), Uuid::new_v4());
     tree.write(&young, b"in flight");
     let d = TestDaemon::start(db, Options::default()).await;
-    cycle(db, &d, tree.config(), &files, 24).await;
+    cycle(db, &d, tree.config(), &files, 48).await;
     assert!(tree.exists(&young), "a young file was deleted");
     d.stop().await;
 }

@@ -173,7 +173,7 @@ async fn references_and_cycle(db: &TestDb) {
 
     let d = TestDaemon::start(db, Options::default()).await;
     let storage = tree.config();
-    let plan = finished(&d, json!({"storage": storage})).await;
+    let plan = finished(&d, json!({"storage": storage, "min_age_hours": 48})).await;
     let r = &plan["result"];
     assert_eq!(
         r["tables"]["upload_files"],
@@ -219,6 +219,8 @@ async fn references_and_cycle(db: &TestDb) {
         json!({"storage": storage, "confirm": true, "plan_job_id": plan_id}),
     )
     .await;
+    // The confirm's view shows the grace period it applies: its plan's, not the default.
+    assert_eq!(applied["params"]["min_age_hours"], 48, "{applied}");
     let r = &applied["result"];
     assert_eq!(
         r["tables"]["upload_files"],
@@ -227,6 +229,25 @@ async fn references_and_cycle(db: &TestDb) {
     );
     assert_eq!(r["tables"]["tool_files"], json!({"deleted": 2}), "{r}");
     assert_eq!(r["tables"]["message_files"], json!({"deleted": 1}), "{r}");
+    assert_eq!(r["deleted"], 4, "{r}");
+
+    // Confirmed again: this run deleted nothing, and the result says so.
+    let again = finished(
+        &d,
+        json!({"storage": storage, "confirm": true, "plan_job_id": plan_id}),
+    )
+    .await;
+    let r = &again["result"];
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert_eq!(
+        r["tables"],
+        json!({
+            "message_files": {"handled_by_an_earlier_confirm": 1},
+            "tool_files": {"handled_by_an_earlier_confirm": 2},
+            "upload_files": {"handled_by_an_earlier_confirm": 2},
+        }),
+        "{r}"
+    );
     for (table, id, kept) in [
         ("upload_files", by_message_file, true),
         ("upload_files", in_answer, true),

@@ -62,6 +62,13 @@ async fn check(d: &TestDaemon, storage: Value, layout: Layout) {
     let before = snapshot(&storage).await;
     let plan = run(d, json!({"older_than_days": 30, "storage": storage}), true).await;
     assert_eq!(plan["would_delete"], 3, "{plan}");
+    assert!(
+        plan["selects"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("exports written before ")
+                && s.ends_with("(more than 30 days ago)")),
+        "{plan}"
+    );
     assert_eq!(plan["would_delete_per_table"]["messages"], 2);
     assert_eq!(plan["unrecognised"], 1);
     assert_eq!(
@@ -81,7 +88,15 @@ async fn check(d: &TestDaemon, storage: Value, layout: Layout) {
         assert!(after.contains_key(key), "{key} was deleted");
     }
 
-    // 0 days: every export goes, and still nothing else.
+    // 0 days: the dry run says it means every export, however new; then every export goes,
+    // and still nothing else.
+    let all = run(d, json!({"older_than_days": 0, "storage": storage}), true).await;
+    assert_eq!(
+        all["selects"],
+        "every export under free_plan_tenant_expired_logs/, however new (older_than_days: 0 means no age limit)",
+        "{all}"
+    );
+    assert_eq!(all["would_delete"], 1, "{all}");
     let all = run(d, json!({"older_than_days": 0, "storage": storage}), false).await;
     assert_eq!(all["deleted"], 1, "{all}");
     assert_eq!(snapshot(&storage).await.len(), layout.kept.len() - 1);

@@ -186,6 +186,50 @@ async fn a_held_lock_is_a_clean_per_table_failure() {
 }
 
 #[tokio::test]
+async fn a_cancelled_vacuum_keeps_the_tables_it_did() {
+    let db = pg::dify_database().await;
+    let holder = pg::hold_lock(&db, "apps").await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let (_, job) = d
+        .submit(json!({"kind": "vacuum", "params": {"tables": ["accounts", "apps", "tenants"], "lock_timeout_ms": 600000}}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    // accounts is done; the VACUUM of apps waits for the lock.
+    pg::wait_until(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'VACUUM%apps%' AND wait_event_type = 'Lock')",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let (status, _) = d
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let done = d.wait_finished(id).await;
+    holder.rollback().await.unwrap();
+    assert_eq!(done["state"], "cancelled", "{done}");
+    let result = &done["result"];
+    let tables: Vec<(&str, &str)> = result["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a partial result: {done}"))
+        .iter()
+        .map(|t| (t["table"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tables, [("accounts", "done")], "{result}");
+    assert_eq!(result["vacuumed"], 1, "{result}");
+    assert_eq!(
+        result["not_reached"],
+        json!(["apps", "tenants"]),
+        "{result}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn dry_run_lists_tables_with_sizes_and_touches_nothing() {
     let db = pg::dify_database().await;
     make_dead_rows(&db).await;

@@ -89,6 +89,16 @@ impl TestDaemon {
         }
     }
 
+    /// A client of a daemon that runs elsewhere (the `demo` process).
+    pub fn remote(url: &str, token: &str) -> TestDaemon {
+        TestDaemon {
+            daemon: None,
+            url: url.to_string(),
+            http: reqwest::Client::new(),
+            token: Some(Box::leak(token.to_string().into_boxed_str())),
+        }
+    }
+
     /// Stops like SIGTERM would; returns whether it finished within the grace period.
     pub async fn stop(mut self) -> bool {
         match self.daemon.take() {

@@ -11,7 +11,7 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-fn url_for(db: &str) -> String {
+pub fn url_for(db: &str) -> String {
     let server = server_url();
     let base = server.split('?').next().unwrap_or(&server).to_string();
     let (prefix, _) = base.rsplit_once('/').expect("server URL names a database");

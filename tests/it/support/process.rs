@@ -15,8 +15,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `upkeep ARGS` with exactly `env` (plus PATH/HOME), capturing stdout and stderr.
+    /// `UPKEEP_TEST_BIN` names another build of the binary: where worktrees share a target
+    /// directory, `target/debug/upkeep` is whichever tree built last.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upkeep"));
+        let bin = std::env::var("UPKEEP_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_upkeep").to_string());
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
