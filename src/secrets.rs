@@ -353,3 +353,95 @@ mod tests {
         assert!(!has_credentials("http://h/a:b@c"));
     }
 }
+
+/// Re-seals every sealed value in jobs and schedules that `old` sealed, with `new` (after
+/// `UPKEEP_SECRET_KEY` changed). Values `new` already opens are left; one neither key opens
+/// stops the run before anything is written. Returns the rows changed: (jobs, schedules).
+pub async fn rekey(
+    pool: &sqlx::PgPool,
+    old: &Sealer,
+    new: &Sealer,
+) -> Result<(u64, u64), RekeyError> {
+    let mut tx = pool.begin().await?;
+    let mut changed = [0u64; 2];
+    for (i, table) in ["jobs", "schedules"].iter().enumerate() {
+        let rows: Vec<(uuid::Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, params FROM upkeep.{table} WHERE params::text LIKE '%{PREFIX}%' FOR UPDATE"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, params) in rows {
+            let plain = match new.open(params.clone()) {
+                Ok(_) => continue,
+                Err(_) => old.open(params).map_err(|e| RekeyError::Unreadable {
+                    table,
+                    id,
+                    error: e,
+                })?,
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE upkeep.{table} SET params = $2 WHERE id = $1"
+            )))
+            .bind(id)
+            .bind(new.seal(plain).map_err(|e| RekeyError::Unreadable {
+                table,
+                id,
+                error: e,
+            })?)
+            .execute(&mut *tx)
+            .await?;
+            changed[i] += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok((changed[0], changed[1]))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    #[error("{table} {id}: {error}")]
+    Unreadable {
+        table: &'static str,
+        id: uuid::Uuid,
+        error: SealError,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it replaced by `***`:
+/// for descriptions and error messages that quote a URL they were given.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                out.push_str(&format!("{user}:***@{host}"));
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    #[test]
+    fn hides_passwords_in_urls_within_text() {
+        assert_eq!(
+            super::scrub("milvus at http://root:pw@h:19530 (database x); see https://a.b/c"),
+            "milvus at http://root:***@h:19530 (database x); see https://a.b/c"
+        );
+        assert_eq!(super::scrub("no urls"), "no urls");
+    }
+}

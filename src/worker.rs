@@ -210,7 +210,10 @@ impl Workers {
         // (a cancelled vacuum still shows the tables it vacuumed).
         partial: Option<serde_json::Value>,
     ) {
-        let failed = |code: &str, message: String| Some(json!({"code": code, "message": message}));
+        // A message may quote a URL it was given: never with its password.
+        let failed = |code: &str, message: String| {
+            Some(json!({"code": code, "message": crate::secrets::scrub(&message)}))
+        };
         let (state, result, error, message) = match outcome {
             Ok(result) => (JobState::Succeeded, Some(result), None, "job succeeded"),
             Err(JobError::Cancelled) => (

@@ -46,12 +46,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
                 status: "ok".into(),
             }),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: format!("database: {e}"),
-            }),
-        ),
+        // Open to anyone: the reason goes to the log, not to the caller.
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the database did not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "database unavailable".into(),
+                }),
+            )
+        }
     }
 }
 

@@ -40,6 +40,14 @@ pub enum Command {
     },
     /// Exit 0 when the daemon at UPKEEP_LISTEN answers /healthz (for container health checks).
     Healthcheck,
+    /// After changing UPKEEP_SECRET_KEY (or SECRET_KEY): re-encrypt the secrets stored in jobs
+    /// and schedules, from the old key in UPKEEP_OLD_SECRET_KEY to the current one. Run it
+    /// with the daemons' environment, before restarting them with the new key.
+    Rekey {
+        /// Read Dify's `.env` from this file too (process variables win, as in Dify).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
     /// A working local setup in one command: Postgres (the local one, or a throwaway cluster),
     /// Dify's schema with demo data, a storage folder, and the daemon.
     Demo(crate::demo::DemoArgs),
@@ -122,6 +130,7 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Healthcheck => client::healthcheck().await,
+        Command::Rekey { env_file } => rekey(env_file).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Jobs { conn, command } => client::run(conn, command).await,
         Command::Preflight { conn } => client::get(conn, "/v1/preflight", &[]).await,
@@ -186,24 +195,67 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-async fn serve(env_file: Option<PathBuf>) -> ExitCode {
+async fn rekey(env_file: Option<PathBuf>) -> ExitCode {
+    let Some((env, settings)) = environment(env_file) else {
+        return ExitCode::from(2);
+    };
+    let Some(old) = env.get("UPKEEP_OLD_SECRET_KEY").filter(|k| !k.is_empty()) else {
+        eprintln!("upkeep: set UPKEEP_OLD_SECRET_KEY to the key the secrets were encrypted with");
+        return ExitCode::from(2);
+    };
+    let Some(key) = settings.sealer.key_id() else {
+        eprintln!("upkeep: set UPKEEP_SECRET_KEY (or SECRET_KEY) to the new key");
+        return ExitCode::from(2);
+    };
+    let pool = match crate::db::connect(&settings.database_url, settings.database_source, 2).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("upkeep: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let old = crate::secrets::Sealer::new(Some(old));
+    match crate::secrets::rekey(&pool, &old, &settings.sealer).await {
+        Ok((jobs, schedules)) => {
+            println!(
+                "re-encrypted the secrets of {jobs} jobs and {schedules} schedules with key {key}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("upkeep: nothing changed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dify's `.env` (when given) under the process environment, and the settings from both.
+fn environment(
+    env_file: Option<PathBuf>,
+) -> Option<(std::collections::HashMap<String, String>, Settings)> {
     let mut env = match &env_file {
         Some(path) => match crate::config::read_env_file(path) {
             Ok(map) => map,
             Err(e) => {
                 eprintln!("upkeep: {e}");
-                return ExitCode::from(2);
+                return None;
             }
         },
         None => Default::default(),
     };
     env.extend(std::env::vars());
-    let settings = match Settings::from_env(&env) {
-        Ok(s) => s,
+    match Settings::from_env(&env) {
+        Ok(s) => Some((env, s)),
         Err(e) => {
             eprintln!("upkeep: invalid configuration: {e}");
-            return ExitCode::from(2);
+            None
         }
+    }
+}
+
+async fn serve(env_file: Option<PathBuf>) -> ExitCode {
+    let Some((env, settings)) = environment(env_file) else {
+        return ExitCode::from(2);
     };
     init_logging(settings.log_format);
     let failpoints = match crate::failpoint::FailPoints::parse(

@@ -135,6 +135,7 @@ impl JobKind for OrphanFiles {
         storage_param::open(&config, "storage")?;
         let plan = orphan_plan::check(
             pool,
+            &settings.sealer,
             Self::KIND,
             params.confirm,
             params.plan_job_id,

@@ -6,11 +6,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{JobCtx, JobError, SpecError};
+use crate::secrets::Sealer;
 
 /// Checks `min_age_hours`, `confirm` and `plan_job_id` together; returns the plan's params
-/// when confirming.
+/// (secrets opened with `sealer`, to compare with the confirm's) when confirming.
 pub async fn check(
     pool: &PgPool,
+    sealer: &Sealer,
     kind: &str,
     confirm: bool,
     plan_job_id: Option<Uuid>,
@@ -70,6 +72,9 @@ pub async fn check(
             format!("plan {plan} is {state}, not succeeded"),
         ));
     }
+    let plan_params = sealer
+        .open(plan_params)
+        .map_err(|e| SpecError::invalid(field, format!("plan {plan}: {e}")))?;
     Ok(Some(plan_params))
 }
 

@@ -74,6 +74,7 @@ impl JobKind for OrphanRecords {
         storage_param::open(&config, "storage")?;
         orphan_plan::check(
             pool,
+            &settings.sealer,
             Self::KIND,
             params.confirm,
             params.plan_job_id,

@@ -40,7 +40,8 @@ macro_rules! vector_stores {
 
             /// Where it is, without credentials.
             pub fn describe(&self) -> String {
-                match self { $(Self::$variant(c) => <$store as Adapter>::location(c),)+ }
+                let location = match self { $(Self::$variant(c) => <$store as Adapter>::location(c),)+ };
+                crate::secrets::scrub(&location)
             }
 
             /// Dify's env, for the store `kind` (`VECTOR_STORE`, or the one a dataset's

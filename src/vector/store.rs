@@ -35,11 +35,12 @@ pub enum VectorError {
 }
 
 impl VectorError {
+    /// A client's error may quote the URL it was given: never with its password.
     pub fn store(store: &'static str, call: &'static str, message: impl ToString) -> Self {
         VectorError::Store {
             store,
             call,
-            message: message.to_string(),
+            message: crate::secrets::scrub(&message.to_string()),
         }
     }
 }

@@ -91,3 +91,29 @@ async fn docs_page_works_offline() {
     }
     d.stop().await;
 }
+
+/// `/readyz` needs no token: it says whether the daemon is ready, never the database's words.
+#[tokio::test]
+async fn readyz_says_not_ready_without_the_database_s_error_text() {
+    let db = pg::dify_database().await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let ready = reqwest::get(format!("{}/readyz", d.url))
+        .await
+        .expect("answers");
+    assert_eq!(ready.status(), 200);
+    sqlx::query("ALTER TABLE upkeep.jobs RENAME TO jobs_elsewhere")
+        .execute(&db.pool)
+        .await
+        .expect("rename");
+    let not = reqwest::get(format!("{}/readyz", d.url))
+        .await
+        .expect("answers");
+    assert_eq!(not.status(), 503);
+    let body: serde_json::Value = not.json().await.expect("JSON");
+    assert_eq!(body, json!({"status": "database unavailable"}));
+    sqlx::query("ALTER TABLE upkeep.jobs_elsewhere RENAME TO jobs")
+        .execute(&db.pool)
+        .await
+        .expect("rename back");
+    d.stop().await;
+}

@@ -19,6 +19,7 @@ mod purge_exports;
 mod purge_logs;
 mod queue;
 mod schedules;
+mod secrets;
 mod shutdown;
 mod storage_migrate;
 mod test_servers;
