@@ -32,6 +32,7 @@ pub struct JobView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobErrorView {
+    #[schema(value_type = crate::jobs::failure::FailureCode)]
     pub code: String,
     pub message: String,
 }

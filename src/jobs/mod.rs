@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod backup_verify;
 mod context;
+pub mod failure;
 mod log_export;
 pub mod orphan_files;
 mod orphan_plan;
