@@ -1,9 +1,11 @@
 //! What Upkeep knows about Dify's schema: releases by Alembic head, the tables jobs touch,
 //! and the read-only queries behind `/v1/tenants` and `/v1/preflight`.
 
+pub mod access_paths;
 pub mod file_refs;
 pub mod index_struct;
 pub mod log_tables;
+pub mod shape;
 pub mod storage_refs;
 pub mod tenants;
 pub mod vector_records;

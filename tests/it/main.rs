@@ -2,11 +2,13 @@
 
 mod support;
 
+mod access_paths;
 mod api_errors;
 mod auth;
 mod backup;
 mod cli;
 mod console;
+mod dify_shape;
 mod events;
 mod fixture_conformance;
 mod jobs_api;
@@ -17,6 +19,7 @@ mod orphan_records;
 mod purge_exports;
 mod purge_logs;
 mod queue;
+mod release_matrix;
 mod schedules;
 mod shutdown;
 mod storage_migrate;

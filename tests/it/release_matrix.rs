@@ -1,0 +1,101 @@
+//! Every supported Dify release, on its real schema (`../shared/dify/schemas/<v>.sql`, made
+//! by that release's own migrations): the generator fills what the release has, and
+//! `purge_logs` (dry run and real), `orphan_records` and `orphan_files` (plan and confirm)
+//! and `vacuum` end as they do on 1.15, with the same assertions. Preflight names each
+//! release. One matrix: each release runs the same three tests.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::daemon::{Options, TestDaemon};
+use crate::support::pg::{self, TestDb};
+
+#[derive(Clone, Copy)]
+struct Release {
+    version: &'static str,
+    head: &'static str,
+    /// What preflight calls it.
+    name: &'static str,
+}
+
+async fn database(r: Release) -> Option<TestDb> {
+    pg::release_database(r.version, r.head).await
+}
+
+async fn purge(r: Release) {
+    if let Some(db) = database(r).await {
+        crate::purge_logs::check_purge(db).await;
+    }
+}
+
+async fn orphan_records(r: Release) {
+    if let Some(db) = database(r).await {
+        crate::orphan_records::references_and_cycle(&db).await;
+    }
+}
+
+/// Orphan files, then a vacuum of every table the release has, and what preflight says.
+async fn files_vacuum_preflight(r: Release) {
+    let Some(db) = database(r).await else {
+        return;
+    };
+    crate::orphan_files::local_cycle(&db).await;
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let (_, pf) = d.call(Method::GET, "/v1/preflight", None).await;
+    assert_eq!(
+        pf["dify"],
+        json!({"revision": r.head, "known": true, "release": r.name}),
+        "{}",
+        r.version
+    );
+    let (status, job) = d.submit(json!({"kind": "vacuum"})).await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count tables");
+    let outcomes = done["result"]["tables"].as_array().expect("tables");
+    assert_eq!(outcomes.len() as i64, tables, "{}: every table", r.version);
+    assert!(
+        outcomes.iter().all(|t| t["status"] == "done"),
+        "{}",
+        Value::from(outcomes.clone())
+    );
+    d.stop().await;
+}
+
+macro_rules! releases {
+    ($($module:ident => $version:literal, $head:literal, $name:literal;)+) => {
+        $(mod $module {
+            const R: super::Release = super::Release { version: $version, head: $head, name: $name };
+
+            #[tokio::test]
+            async fn purge_logs_dry_run_and_real() {
+                super::purge(R).await;
+            }
+
+            #[tokio::test]
+            async fn orphan_records_plan_and_confirm() {
+                super::orphan_records(R).await;
+            }
+
+            #[tokio::test]
+            async fn orphan_files_vacuum_and_preflight() {
+                super::files_vacuum_preflight(R).await;
+            }
+        })+
+    };
+}
+
+releases! {
+    dify_0_15_3 => "0.15.3", "a91b476a53de", "0.15.3 to 0.15.8";
+    dify_1_0_1 => "1.0.1", "f051706725cc", "1.0.1";
+    dify_1_4_3 => "1.4.3", "4474872b0ee6", "1.4.2 / 1.4.3";
+    dify_1_7_2 => "1.7.2", "532b3f888abf", "1.7.2";
+    dify_1_9_2 => "1.9.2", "ae662b25d9bc", "1.9.2";
+    dify_1_13_3 => "1.13.3", "6b5f9f8b1a2c", "1.13.3";
+    dify_1_15_0 => "1.15.0", "d9e8f7a6b5c4", "1.15.0";
+}
