@@ -124,7 +124,7 @@ pub const TABLES_ABSENT_UP_TO: &[(&str, &str)] = &[
     ("document_segment_summaries", "1.9.2"),
     ("human_input_forms", "1.9.2"),
     ("human_input_form_upload_files", "1.13.3"),
-    ("agent_drive_files", "1.15.0"),
+    ("agent_drive_files", "1.13.3"),
 ];
 
 /// Columns of Dify's main schema that older supported releases lack, with the newest sampled

@@ -99,3 +99,52 @@ releases! {
     dify_1_13_3 => "1.13.3", "6b5f9f8b1a2c", "1.13.3";
     dify_1_15_0 => "1.15.0", "d9e8f7a6b5c4", "1.15.0";
 }
+
+/// The release knowledge in `dify::shape` (which tables and columns each release lacks)
+/// agrees with every release's real schema.
+#[test]
+fn the_release_tables_and_columns_upkeep_knows_match_the_schemas() {
+    use upkeep::dify::shape::{COLUMNS_ABSENT_UP_TO, COLUMNS_DROPPED_AFTER, TABLES_ABSENT_UP_TO};
+    fn version(v: &str) -> Vec<u32> {
+        v.split('.').filter_map(|p| p.parse().ok()).collect()
+    }
+    /// The `CREATE TABLE` block of `table`, if the schema has one.
+    fn block<'a>(sql: &'a str, table: &str) -> Option<&'a str> {
+        let start = sql.find(&format!("CREATE TABLE public.{table} ("))?;
+        let rest = &sql[start..];
+        Some(&rest[..rest.find("\n);").unwrap_or(rest.len())])
+    }
+    let mut checked = 0;
+    for v in [
+        "0.15.3", "1.0.1", "1.4.3", "1.7.2", "1.9.2", "1.13.3", "1.15.0",
+    ] {
+        let path = format!("{}/{v}.sql", pg::RELEASE_SCHEMAS);
+        let Ok(sql) = std::fs::read_to_string(&path) else {
+            assert!(std::env::var_os("CI").is_none(), "{path} is required in CI");
+            continue;
+        };
+        for (table, up_to) in TABLES_ABSENT_UP_TO {
+            let absent = version(v) <= version(up_to);
+            assert_eq!(block(&sql, table).is_none(), absent, "{v}: table {table}");
+        }
+        for (table, column, up_to) in COLUMNS_ABSENT_UP_TO {
+            let Some(b) = block(&sql, table) else {
+                continue;
+            };
+            let absent = version(v) <= version(up_to);
+            let has = b.contains(&format!("\n    {column} "));
+            assert_eq!(!has, absent, "{v}: column {table}.{column}");
+        }
+        for (table, column, last) in COLUMNS_DROPPED_AFTER {
+            let b = block(&sql, table).unwrap_or_default();
+            let has = b.contains(&format!("\n    {column} "));
+            assert_eq!(
+                has,
+                version(v) <= version(last),
+                "{v}: column {table}.{column}"
+            );
+        }
+        checked += 1;
+    }
+    eprintln!("checked {checked} release schemas");
+}
