@@ -1,13 +1,15 @@
 //! Every supported Dify release, on its real schema (`../shared/dify/schemas/<v>.sql`, made
 //! by that release's own migrations): the generator fills what the release has, and
 //! `purge_logs` (dry run and real), `orphan_records` and `orphan_files` (plan and confirm)
-//! and `vacuum` end as they do on 1.15, with the same assertions. Preflight names each
-//! release. One matrix: each release runs the same three tests.
+//! and `vacuum` end as they do on 1.15, with the same assertions; `storage_migrate`'s
+//! database cross-check and update. Preflight names each release. One matrix: each release
+//! runs the same four tests.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Options, TestDaemon};
+use crate::support::files::TempTree;
 use crate::support::pg::{self, TestDb};
 
 #[derive(Clone, Copy)]
@@ -67,6 +69,56 @@ async fn files_vacuum_preflight(r: Release) {
     d.stop().await;
 }
 
+/// `storage_migrate` of a local tree: its database cross-check and `upload_files.storage_type`
+/// update on this release's tables (and its skipping of the key tables a release lacks).
+async fn storage_cross_check(r: Release) {
+    let Some(db) = database(r).await else {
+        return;
+    };
+    let (source, target) = (TempTree::new("release-src"), TempTree::new("release-dst"));
+    let tenant = uuid::Uuid::new_v4();
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let key = format!("upload_files/{tenant}/{i}.pdf");
+        // The last one is referenced but was lost from the source.
+        if i < 3 {
+            source.write(&key, format!("file {i}").as_bytes());
+        }
+        sqlx::query(
+            "INSERT INTO public.upload_files (tenant_id, storage_type, key, name, size, extension, created_by) \
+             VALUES ($1, 's3', $2, 'f', 6, 'pdf', $1)",
+        )
+        .bind(tenant)
+        .bind(&key)
+        .execute(&db.pool)
+        .await
+        .expect("upload_files row");
+        keys.push(key);
+    }
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let (status, job) = d
+        .submit(json!({"kind": "storage_migrate",
+            "params": {"source": source.config(), "target": target.config()}}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let result = &done["result"];
+    assert_eq!(result["cross_check"]["referenced"], 4, "{result}");
+    assert_eq!(result["cross_check"]["verified"], 3, "{result}");
+    assert_eq!(result["cross_check"]["missing_on_source"], 1, "{result}");
+    assert_eq!(result["safe_to_switch"], false, "{result}");
+    assert_eq!(result["db"]["rows_updated"], 3, "{result}");
+    let new_type = result["db"]["storage_type"].as_str().expect("storage_type");
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT storage_type::text FROM public.upload_files ORDER BY key")
+            .fetch_all(&db.pool)
+            .await
+            .expect("types");
+    assert_eq!(types, [new_type, new_type, new_type, "s3"], "{}", r.version);
+    d.stop().await;
+}
+
 macro_rules! releases {
     ($($module:ident => $version:literal, $head:literal, $name:literal;)+) => {
         $(mod $module {
@@ -85,6 +137,11 @@ macro_rules! releases {
             #[tokio::test]
             async fn orphan_files_vacuum_and_preflight() {
                 super::files_vacuum_preflight(R).await;
+            }
+
+            #[tokio::test]
+            async fn storage_migrate_cross_check() {
+                super::storage_cross_check(R).await;
             }
         })+
     };
