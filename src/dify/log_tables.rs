@@ -277,7 +277,12 @@ impl Dependent {
 impl Unit {
     /// The next batch of parent rows: id, tenant, the cursor's time, and the row as JSON.
     pub fn select_batch(&self, row_json: &str) -> String {
-        let (time, after, order) = match self.keyset {
+        self.select_batch_by(self.keyset, row_json)
+    }
+
+    /// The same, walking by `keyset` (a release without the time index walks by id).
+    pub fn select_batch_by(&self, keyset: Keyset, row_json: &str) -> String {
+        let (time, after, order) = match keyset {
             Keyset::CreatedAtId => (
                 "p.created_at",
                 "(p.created_at, p.id) > ($3, $4)",

@@ -138,6 +138,10 @@ struct Checkpoint {
     /// The longest delete transaction so far: what Dify's writers could have waited for.
     #[serde(default)]
     longest_tx_ms: u64,
+    /// Whether `cursor` is an id-order cursor: a resume that walks the other way (an index
+    /// appeared or went) starts the unit over rather than skip rows.
+    #[serde(default)]
+    cursor_by_id: Option<bool>,
 }
 
 /// A row read for a batch: its id, its workspace, and its export JSON.
@@ -156,6 +160,8 @@ struct Batch {
 
 /// Statements built once per job from the live catalog (the export has every column).
 struct Sql {
+    /// Per unit, how its parents are walked here.
+    keysets: Vec<Keyset>,
     select_parents: Vec<String>,
     /// Per unit, the dependents this release has, in delete order.
     dependents: Vec<Vec<Dependent>>,
@@ -282,6 +288,11 @@ impl JobKind for PurgeLogs {
         let mut meter = TableMeter::default();
         while cp.unit < UNITS.len() {
             let unit = &UNITS[cp.unit];
+            let by_id = sql.keysets[cp.unit] == Keyset::Id;
+            if cp.cursor_by_id.is_some_and(|b| b != by_id) {
+                cp.cursor = Cursor::start();
+                cp.cursor_by_id = None;
+            }
             if unit.table == "workflow_runs" && cp.protected_runs.is_none() {
                 cp.protected_runs = Some(protected_runs(&ctx.pool, cp.cutoff).await?);
                 ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
@@ -295,6 +306,7 @@ impl JobKind for PurgeLogs {
             }
             cp.unit += 1;
             cp.cursor = Cursor::start();
+            cp.cursor_by_id = None;
             ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
         }
         drop_temporary(ctx, &paths).await?;
@@ -314,8 +326,10 @@ fn access(catalog: &Shape, fit: &Fit, temporary: bool) -> Vec<Choice> {
             let first = access_paths::choose(catalog, unit.table, &["created_at"], false);
             // An index on `created_at` alone serves the walk too (ties sorted per batch).
             out.push(match (&exact.path, &first.path) {
-                (Path::Index { .. }, _) | (_, Path::Scan) => exact,
-                _ => first,
+                (Path::Index { .. }, _) => exact,
+                (_, Path::Index { .. }) => first,
+                (Path::Scan, _) => walk_by_id(catalog, unit.table).unwrap_or(exact),
+                _ => exact,
             });
         }
         for d in unit.dependents.iter().filter(|d| d.present(fit)) {
@@ -331,6 +345,31 @@ fn access(catalog: &Shape, fit: &Fit, temporary: bool) -> Vec<Choice> {
         }
     }
     out
+}
+
+/// Without any index on `created_at` (workflow runs before 1.13) a time-ordered walk would
+/// scan the table per batch: walking by primary key reads it once for the whole purge.
+fn walk_by_id(catalog: &Shape, table: &str) -> Option<Choice> {
+    let mut by_id = access_paths::choose(catalog, table, &["id"], false);
+    let Path::Index { index } = &by_id.path else {
+        return None;
+    };
+    by_id.why = format!(
+        "this Dify has no index on {table} (created_at): walked by {index} instead, one pass \
+         over the table for the whole purge. temporary_indexes: true builds one on (created_at, id)"
+    );
+    Some(by_id)
+}
+
+/// How each unit's parents are walked on this release.
+fn keysets(paths: &[Choice]) -> Vec<Keyset> {
+    UNITS
+        .iter()
+        .map(|u| {
+            let by_id = paths.iter().any(|c| c.table == u.table && c.by == "id");
+            if by_id { Keyset::Id } else { u.keyset }
+        })
+        .collect()
 }
 
 /// The columns a temporary index of `choice` covers.
@@ -525,11 +564,14 @@ async fn statements(pool: &PgPool, fit: &Fit, paths: &[Choice]) -> Result<Sql, J
                 .collect()
         })
         .collect();
+    let keysets = keysets(paths);
     Ok(Sql {
         select_parents: UNITS
             .iter()
-            .map(|u| u.select_batch(&json(u.table, "p")))
+            .zip(&keysets)
+            .map(|(u, k)| u.select_batch_by(*k, &json(u.table, "p")))
             .collect(),
+        keysets,
         select_dependents: dependents
             .iter()
             .map(|deps| {
@@ -584,6 +626,7 @@ async fn start(
         bytes: 0,
         retried_batches: 0,
         longest_tx_ms: 0,
+        cursor_by_id: None,
     };
     ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
     Ok(cp)
@@ -596,7 +639,6 @@ async fn read_batch(
     cp: &Checkpoint,
 ) -> Result<Option<Batch>, JobError> {
     use sqlx::Row as _;
-    let unit = &UNITS[cp.unit];
     let protected = cp.protected_runs.as_deref().unwrap_or_default();
     let rows = bind_unit(
         &sql.select_parents[cp.unit],
@@ -612,7 +654,7 @@ async fn read_batch(
         return Ok(None);
     };
     let last = Cursor {
-        time: match unit.keyset {
+        time: match sql.keysets[cp.unit] {
             Keyset::CreatedAtId => last.try_get(2)?,
             Keyset::Id => cp.cursor.time,
         },
@@ -712,6 +754,7 @@ async fn purge_batch(
                 }
                 cp.pending = None;
                 cp.cursor = batch.last;
+                cp.cursor_by_id = Some(sql.keysets[cp.unit] == Keyset::Id);
                 cp.batches += 1;
                 ctx.save_checkpoint(&mut *tx, &*cp).await?;
                 tx.commit().await?;
