@@ -160,6 +160,19 @@ pub const COLUMNS_ABSENT_UP_TO: &[(&str, &str, &str)] = &[
 pub const COLUMNS_DROPPED_AFTER: &[(&str, &str, &str)] =
     &[("workflow_runs", "sequence_number", "1.4.3")];
 
+/// Columns whose type or nullability older releases have otherwise, with the newest sampled
+/// release that has it so and how. Jobs read them as either.
+pub const COLUMNS_TYPED_OTHERWISE_UP_TO: &[(&str, &str, &str, &str)] = &[
+    (
+        "dataset_collection_bindings",
+        "provider_name",
+        "0.15.3",
+        "varchar(40)",
+    ),
+    ("documents", "doc_metadata", "1.0.1", "json, not jsonb"),
+    ("message_annotations", "question", "1.9.2", "nullable"),
+];
+
 /// The newest sampled release that lacks `table`, if a supported release does.
 pub fn table_absent_up_to(table: &str) -> Option<&'static str> {
     TABLES_ABSENT_UP_TO
