@@ -2,8 +2,8 @@
 //! by that release's own migrations): the generator fills what the release has, and
 //! `purge_logs` (dry run and real), `orphan_records` and `orphan_files` (plan and confirm)
 //! and `vacuum` end as they do on 1.15, with the same assertions; `storage_migrate`'s
-//! database cross-check and update. Preflight names each release. One matrix: each release
-//! runs the same four tests.
+//! database cross-check and update; `vector_migrate`'s selection, copy and switch. Preflight
+//! names each release. One matrix: each release runs the same five tests.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -119,6 +119,73 @@ async fn storage_cross_check(r: Release) {
     d.stop().await;
 }
 
+/// `vector_migrate` Weaviate → Qdrant: the datasets Dify's tables select (segments and
+/// parent-child chunks; summaries and attachments where the release has them), in the
+/// Weaviate layout that release wrote, copied, verified and switched.
+async fn vectors(r: Release) {
+    use crate::support::dify_vectors::{
+        assert_exactly, binding, dataset, index_struct, load, on_qdrant, vector_env,
+    };
+    use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
+    let Some(db) = database(r).await else {
+        return;
+    };
+    let (w, q) = (
+        WeaviateServer::start().await,
+        QdrantStandin::start("1.8.3").await,
+    );
+    let tenant = uuid::Uuid::new_v4();
+    let (bound, shared) = binding(&db, "dataset").await;
+    let flat = dataset(&db, tenant, bound, 12, false, 1).await;
+    let parent_child = dataset(&db, tenant, bound, 6, true, 2).await;
+    // Dify up to 1.9.1 wrote Weaviate's legacy layout, named vectors after.
+    let version: Vec<u32> = r
+        .version
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let named = version >= vec![1, 9, 2];
+    load(&w, &flat, named, &[], 0).await;
+    load(&w, &parent_child, named, &[], 0).await;
+    let d = TestDaemon::start(
+        &db,
+        Options {
+            env: vector_env(&w, &q),
+            ..Options::default()
+        },
+    )
+    .await;
+    let ids = json!([flat.id, parent_child.id]);
+    for dry_run in [true, false] {
+        let (status, job) = d
+            .submit(json!({"kind": "vector_migrate", "params": {"dataset_ids": ids}, "dry_run": dry_run}))
+            .await;
+        assert_eq!(status, 202, "{job}");
+        let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+        assert_eq!(done["state"], "succeeded", "{}: {done}", r.version);
+        let expected: Vec<i64> = done["result"]["datasets"]
+            .as_array()
+            .expect("datasets")
+            .iter()
+            .filter_map(|o| o["expected"].as_i64())
+            .collect();
+        if dry_run {
+            assert_eq!(expected.iter().sum::<i64>(), 18, "{done}");
+            assert!(index_struct(&db, flat.id).await.contains("weaviate"));
+        }
+    }
+    for ds in [&flat, &parent_child] {
+        assert_eq!(
+            index_struct(&db, ds.id).await,
+            on_qdrant(&shared),
+            "{}",
+            r.version
+        );
+    }
+    assert_exactly(&q, &shared, &[&flat, &parent_child], &[]).await;
+    d.stop().await;
+}
+
 macro_rules! releases {
     ($($module:ident => $version:literal, $head:literal, $name:literal;)+) => {
         $(mod $module {
@@ -142,6 +209,11 @@ macro_rules! releases {
             #[tokio::test]
             async fn storage_migrate_cross_check() {
                 super::storage_cross_check(R).await;
+            }
+
+            #[tokio::test]
+            async fn vector_migrate_selection_and_switch() {
+                super::vectors(R).await;
             }
         })+
     };
