@@ -231,6 +231,7 @@ fn place(target: &StoreConfig, ds: Uuid, binding: &str, ceiling: Option<usize>) 
         embedding_model_provider: None,
         binding_collection: Some(binding.to_string()),
         annotations: false,
+        parts: Default::default(),
     };
     let mut at = target.locate(&dataset, None);
     // Milvus and pgvector keep a collection per dataset: the loop writes to collections of

@@ -42,6 +42,7 @@ error_codes! {
     ResourceBusy = "resource_busy", CONFLICT;
     InvalidState = "invalid_state", CONFLICT;
     DifySchemaMissing = "dify_schema_missing", SERVICE_UNAVAILABLE;
+    DifySchemaUnsupported = "dify_schema_unsupported", BAD_REQUEST;
     DatabaseUnavailable = "database_unavailable", SERVICE_UNAVAILABLE;
     Internal = "internal", INTERNAL_SERVER_ERROR;
 }
@@ -159,6 +160,7 @@ impl From<SpecError> for ApiError {
                 };
                 ApiError::field(code, field, message)
             }
+            SpecError::Shape(m) => ApiError::new(ErrorCode::DifySchemaUnsupported, m.to_string()),
             SpecError::Db(e) => e.into(),
         }
     }

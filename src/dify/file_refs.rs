@@ -7,6 +7,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::dify::shape::{Need, Ty, col, need};
+
 /// Dify's pattern for an id in text, matched case-insensitively (Dify's own compare is not).
 pub const UUID_RE: &str =
     "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
@@ -90,8 +92,48 @@ pub const ID_SOURCES: &[IdSource] = &[
     text("tenants", "*"),
 ];
 
-/// Tables without which "unreferenced" cannot be decided.
-pub const REQUIRED: &[&str] = &["upload_files", "tool_files", "message_files", "messages"];
+/// What `orphan_records` reads and deletes by, for the shape check: the tables it deletes
+/// from (without which "unreferenced" cannot be decided) and the id columns that keep their
+/// rows. The id sources newer releases added are
+/// skipped on older ones (their rows cannot exist there); text sources are read as text
+/// whatever their type, and skipped where absent.
+pub const NEEDS: &[Need] = &[
+    need(
+        "upload_files",
+        &[col("id", Ty::Uuid), col("created_at", Ty::Timestamp)],
+    ),
+    need(
+        "tool_files",
+        &[col("id", Ty::Uuid), col("file_key", Ty::Text)],
+    ),
+    need(
+        "message_files",
+        &[
+            col("id", Ty::Uuid),
+            col("message_id", Ty::Uuid),
+            col("upload_file_id", Ty::Uuid),
+            col("created_at", Ty::Timestamp),
+        ],
+    ),
+    need("messages", &[col("id", Ty::Uuid)]),
+    need(
+        "workflow_node_execution_offload",
+        &[col("file_id", Ty::Uuid)],
+    ),
+    need(
+        "workflow_draft_variable_files",
+        &[col("upload_file_id", Ty::Uuid)],
+    ),
+    need(
+        "segment_attachment_bindings",
+        &[col("attachment_id", Ty::Uuid)],
+    ),
+    need(
+        "human_input_form_upload_files",
+        &[col("upload_file_id", Ty::Uuid)],
+    ),
+    need("agent_drive_files", &[col("file_id", Ty::Uuid)]),
+];
 
 /// The `SELECT` of one source, if its table (and column) exist here; `None` otherwise (an
 /// older Dify).
@@ -125,21 +167,6 @@ async fn select_of(pool: &PgPool, s: &IdSource) -> Result<Option<String>, sqlx::
             )
         }
     }))
-}
-
-/// Missing required tables, by name.
-pub async fn missing_required(pool: &PgPool) -> Result<Vec<&'static str>, sqlx::Error> {
-    let mut missing = Vec::new();
-    for t in REQUIRED {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.' || $1) IS NOT NULL")
-            .bind(t)
-            .fetch_one(pool)
-            .await?;
-        if !exists {
-            missing.push(*t);
-        }
-    }
-    Ok(missing)
 }
 
 /// Gathers every referenced id into `upkeep.orphan_refs` under `job_id`, one statement per

@@ -9,6 +9,8 @@
 //! runs that must stay because a message younger than the cutoff points at them.
 
 use crate::db::quote_ident;
+use crate::dify::access_paths::Leading;
+use crate::dify::shape::{Col, Fit, Need, Ty, col, need, nulled};
 
 /// How a parent table is walked: an index that serves the order, so no batch rescans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,11 @@ pub struct Dependent {
     /// A further condition on `t`.
     pub only: Option<&'static str>,
     pub fate: Fate,
+    /// Set per job when this release has no index on `column` (see `access_paths`): the
+    /// rows are found through another index's leading columns.
+    pub path: Option<&'static Leading>,
+    /// The same for the intermediate's column.
+    pub via_path: Option<&'static Leading>,
 }
 
 #[derive(Debug)]
@@ -64,6 +71,8 @@ const fn child(table: &'static str, column: &'static str) -> Dependent {
         via: None,
         only: None,
         fate: Fate::Delete,
+        path: None,
+        via_path: None,
     }
 }
 
@@ -178,22 +187,102 @@ pub const PROTECTED_RUNS: &str = "SELECT DISTINCT m.workflow_run_id FROM public.
      AND EXISTS (SELECT 1 FROM public.workflow_runs r \
                  WHERE r.id = m.workflow_run_id AND r.created_at < $1)";
 
-/// Every table a purge reads or changes, for the refusal when one is missing.
+const ID: Col = col("id", Ty::Uuid);
+const CREATED_AT: Col = col("created_at", Ty::Timestamp);
+const TENANT: Col = col("tenant_id", Ty::Uuid);
+const BY_MESSAGE: &[Col] = &[ID, col("message_id", Ty::Uuid)];
+const BY_CONVERSATION: &[Col] = &[ID, col("conversation_id", Ty::Uuid)];
+const BY_RUN: &[Col] = &[ID, col("workflow_run_id", Ty::Uuid)];
+
+/// Every table and column the statements above read or change, as the shape check wants
+/// them. Tables a release lacks (offloads before 1.9, pauses and trigger logs before 1.13)
+/// are skipped: their rows cannot exist there.
+pub const NEEDS: &[Need] = &[
+    need("apps", &[ID, TENANT]),
+    need(
+        "messages",
+        &[
+            ID,
+            CREATED_AT,
+            col("app_id", Ty::Uuid),
+            col("conversation_id", Ty::Uuid),
+            col("workflow_run_id", Ty::Uuid),
+        ],
+    ),
+    need("dataset_retriever_resources", BY_MESSAGE),
+    need(
+        "message_feedbacks",
+        &[
+            ID,
+            col("message_id", Ty::Uuid),
+            col("conversation_id", Ty::Uuid),
+        ],
+    ),
+    need("message_files", BY_MESSAGE),
+    need("message_agent_thoughts", BY_MESSAGE),
+    need("message_chains", BY_MESSAGE),
+    need("app_annotation_hit_histories", BY_MESSAGE),
+    need("saved_messages", BY_MESSAGE),
+    need(
+        "message_annotations",
+        &[
+            ID,
+            nulled("message_id", Ty::Uuid),
+            nulled("conversation_id", Ty::Uuid),
+        ],
+    ),
+    need(
+        "conversations",
+        &[
+            ID,
+            col("app_id", Ty::Uuid),
+            col("updated_at", Ty::Timestamp),
+        ],
+    ),
+    need("pinned_conversations", BY_CONVERSATION),
+    need("workflow_conversation_variables", BY_CONVERSATION),
+    need(
+        "workflow_runs",
+        &[ID, TENANT, CREATED_AT, col("status", Ty::Text)],
+    ),
+    need(
+        "workflow_node_executions",
+        &[ID, TENANT, CREATED_AT, col("workflow_run_id", Ty::Uuid)],
+    ),
+    need(
+        "workflow_node_execution_offload",
+        &[ID, col("node_execution_id", Ty::Uuid)],
+    ),
+    need(
+        "workflow_app_logs",
+        &[ID, TENANT, CREATED_AT, col("workflow_run_id", Ty::Uuid)],
+    ),
+    need("workflow_pauses", BY_RUN),
+    need("workflow_pause_reasons", &[ID, col("pause_id", Ty::Uuid)]),
+    need("workflow_trigger_logs", BY_RUN),
+];
+
+/// Every table a purge reads or changes.
 pub fn tables() -> Vec<&'static str> {
-    let mut all: Vec<&'static str> = vec!["apps"];
-    for unit in UNITS {
-        all.push(unit.table);
-        all.extend(unit.dependents.iter().map(|d| d.table));
+    NEEDS.iter().map(|n| n.table).collect()
+}
+
+impl Dependent {
+    /// Whether this release has the dependent's table (and the one it hangs off).
+    pub fn present(&self, fit: &Fit) -> bool {
+        fit.has(self.table) && self.via.is_none_or(|(via, _)| fit.has(via))
     }
-    all.sort_unstable();
-    all.dedup();
-    all
 }
 
 impl Unit {
     /// The next batch of parent rows: id, tenant, the cursor's time, and the row as JSON.
     pub fn select_batch(&self, row_json: &str) -> String {
-        let (time, after, order) = match self.keyset {
+        self.select_batch_by(self.keyset, row_json)
+    }
+
+    /// The same, walking by `keyset` (a release without the time index walks by id).
+    pub fn select_batch_by(&self, keyset: Keyset, row_json: &str) -> String {
+        let (time, after, order) = match keyset {
             Keyset::CreatedAtId => (
                 "p.created_at",
                 "(p.created_at, p.id) > ($3, $4)",
@@ -242,12 +331,16 @@ impl Dependent {
     /// turn into a scan of the whole table.
     fn under_parents(&self) -> String {
         let column = quote_ident(self.column);
-        let mut cond = match self.via {
-            None => format!("t.{column} = ANY($1)"),
-            Some((via, fk)) => format!(
-                "t.{column} = ANY(ARRAY(SELECT v.id FROM public.{via} v WHERE v.{} = ANY($1)))",
-                quote_ident(fk)
-            ),
+        let mut cond = match (self.via, self.path) {
+            (None, None) => format!("t.{column} = ANY($1)"),
+            (None, Some(leading)) => leading.cond_for("t"),
+            (Some((via, fk)), _) => {
+                let inner = match self.via_path {
+                    Some(leading) => leading.cond_for("v"),
+                    None => format!("v.{} = ANY($1)", quote_ident(fk)),
+                };
+                format!("t.{column} = ANY(ARRAY(SELECT v.id FROM public.{via} v WHERE {inner}))")
+            }
         };
         if let Some(only) = self.only {
             cond = format!("{cond} AND {only}");
@@ -368,6 +461,19 @@ mod tests {
         let mut out = String::new();
         ensure_ascii(r#"{"a":"café 😀"}"#, &mut out);
         assert_eq!(out, r#"{"a":"caf\u00e9 \ud83d\ude00"}"#);
+    }
+
+    #[test]
+    fn the_needs_cover_every_table_the_units_touch() {
+        for unit in UNITS {
+            assert!(tables().contains(&unit.table), "{}", unit.table);
+            for d in unit.dependents {
+                assert!(tables().contains(&d.table), "{}", d.table);
+                if let Some((via, _)) = d.via {
+                    assert!(tables().contains(&via), "{via}");
+                }
+            }
+        }
     }
 
     #[test]

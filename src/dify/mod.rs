@@ -1,14 +1,19 @@
 //! What Upkeep knows about Dify's schema: releases by Alembic head, the tables jobs touch,
 //! and the read-only queries behind `/v1/tenants` and `/v1/preflight`.
 
+pub mod access_paths;
 pub mod file_refs;
 pub mod index_struct;
 pub mod log_tables;
+pub mod shape;
 pub mod storage_refs;
 pub mod tenants;
 pub mod vector_records;
 
-/// Alembic heads of Dify releases (dify-reference: `alembic_version` per release).
+/// Alembic heads of Dify releases, newest first (restore compares revisions by this order).
+/// From dify-reference (`alembic_version` per release) and `dify/schemas/README.md`, each the
+/// one head of that tag's own `api/migrations/versions`. Releases that share a head (no
+/// migration between them) share an entry.
 pub const KNOWN_REVISIONS: &[(&str, &str)] = &[
     ("c3d4e5f6a7b8", "main @76391b0 (after 1.15.0)"),
     ("d9e8f7a6b5c4", "1.15.0"),
@@ -20,6 +25,12 @@ pub const KNOWN_REVISIONS: &[(&str, &str)] = &[
     ("ae662b25d9bc", "1.9.2"),
     ("b95962a3885c", "1.8.1"),
     ("532b3f888abf", "1.7.2"),
+    ("4474872b0ee6", "1.4.2 / 1.4.3"),
+    ("2adcbe1f5dfb", "1.4.1"),
+    ("d28f2004b072", "1.4.0"),
+    ("f051706725cc", "1.0.1"),
+    ("08ec4f75af5e", "1.0.0"),
+    ("a91b476a53de", "0.15.3 to 0.15.8"),
 ];
 
 pub fn release_of(revision: &str) -> Option<&'static str> {

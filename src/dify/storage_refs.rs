@@ -4,6 +4,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::dify::shape::{Need, Ty, col, if_present, need};
+
 /// One place in Dify's schema that names storage keys.
 #[derive(Clone, Copy)]
 pub struct KeySource {
@@ -59,6 +61,43 @@ pub const ORPHAN_SOURCES: &[KeySource] = &[
         tables: &["tenants"],
         select: "SELECT 'privkeys/' || id || '/private.pem' FROM public.tenants",
     },
+];
+
+/// What `orphan_files` reads, for the shape check: every orphan source must be readable.
+pub const ORPHAN_NEEDS: &[Need] = &[
+    need("upload_files", &[col("key", Ty::Text)]),
+    need("tool_files", &[col("file_key", Ty::Text)]),
+    need("tenants", &[col("id", Ty::Uuid)]),
+];
+
+/// What `storage_migrate` reads and writes: each key source where its tables exist (a storage
+/// move needs no Dify table), and `upload_files.storage_type`, which it updates.
+pub const KEY_NEEDS: &[Need] = &[
+    if_present(
+        "upload_files",
+        &[
+            col("id", Ty::Uuid),
+            col("key", Ty::Text),
+            col("storage_type", Ty::Text),
+        ],
+    ),
+    if_present("tool_files", &[col("file_key", Ty::Text)]),
+    if_present(
+        "tenants",
+        &[col("id", Ty::Uuid), col("encrypt_public_key", Ty::Text)],
+    ),
+    if_present("workflow_pauses", &[col("state_object_key", Ty::Text)]),
+    if_present(
+        "dataset_keyword_tables",
+        &[
+            col("dataset_id", Ty::Uuid),
+            col("data_source_type", Ty::Text),
+        ],
+    ),
+    if_present(
+        "datasets",
+        &[col("id", Ty::Uuid), col("tenant_id", Ty::Uuid)],
+    ),
 ];
 
 /// The key sources whose tables exist in this database.

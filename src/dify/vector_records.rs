@@ -10,6 +10,8 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::dify::shape::{Col, Need, Shape, Ty, col, need};
+
 /// A dataset a migration may move, or the stand-in dataset Dify builds for an app's
 /// annotation replies (`annotations`: id = app id, no `index_struct`, the annotation binding).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -22,6 +24,159 @@ pub struct Dataset {
     /// The shared Qdrant collection of the dataset's embedding model, if bound.
     pub binding_collection: Option<String>,
     pub annotations: bool,
+    /// Which record kinds this Dify release can hold (set from the catalog after reading).
+    #[sqlx(skip)]
+    pub parts: RecordParts,
+}
+
+/// Record kinds newer releases added: summaries and multimodal attachments came with 1.13
+/// (their tables, and `datasets.is_multimodal`, are absent in 1.9.2 and older).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordParts {
+    pub summaries: bool,
+    pub attachments: bool,
+}
+
+impl Default for RecordParts {
+    fn default() -> Self {
+        RecordParts {
+            summaries: true,
+            attachments: true,
+        }
+    }
+}
+
+impl RecordParts {
+    /// What this database's schema has.
+    pub fn of(shape: &Shape) -> Self {
+        RecordParts {
+            summaries: shape.has_table("document_segment_summaries"),
+            attachments: shape.has_table("segment_attachment_bindings")
+                && shape.has_column("datasets", "is_multimodal"),
+        }
+    }
+}
+
+const ID: Col = col("id", Ty::Uuid);
+
+/// What `vector_migrate` (and a restore of vectors) reads, and the `index_struct` it switches.
+pub const NEEDS: &[Need] = &[
+    need(
+        "datasets",
+        &[
+            ID,
+            col("tenant_id", Ty::Uuid),
+            col("index_struct", Ty::Text),
+            col("embedding_model", Ty::Text),
+            col("embedding_model_provider", Ty::Text),
+            col("collection_binding_id", Ty::Uuid),
+            col("indexing_technique", Ty::Text),
+            col("created_at", Ty::Timestamp),
+        ],
+    ),
+    need(
+        "dataset_collection_bindings",
+        &[
+            ID,
+            col("provider_name", Ty::Text),
+            col("model_name", Ty::Text),
+            col("collection_name", Ty::Text),
+            col("type", Ty::Text),
+            col("created_at", Ty::Timestamp),
+        ],
+    ),
+    need(
+        "apps",
+        &[
+            ID,
+            col("tenant_id", Ty::Uuid),
+            col("status", Ty::Text),
+            col("created_at", Ty::Timestamp),
+        ],
+    ),
+    need(
+        "app_annotation_settings",
+        &[
+            col("app_id", Ty::Uuid),
+            col("collection_binding_id", Ty::Uuid),
+            col("created_at", Ty::Timestamp),
+        ],
+    ),
+    // `question` is nullable up to 1.9.2: the text falls back to the answer either way.
+    need(
+        "message_annotations",
+        &[
+            ID,
+            col("app_id", Ty::Uuid),
+            col("question", Ty::Text),
+            col("content", Ty::Text),
+        ],
+    ),
+    need(
+        "documents",
+        &[
+            ID,
+            col("indexing_status", Ty::Text),
+            col("enabled", Ty::Bool),
+            col("archived", Ty::Bool),
+            col("doc_form", Ty::Text),
+        ],
+    ),
+    need(
+        "document_segments",
+        &[
+            ID,
+            col("dataset_id", Ty::Uuid),
+            col("document_id", Ty::Uuid),
+            col("index_node_id", Ty::Text),
+            col("index_node_hash", Ty::Text),
+            col("content", Ty::Text),
+            col("status", Ty::Text),
+            col("enabled", Ty::Bool),
+        ],
+    ),
+    need(
+        "child_chunks",
+        &[
+            col("segment_id", Ty::Uuid),
+            col("document_id", Ty::Uuid),
+            col("dataset_id", Ty::Uuid),
+            col("index_node_id", Ty::Text),
+            col("index_node_hash", Ty::Text),
+            col("content", Ty::Text),
+        ],
+    ),
+    need(
+        "document_segment_summaries",
+        &[
+            col("dataset_id", Ty::Uuid),
+            col("document_id", Ty::Uuid),
+            col("chunk_id", Ty::Uuid),
+            col("summary_index_node_id", Ty::Text),
+            col("summary_index_node_hash", Ty::Text),
+            col("summary_content", Ty::Text),
+            col("status", Ty::Text),
+            col("enabled", Ty::Bool),
+        ],
+    ),
+    need(
+        "segment_attachment_bindings",
+        &[
+            col("attachment_id", Ty::Uuid),
+            col("segment_id", Ty::Uuid),
+            col("document_id", Ty::Uuid),
+            col("dataset_id", Ty::Uuid),
+        ],
+    ),
+];
+
+/// Sets each dataset's record kinds from the catalog.
+async fn with_parts(pool: &PgPool, mut found: Vec<Dataset>) -> Result<Vec<Dataset>, sqlx::Error> {
+    let parts = RecordParts::of(&Shape::read(pool).await?);
+    for d in &mut found {
+        d.parts = parts;
+    }
+    Ok(found)
 }
 
 /// High-quality datasets not already on `target` (Dify's own rule), narrowed by ids/tenants.
@@ -31,7 +186,7 @@ pub async fn datasets(
     dataset_ids: Option<&[Uuid]>,
     tenant_ids: Option<&[Uuid]>,
 ) -> Result<Vec<Dataset>, sqlx::Error> {
-    sqlx::query_as(
+    let found = sqlx::query_as(
         "SELECT d.id, d.tenant_id, d.index_struct, d.embedding_model, d.embedding_model_provider, \
                 b.collection_name AS binding_collection, false AS annotations \
          FROM public.datasets d \
@@ -46,7 +201,8 @@ pub async fn datasets(
     .bind(dataset_ids)
     .bind(tenant_ids)
     .fetch_all(pool)
-    .await
+    .await?;
+    with_parts(pool, found).await
 }
 
 /// Apps whose annotation reply is enabled (an `app_annotation_settings` row), as Dify's
@@ -57,7 +213,7 @@ pub async fn annotation_apps(
     app_ids: Option<&[Uuid]>,
     tenant_ids: Option<&[Uuid]>,
 ) -> Result<Vec<Dataset>, sqlx::Error> {
-    sqlx::query_as(
+    let found = sqlx::query_as(
         "SELECT a.id, a.tenant_id, NULL::text AS index_struct, b.model_name AS embedding_model, \
                 b.provider_name AS embedding_model_provider, \
                 (SELECT o.collection_name FROM public.dataset_collection_bindings o \
@@ -76,7 +232,8 @@ pub async fn annotation_apps(
     .bind(app_ids)
     .bind(tenant_ids)
     .fetch_all(pool)
-    .await
+    .await?;
+    with_parts(pool, found).await
 }
 
 /// The vector stores Dify's datasets name in `index_struct` now, plus the ones migrations
@@ -140,34 +297,49 @@ fn expected_sql(dataset: &Dataset) -> String {
             h = hash(ANNOTATION_TEXT)
         );
     }
-    format!(
-        "SELECT s.index_node_id AS doc_id, 'segment' AS kind, {seg} AS cache_hash \
-         FROM public.document_segments s JOIN public.documents d ON d.id = s.document_id \
-         WHERE s.dataset_id = $1 AND {AVAILABLE} AND d.doc_form <> 'hierarchical_model' \
-           AND s.index_node_id IS NOT NULL \
-         UNION ALL \
-         SELECT c.index_node_id, 'child_chunk', {child} \
-         FROM public.child_chunks c JOIN public.document_segments s ON s.id = c.segment_id \
-         JOIN public.documents d ON d.id = c.document_id \
-         WHERE c.dataset_id = $1 AND {AVAILABLE} AND d.doc_form = 'hierarchical_model' \
-           AND c.index_node_id IS NOT NULL \
-         UNION ALL \
-         SELECT m.summary_index_node_id, 'summary', {summary} \
-         FROM public.document_segment_summaries m \
-         WHERE m.dataset_id = $1 AND m.status = 'completed' AND m.enabled \
-           AND m.summary_index_node_id IS NOT NULL \
-         UNION ALL \
-         SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', \
-                a.attachment_id::text \
-         FROM public.segment_attachment_bindings a \
-         JOIN public.document_segments s ON s.id = a.segment_id \
-         JOIN public.documents d ON d.id = a.document_id \
-         JOIN public.datasets ds ON ds.id = a.dataset_id AND ds.is_multimodal \
-         WHERE a.dataset_id = $1 AND {AVAILABLE}",
-        seg = hash("s.content"),
-        child = hash("c.content"),
-        summary = hash("m.summary_content"),
-    )
+    let mut parts = vec![
+        format!(
+            "SELECT s.index_node_id AS doc_id, 'segment' AS kind, {seg} AS cache_hash \
+             FROM public.document_segments s JOIN public.documents d ON d.id = s.document_id \
+             WHERE s.dataset_id = $1 AND {AVAILABLE} AND d.doc_form <> 'hierarchical_model' \
+               AND s.index_node_id IS NOT NULL",
+            seg = hash("s.content"),
+        ),
+        format!(
+            "SELECT c.index_node_id, 'child_chunk', {child} \
+             FROM public.child_chunks c JOIN public.document_segments s ON s.id = c.segment_id \
+             JOIN public.documents d ON d.id = c.document_id \
+             WHERE c.dataset_id = $1 AND {AVAILABLE} AND d.doc_form = 'hierarchical_model' \
+               AND c.index_node_id IS NOT NULL",
+            child = hash("c.content"),
+        ),
+    ];
+    if dataset.parts.summaries {
+        parts.push(format!(
+            "SELECT m.summary_index_node_id, 'summary', {summary} \
+             FROM public.document_segment_summaries m \
+             WHERE m.dataset_id = $1 AND m.status = 'completed' AND m.enabled \
+               AND m.summary_index_node_id IS NOT NULL",
+            summary = hash("m.summary_content"),
+        ));
+    }
+    if dataset.parts.attachments {
+        parts.push(format!(
+            "SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', \
+                    a.attachment_id::text \
+             FROM public.segment_attachment_bindings a \
+             JOIN public.document_segments s ON s.id = a.segment_id \
+             JOIN public.documents d ON d.id = a.document_id \
+             JOIN public.datasets ds ON ds.id = a.dataset_id AND ds.is_multimodal \
+             WHERE a.dataset_id = $1 AND {AVAILABLE}"
+        ));
+    }
+    // Parenthesised: DISTINCT ON binds to its own branch.
+    parts
+        .iter()
+        .map(|p| format!("({p})"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// A record as Dify would have written it, for one the source store lacks: its text and
@@ -205,25 +377,32 @@ pub async fn rebuilt(
             .await?
     } else {
         // Attachments: the file name as text, an empty `doc_hash` (Dify's multimodal path).
-        sqlx::query_as(
-                "SELECT s.index_node_id, 'segment', s.content, s.index_node_hash, s.document_id, \
-                        NULL::uuid \
-                 FROM public.document_segments s WHERE s.dataset_id = $1 AND s.index_node_id = ANY($2) \
-                 UNION ALL \
-                 SELECT c.index_node_id, 'child_chunk', c.content, c.index_node_hash, c.document_id, NULL::uuid \
-                 FROM public.child_chunks c WHERE c.dataset_id = $1 AND c.index_node_id = ANY($2) \
-                 UNION ALL \
-                 SELECT m.summary_index_node_id, 'summary', m.summary_content, m.summary_index_node_hash, \
+        let mut parts = vec![
+            "SELECT s.index_node_id, 'segment', s.content, s.index_node_hash, s.document_id, \
+                    NULL::uuid \
+             FROM public.document_segments s WHERE s.dataset_id = $1 AND s.index_node_id = ANY($2)",
+            "SELECT c.index_node_id, 'child_chunk', c.content, c.index_node_hash, c.document_id, NULL::uuid \
+             FROM public.child_chunks c WHERE c.dataset_id = $1 AND c.index_node_id = ANY($2)",
+        ];
+        if dataset.parts.summaries {
+            parts.push(
+                "SELECT m.summary_index_node_id, 'summary', m.summary_content, m.summary_index_node_hash, \
                         m.document_id, m.chunk_id \
                  FROM public.document_segment_summaries m \
-                 WHERE m.dataset_id = $1 AND m.summary_index_node_id = ANY($2) \
-                 UNION ALL \
-                 SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', u.name, '', \
+                 WHERE m.dataset_id = $1 AND m.summary_index_node_id = ANY($2)",
+            );
+        }
+        if dataset.parts.attachments {
+            parts.push(
+                "SELECT DISTINCT ON (a.attachment_id) a.attachment_id::text, 'attachment', u.name, '', \
                         a.document_id, NULL::uuid \
                  FROM public.segment_attachment_bindings a \
                  JOIN public.upload_files u ON u.id = a.attachment_id \
                  WHERE a.dataset_id = $1 AND a.attachment_id::text = ANY($2)",
-            )
+            );
+        }
+        let sql: Vec<String> = parts.iter().map(|p| format!("({p})")).collect();
+        sqlx::query_as(sqlx::AssertSqlSafe(sql.join(" UNION ALL ")))
             .bind(dataset.id)
             .bind(doc_ids)
             .fetch_all(pool)

@@ -72,8 +72,34 @@ pub enum SpecError {
         message: String,
         unknown_field: bool,
     },
+    /// Dify's schema is not the shape the job relies on.
+    #[error(transparent)]
+    Shape(#[from] crate::dify::shape::Mismatch),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+impl From<crate::dify::shape::ShapeError> for SpecError {
+    fn from(e: crate::dify::shape::ShapeError) -> Self {
+        match e {
+            crate::dify::shape::ShapeError::Mismatch(m) => SpecError::Shape(m),
+            crate::dify::shape::ShapeError::Db(e) => SpecError::Db(e),
+        }
+    }
+}
+
+/// Code of a job failed (or a request refused) because Dify's schema is not the expected shape.
+pub const SCHEMA_UNSUPPORTED: &str = "dify_schema_unsupported";
+
+impl From<crate::dify::shape::ShapeError> for JobError {
+    fn from(e: crate::dify::shape::ShapeError) -> Self {
+        match e {
+            crate::dify::shape::ShapeError::Mismatch(m) => {
+                JobError::failed(SCHEMA_UNSUPPORTED, m.to_string())
+            }
+            crate::dify::shape::ShapeError::Db(e) => JobError::Db(e),
+        }
+    }
 }
 
 impl SpecError {

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
 use crate::config::Settings;
-use crate::dify::storage_refs::{self, KeySource, ORPHAN_SOURCES};
+use crate::dify::shape;
+use crate::dify::storage_refs::{self, KeySource, ORPHAN_NEEDS, ORPHAN_SOURCES};
 use crate::storage::StorageConfig;
 
 /// Prefixes whose every object should have a row (`privkeys/` one per live tenant).
@@ -130,6 +131,7 @@ impl JobKind for OrphanFiles {
         settings: &Settings,
     ) -> Result<(), SpecError> {
         prefixes(params)?;
+        shape::require(pool, Self::KIND, ORPHAN_NEEDS).await?;
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::check_exists(&config, "storage", params.storage.is_some())?;
         storage_param::open(&config, "storage")?;
@@ -168,6 +170,7 @@ impl JobKind for OrphanFiles {
     }
 
     async fn plan(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, ORPHAN_NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
             Some(plan) => orphan_plan::preview(ctx, plan).await,
             None => make_plan(params, ctx).await,
@@ -175,6 +178,7 @@ impl JobKind for OrphanFiles {
     }
 
     async fn run(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, ORPHAN_NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
             Some(plan) => apply_plan(params, plan, ctx).await,
             None => make_plan(params, ctx).await,

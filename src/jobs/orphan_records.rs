@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
 use crate::config::Settings;
 use crate::dify::file_refs;
+use crate::dify::shape;
 
 const BATCH: i64 = 1000;
 const SAMPLE: usize = 50;
@@ -72,6 +73,7 @@ impl JobKind for OrphanRecords {
     ) -> Result<(), SpecError> {
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::open(&config, "storage")?;
+        shape::require(pool, Self::KIND, file_refs::NEEDS).await?;
         orphan_plan::check(
             pool,
             &settings.sealer,
@@ -94,6 +96,7 @@ impl JobKind for OrphanRecords {
     }
 
     async fn plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, file_refs::NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
             Some(plan) => orphan_plan::preview(ctx, plan).await,
             None => make_plan(params, ctx).await,
@@ -101,6 +104,7 @@ impl JobKind for OrphanRecords {
     }
 
     async fn run(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, file_refs::NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
             Some(plan) => apply_plan(plan, ctx).await,
             None => make_plan(params, ctx).await,
@@ -108,18 +112,9 @@ impl JobKind for OrphanRecords {
     }
 }
 
-/// Refuses unless every table needed to decide is there; then gathers the references.
+/// Gathers the references (the shape check at the start made sure every table needed to
+/// decide is there).
 async fn gather(ctx: &mut JobCtx) -> Result<(Vec<String>, Vec<String>), JobError> {
-    let missing = file_refs::missing_required(&ctx.pool).await?;
-    if !missing.is_empty() {
-        return Err(JobError::failed(
-            "references_unreadable",
-            format!(
-                "cannot read {}: refusing to call any row an orphan",
-                missing.join(", ")
-            ),
-        ));
-    }
     ctx.progress(phase("gather references"), true).await?;
     Ok(file_refs::gather(&ctx.pool, ctx.job_id).await?)
 }

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use super::log_export::{self, Files};
 use super::{JobCtx, JobError, JobKind, JobSpec, Progress, SpecError, storage_param};
 use crate::config::Settings;
-use crate::dify::log_tables::{self, Fate, Keyset, UNITS, Unit};
+use crate::dify::access_paths::{self, Choice, Path};
+use crate::dify::log_tables::{self, Dependent, Fate, Keyset, UNITS, Unit};
+use crate::dify::shape::{self, Fit, Shape};
 use crate::queue::{self, NewJob};
 
 /// A batch whose rows changed between export and delete is redone this many times.
@@ -61,6 +63,12 @@ pub struct PurgeLogsParams {
     #[serde(default = "default_lock_timeout_ms")]
     #[schema(default = 2000, minimum = 1, maximum = 60000)]
     pub lock_timeout_ms: u32,
+    /// Where this Dify release lacks an index that keeps each batch cheap (e.g. 1.7.2 and
+    /// older: none on `workflow_app_logs (workflow_run_id)`), build it with
+    /// `CREATE INDEX CONCURRENTLY` before the purge and drop it after. The dry run says which
+    /// tables would need one.
+    #[serde(default)]
+    pub temporary_indexes: bool,
 }
 
 fn default_days() -> u32 {
@@ -130,6 +138,10 @@ struct Checkpoint {
     /// The longest delete transaction so far: what Dify's writers could have waited for.
     #[serde(default)]
     longest_tx_ms: u64,
+    /// Whether `cursor` is an id-order cursor: a resume that walks the other way (an index
+    /// appeared or went) starts the unit over rather than skip rows.
+    #[serde(default)]
+    cursor_by_id: Option<bool>,
 }
 
 /// A row read for a batch: its id, its workspace, and its export JSON.
@@ -148,7 +160,11 @@ struct Batch {
 
 /// Statements built once per job from the live catalog (the export has every column).
 struct Sql {
+    /// Per unit, how its parents are walked here.
+    keysets: Vec<Keyset>,
     select_parents: Vec<String>,
+    /// Per unit, the dependents this release has, in delete order.
+    dependents: Vec<Vec<Dependent>>,
     select_dependents: Vec<Vec<String>>,
 }
 
@@ -185,6 +201,7 @@ impl JobKind for PurgeLogs {
                 "must be 1 to 60000",
             ));
         }
+        shape::require(pool, Self::KIND, log_tables::NEEDS).await?;
         if let Some(ids) = &params.tenant_ids {
             if ids.is_empty() {
                 return Err(SpecError::invalid(
@@ -218,11 +235,14 @@ impl JobKind for PurgeLogs {
     }
 
     async fn plan(params: PurgeLogsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        require_tables(&ctx.pool).await?;
+        let catalog = Shape::read(&ctx.pool).await?;
+        let fit = shape::check(&catalog, Self::KIND, log_tables::NEEDS)
+            .map_err(|m| JobError::failed(super::SCHEMA_UNSUPPORTED, m.to_string()))?;
+        let paths = access(&catalog, &fit, params.temporary_indexes);
         let cutoff = cutoff(params.days);
         let tenants = params.tenant_ids.clone();
         let protected = protected_runs(&ctx.pool, cutoff).await?;
-        let counts = count(&ctx.pool, tenants.as_deref(), cutoff, &protected).await?;
+        let counts = count(&ctx.pool, &fit, tenants.as_deref(), cutoff, &protected).await?;
         let mut tables: BTreeMap<String, Value> = BTreeMap::new();
         for (table, fate, n) in counts.totals() {
             let what = if fate == "detached" && !params.keep_annotations {
@@ -242,11 +262,17 @@ impl JobKind for PurgeLogs {
             "per_tenant": counts.per_tenant,
             "runs_kept_for_younger_messages": protected.len(),
             "export": params.export,
+            "schema": fit,
+            "access_paths": paths,
         }))
     }
 
     async fn run(params: PurgeLogsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
-        require_tables(&ctx.pool).await?;
+        let catalog = Shape::read(&ctx.pool).await?;
+        let fit = shape::check(&catalog, Self::KIND, log_tables::NEEDS)
+            .map_err(|m| JobError::failed(super::SCHEMA_UNSUPPORTED, m.to_string()))?;
+        let paths = access(&catalog, &fit, params.temporary_indexes);
+        build_temporary(ctx, &paths).await?;
         let op = if params.export {
             let config = storage_param::resolve(params.storage.as_ref(), "storage", &ctx.settings)
                 .map_err(storage_param::invalid)?;
@@ -254,14 +280,19 @@ impl JobKind for PurgeLogs {
         } else {
             None
         };
-        let sql = statements(&ctx.pool).await?;
+        let sql = statements(&ctx.pool, &fit, &paths).await?;
         let mut cp = match ctx.checkpoint::<Checkpoint>()? {
             Some(cp) => cp,
-            None => start(&params, ctx).await?,
+            None => start(&params, ctx, &fit).await?,
         };
         let mut meter = TableMeter::default();
         while cp.unit < UNITS.len() {
             let unit = &UNITS[cp.unit];
+            let by_id = sql.keysets[cp.unit] == Keyset::Id;
+            if cp.cursor_by_id.is_some_and(|b| b != by_id) {
+                cp.cursor = Cursor::start();
+                cp.cursor_by_id = None;
+            }
             if unit.table == "workflow_runs" && cp.protected_runs.is_none() {
                 cp.protected_runs = Some(protected_runs(&ctx.pool, cp.cutoff).await?);
                 ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
@@ -276,35 +307,131 @@ impl JobKind for PurgeLogs {
             }
             cp.unit += 1;
             cp.cursor = Cursor::start();
+            cp.cursor_by_id = None;
             ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
         }
-        finish(&params, ctx, &cp).await
+        drop_temporary(ctx, &paths).await?;
+        let mut result = finish(&params, ctx, &cp, &fit).await?;
+        result["access_paths"] = serde_json::to_value(&paths).unwrap_or_default();
+        Ok(result)
     }
+}
+
+/// The access path of every lookup the purge makes: each parent walk by its keyset, each
+/// dependent (and the intermediate it hangs off) by its link column.
+fn access(catalog: &Shape, fit: &Fit, temporary: bool) -> Vec<Choice> {
+    let mut out: Vec<Choice> = Vec::new();
+    for unit in UNITS {
+        if unit.keyset == Keyset::CreatedAtId {
+            let exact = access_paths::choose(catalog, unit.table, &["created_at", "id"], temporary);
+            let first = access_paths::choose(catalog, unit.table, &["created_at"], false);
+            // An index on `created_at` alone serves the walk too (ties sorted per batch).
+            out.push(match (&exact.path, &first.path) {
+                (Path::Index { .. }, _) => exact,
+                (_, Path::Index { .. }) => first,
+                (Path::Scan, _) => walk_by_id(catalog, unit.table).unwrap_or(exact),
+                _ => exact,
+            });
+        }
+        for d in unit.dependents.iter().filter(|d| d.present(fit)) {
+            let mut lookups = vec![(d.table, d.column)];
+            if let Some(via) = d.via {
+                lookups.push(via);
+            }
+            for (table, column) in lookups {
+                if !out.iter().any(|c| c.table == table && c.by == column) {
+                    out.push(access_paths::choose(catalog, table, &[column], temporary));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Without any index on `created_at` (workflow runs before 1.13) a time-ordered walk would
+/// scan the table per batch: walking by primary key reads it once for the whole purge.
+fn walk_by_id(catalog: &Shape, table: &str) -> Option<Choice> {
+    let mut by_id = access_paths::choose(catalog, table, &["id"], false);
+    let Path::Index { index } = &by_id.path else {
+        return None;
+    };
+    by_id.why = format!(
+        "this Dify has no index on {table} (created_at): walked by {index} instead, one pass \
+         over the table for the whole purge. temporary_indexes: true builds one on (created_at, id)"
+    );
+    Some(by_id)
+}
+
+/// How each unit's parents are walked on this release.
+fn keysets(paths: &[Choice]) -> Vec<Keyset> {
+    UNITS
+        .iter()
+        .map(|u| {
+            let by_id = paths.iter().any(|c| c.table == u.table && c.by == "id");
+            if by_id { Keyset::Id } else { u.keyset }
+        })
+        .collect()
+}
+
+/// The columns a temporary index of `choice` covers.
+fn temporary_columns(choice: &Choice) -> Vec<&str> {
+    choice.by.split(", ").collect()
+}
+
+/// Builds the temporary indexes the paths call for (outside any transaction, so Dify's
+/// writes go on). An invalid one left by a killed build is dropped and built again.
+async fn build_temporary(ctx: &mut JobCtx, paths: &[Choice]) -> Result<(), JobError> {
+    for c in paths {
+        let index = match &c.path {
+            Path::TemporaryIndex { index } => index,
+            Path::Scan => {
+                ctx.warn(format!("{}: {}", c.table, c.why), Value::Null)
+                    .await?;
+                continue;
+            }
+            _ => continue,
+        };
+        let columns = temporary_columns(c);
+        ctx.log(
+            format!(
+                "building the temporary index {index} on {} ({})",
+                c.table, c.by
+            ),
+            Value::Null,
+        )
+        .await?;
+        for sql in [
+            access_paths::temporary_drop(&c.table, &columns),
+            access_paths::temporary_create(&c.table, &columns),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&ctx.pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops Upkeep's temporary indexes, whether this attempt or an earlier one built them.
+async fn drop_temporary(ctx: &mut JobCtx, paths: &[Choice]) -> Result<(), JobError> {
+    for c in paths {
+        let ours = match &c.path {
+            Path::TemporaryIndex { .. } => true,
+            Path::Index { index } => index.starts_with("upkeep_tmp_"),
+            _ => false,
+        };
+        if ours {
+            let sql = access_paths::temporary_drop(&c.table, &temporary_columns(c));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&ctx.pool)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 fn cutoff(days: u32) -> NaiveDateTime {
     (Utc::now() - chrono::Duration::days(i64::from(days))).naive_utc()
-}
-
-async fn require_tables(pool: &PgPool) -> Result<(), JobError> {
-    let tables = log_tables::tables();
-    let missing: Vec<String> = sqlx::query_scalar(
-        "SELECT t FROM unnest($1::text[]) t WHERE to_regclass('public.' || quote_ident(t)) IS NULL",
-    )
-    .bind(&tables)
-    .fetch_all(pool)
-    .await?;
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(JobError::failed(
-            "tables_missing",
-            format!(
-                "Dify's tables {} are missing: is this Dify's database at a supported revision?",
-                missing.join(", ")
-            ),
-        ))
-    }
 }
 
 async fn protected_runs(pool: &PgPool, cutoff: NaiveDateTime) -> Result<Vec<Uuid>, JobError> {
@@ -361,6 +488,7 @@ impl Counts {
 
 async fn count(
     pool: &PgPool,
+    fit: &Fit,
     tenants: Option<&[Uuid]>,
     cutoff: NaiveDateTime,
     protected: &[Uuid],
@@ -372,7 +500,7 @@ async fn count(
     };
     for unit in UNITS {
         let mut statements = vec![(unit.table, "deleted", unit.count_per_tenant())];
-        for d in unit.dependents {
+        for d in unit.dependents.iter().filter(|d| d.present(fit)) {
             let fate = match d.fate {
                 Fate::Delete => "deleted",
                 Fate::Detach(_) => "detached",
@@ -399,10 +527,10 @@ async fn count(
     Ok(counts)
 }
 
-async fn statements(pool: &PgPool) -> Result<Sql, JobError> {
+async fn statements(pool: &PgPool, fit: &Fit, paths: &[Choice]) -> Result<Sql, JobError> {
     // Parents are `p` and dependents `t` in the statements: one expression per table and alias.
     let mut json_of: HashMap<(&str, &str), String> = HashMap::new();
-    for table in log_tables::tables() {
+    for table in log_tables::tables().into_iter().filter(|t| fit.has(t)) {
         let columns: Vec<(String, String)> = sqlx::query_as(
             "SELECT column_name::text, data_type::text FROM information_schema.columns \
              WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
@@ -415,24 +543,53 @@ async fn statements(pool: &PgPool) -> Result<Sql, JobError> {
         }
     }
     let json = |table: &str, alias: &str| json_of.get(&(table, alias)).cloned().unwrap_or_default();
+    let dependents: Vec<Vec<Dependent>> = UNITS
+        .iter()
+        .map(|u| {
+            u.dependents
+                .iter()
+                .filter(|d| d.present(fit))
+                .map(|d| {
+                    let leading = |table: &str, column: &str| {
+                        paths
+                            .iter()
+                            .find(|c| c.table == table && c.by == column)
+                            .and_then(|c| c.leading)
+                    };
+                    Dependent {
+                        path: leading(d.table, d.column),
+                        via_path: d.via.and_then(|(via, fk)| leading(via, fk)),
+                        ..*d
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let keysets = keysets(paths);
     Ok(Sql {
         select_parents: UNITS
             .iter()
-            .map(|u| u.select_batch(&json(u.table, "p")))
+            .zip(&keysets)
+            .map(|(u, k)| u.select_batch_by(*k, &json(u.table, "p")))
             .collect(),
-        select_dependents: UNITS
+        keysets,
+        select_dependents: dependents
             .iter()
-            .map(|u| {
-                u.dependents
-                    .iter()
+            .map(|deps| {
+                deps.iter()
                     .map(|d| d.select_for(&json(d.table, "t")))
                     .collect()
             })
             .collect(),
+        dependents,
     })
 }
 
-async fn start(params: &PurgeLogsParams, ctx: &mut JobCtx) -> Result<Checkpoint, JobError> {
+async fn start(
+    params: &PurgeLogsParams,
+    ctx: &mut JobCtx,
+    fit: &Fit,
+) -> Result<Checkpoint, JobError> {
     ctx.progress(
         Progress {
             phase: "count".into(),
@@ -444,7 +601,14 @@ async fn start(params: &PurgeLogsParams, ctx: &mut JobCtx) -> Result<Checkpoint,
     .await?;
     let cutoff = cutoff(params.days);
     let protected = protected_runs(&ctx.pool, cutoff).await?;
-    let counts = count(&ctx.pool, params.tenant_ids.as_deref(), cutoff, &protected).await?;
+    let counts = count(
+        &ctx.pool,
+        fit,
+        params.tenant_ids.as_deref(),
+        cutoff,
+        &protected,
+    )
+    .await?;
     let cp = Checkpoint {
         cutoff,
         unit: 0,
@@ -463,6 +627,7 @@ async fn start(params: &PurgeLogsParams, ctx: &mut JobCtx) -> Result<Checkpoint,
         bytes: 0,
         retried_batches: 0,
         longest_tx_ms: 0,
+        cursor_by_id: None,
     };
     ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
     Ok(cp)
@@ -475,7 +640,6 @@ async fn read_batch(
     cp: &Checkpoint,
 ) -> Result<Option<Batch>, JobError> {
     use sqlx::Row as _;
-    let unit = &UNITS[cp.unit];
     let protected = cp.protected_runs.as_deref().unwrap_or_default();
     let rows = bind_unit(
         &sql.select_parents[cp.unit],
@@ -491,7 +655,7 @@ async fn read_batch(
         return Ok(None);
     };
     let last = Cursor {
-        time: match unit.keyset {
+        time: match sql.keysets[cp.unit] {
             Keyset::CreatedAtId => last.try_get(2)?,
             Keyset::Id => cp.cursor.time,
         },
@@ -514,7 +678,7 @@ async fn read_batch(
             .bind(&ids)
             .fetch_all(&ctx.pool)
     });
-    let mut dependents = Vec::with_capacity(unit.dependents.len());
+    let mut dependents = Vec::with_capacity(sql.dependents[cp.unit].len());
     for rows in futures_util::future::try_join_all(reads).await? {
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
@@ -558,14 +722,26 @@ async fn purge_batch(
         };
         let read_ms = t0.elapsed().as_millis();
         let exported = match op {
-            Some(op) => Some(export(ctx, cp, unit, &batch, op).await?),
+            Some(op) => Some(export(ctx, cp, unit, &sql.dependents[cp.unit], &batch, op).await?),
             None => None,
         };
         ctx.failpoint("purge_logs.exported").await?;
         let export_ms = t0.elapsed().as_millis() - read_ms;
         let began = Instant::now();
         let mut tx = ctx.pool.begin().await?;
-        match delete(params, ctx, &mut tx, cp, unit, &batch, exported.is_some()).await {
+        let deps = &sql.dependents[cp.unit];
+        match delete(
+            params,
+            ctx,
+            &mut tx,
+            cp,
+            unit,
+            deps,
+            &batch,
+            exported.is_some(),
+        )
+        .await
+        {
             Ok(tallies) => {
                 for (table, tally) in tallies {
                     let t = cp.tables.entry(table.to_string()).or_default();
@@ -579,6 +755,7 @@ async fn purge_batch(
                 }
                 cp.pending = None;
                 cp.cursor = batch.last;
+                cp.cursor_by_id = Some(sql.keysets[cp.unit] == Keyset::Id);
                 cp.batches += 1;
                 ctx.save_checkpoint(&mut *tx, &*cp).await?;
                 tx.commit().await?;
@@ -646,6 +823,7 @@ async fn export(
     ctx: &mut JobCtx,
     cp: &mut Checkpoint,
     unit: &Unit,
+    deps: &[Dependent],
     batch: &Batch,
     op: &Operator,
 ) -> Result<(u64, u64), JobError> {
@@ -660,7 +838,7 @@ async fn export(
     for row in &batch.parents {
         files.push(row.tenant, unit.table, stamp_us, &row.json);
     }
-    for (d, rows) in unit.dependents.iter().zip(&batch.dependents) {
+    for (d, rows) in deps.iter().zip(&batch.dependents) {
         for row in rows {
             files.push(row.tenant, d.table, stamp_us, &row.json);
         }
@@ -715,12 +893,14 @@ impl From<JobError> for DeleteError {
 
 /// Locks the batch's parents that still qualify, then removes their dependents and them.
 /// With an export, every removed row must be one the export holds.
+#[allow(clippy::too_many_arguments)]
 async fn delete(
     params: &PurgeLogsParams,
     ctx: &JobCtx,
     tx: &mut Transaction<'static, Postgres>,
     cp: &Checkpoint,
     unit: &Unit,
+    deps: &[Dependent],
     batch: &Batch,
     exported: bool,
 ) -> Result<Vec<(&'static str, Tally)>, DeleteError> {
@@ -735,12 +915,12 @@ async fn delete(
         .fetch_all(&mut **tx)
         .await?;
     let mut tallies = Vec::new();
-    for (d, rows) in unit.dependents.iter().zip(&batch.dependents) {
+    for (d, rows) in deps.iter().zip(&batch.dependents) {
         let fate = match d.fate {
             Fate::Detach(_) if !params.keep_annotations => Fate::Delete,
             f => f,
         };
-        let sql = log_tables::Dependent { fate, ..*d }.apply_for();
+        let sql = Dependent { fate, ..*d }.apply_for();
         let done: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(&eligible)
             .fetch_all(&mut **tx)
@@ -839,6 +1019,7 @@ async fn finish(
     params: &PurgeLogsParams,
     ctx: &mut JobCtx,
     cp: &Checkpoint,
+    fit: &Fit,
 ) -> Result<Value, JobError> {
     let shrunk: Vec<&String> = cp
         .tables
@@ -882,6 +1063,7 @@ async fn finish(
     };
     let mut result = done_so_far(params, cp);
     result["vacuum"] = vacuum;
+    result["schema"] = json!(fit);
     Ok(result)
 }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
-use crate::dify::storage_refs;
+use crate::dify::{shape, storage_refs};
 use crate::storage::listing::Listing;
 use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, TransferError};
 use crate::storage::{self, StorageConfig};
@@ -217,10 +217,11 @@ impl JobKind for StorageMigrate {
 
     async fn validate(
         params: &StorageMigrateParams,
-        _pool: &PgPool,
+        pool: &PgPool,
         settings: &Settings,
     ) -> Result<(), SpecError> {
         storage_param::check_concurrency(params.concurrency)?;
+        shape::require(pool, Self::KIND, storage_refs::KEY_NEEDS).await?;
         if params.delete_source && params.verify != Verify::Checksum {
             return Err(SpecError::invalid(
                 "params.delete_source",
@@ -235,6 +236,7 @@ impl JobKind for StorageMigrate {
     }
 
     async fn plan(params: StorageMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, storage_refs::KEY_NEEDS).await?;
         let (ends, src, dst) = open(&params, ctx)?;
         let prefixes = prefix_paths(&params).map_err(invalid)?;
         ctx.progress(phase_progress("scan source and target"), true)
@@ -314,6 +316,7 @@ impl JobKind for StorageMigrate {
     }
 
     async fn run(params: StorageMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, storage_refs::KEY_NEEDS).await?;
         let (ends, src, dst) = open(&params, ctx)?;
         ctx.log(
             format!(

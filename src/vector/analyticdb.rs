@@ -837,6 +837,7 @@ mod tests {
             embedding_model_provider: None,
             binding_collection: None,
             annotations: false,
+            parts: Default::default(),
         };
         let at = AnalyticdbStore::locate(&ds, None);
         assert_eq!(

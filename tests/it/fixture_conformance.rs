@@ -638,3 +638,81 @@ async fn generator_fills_difys_real_schema() {
     );
     check_generated(&db.pool, &summary).await;
 }
+
+/// Type, length and nullability of each column (defaults left out: Dify changed id defaults
+/// across releases, which no job relies on).
+async fn column_types(pool: &PgPool, tables: &[String]) -> BTreeMap<ColumnKey, String> {
+    columns(pool, tables)
+        .await
+        .into_iter()
+        .map(|(k, v)| {
+            let kept = v.split(" default=").next().unwrap_or_default().to_string();
+            (k, kept)
+        })
+        .collect()
+}
+
+/// The fixture (Dify main's tables Upkeep uses) on each supported release: every difference
+/// is one `dify::shape` knows (a table or column the release lacks or dropped since, a type
+/// or nullability it has otherwise), so the jobs' shape checks and the generator work from
+/// the truth.
+#[tokio::test]
+async fn the_fixture_on_each_release_differs_only_as_upkeep_knows() {
+    use upkeep::dify::shape::{
+        COLUMNS_ABSENT_UP_TO, COLUMNS_DROPPED_AFTER, COLUMNS_TYPED_OTHERWISE_UP_TO,
+        TABLES_ABSENT_UP_TO,
+    };
+    fn version(v: &str) -> Vec<u32> {
+        v.split('.').filter_map(|p| p.parse().ok()).collect()
+    }
+    let at_or_before = |v: &str, up_to: &str| version(v) <= version(up_to);
+    let fixture = empty_database().await;
+    load_dify_fixture(&fixture.pool).await.expect("fixture");
+    let tables = public_tables(&fixture.pool).await;
+    let fixture_columns = column_types(&fixture.pool, &tables).await;
+    for v in [
+        "0.15.3", "1.0.1", "1.4.3", "1.7.2", "1.9.2", "1.13.3", "1.15.0",
+    ] {
+        let Some(db) = crate::support::pg::release_database(v, "0").await else {
+            continue;
+        };
+        let release_tables: BTreeSet<String> = public_tables(&db.pool).await.into_iter().collect();
+        let release_columns = column_types(&db.pool, &tables).await;
+        let mut problems = Vec::new();
+        for t in tables.iter().filter(|t| !release_tables.contains(*t)) {
+            let known = TABLES_ABSENT_UP_TO
+                .iter()
+                .any(|(k, up_to)| k == t && at_or_before(v, up_to));
+            if !known && t != "alembic_version" {
+                problems.push(format!("table {t}: absent, not known to be"));
+            }
+        }
+        let keys: BTreeSet<&ColumnKey> = fixture_columns
+            .keys()
+            .chain(release_columns.keys())
+            .collect();
+        for key @ (t, c) in keys {
+            let known = |list: &[(&str, &str, &str)]| {
+                list.iter()
+                    .any(|(kt, kc, up_to)| kt == t && kc == c && at_or_before(v, up_to))
+            };
+            match (fixture_columns.get(key), release_columns.get(key)) {
+                (Some(_), None) if !release_tables.contains(t) => {}
+                (Some(_), None) if known(COLUMNS_ABSENT_UP_TO) => {}
+                (None, Some(_)) if known(COLUMNS_DROPPED_AFTER) => {}
+                (Some(f), Some(r)) if f == r => {}
+                (Some(_), Some(_))
+                    if COLUMNS_TYPED_OTHERWISE_UP_TO
+                        .iter()
+                        .any(|(kt, kc, up_to, _)| kt == t && kc == c && at_or_before(v, up_to)) => {
+                }
+                (f, r) => problems.push(format!("column {t}.{c}: main {f:?}, {v} {r:?}")),
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "Dify {v} differs from the fixture in ways dify::shape does not know:\n{}",
+            problems.join("\n")
+        );
+    }
+}

@@ -247,18 +247,50 @@ async fn tenants_preflight_and_metrics() {
     d.stop().await;
 }
 
+/// Every release's Alembic head (dify/schemas/README.md and dify-reference), and a head no
+/// release has.
+const HEADS: &[(&str, Option<&str>)] = &[
+    ("c3d4e5f6a7b8", Some("main @76391b0 (after 1.15.0)")),
+    ("d9e8f7a6b5c4", Some("1.15.0")),
+    ("a4f2d8c9b731", Some("1.14.2")),
+    ("6b5f9f8b1a2c", Some("1.13.3")),
+    ("788d3099ae3a", Some("1.12.1")),
+    ("905527cc8fd3", Some("1.11.4")),
+    ("09cfdda155d1", Some("1.10.1")),
+    ("ae662b25d9bc", Some("1.9.2")),
+    ("b95962a3885c", Some("1.8.1")),
+    ("532b3f888abf", Some("1.7.2")),
+    ("4474872b0ee6", Some("1.4.2 / 1.4.3")),
+    ("2adcbe1f5dfb", Some("1.4.1")),
+    ("d28f2004b072", Some("1.4.0")),
+    ("f051706725cc", Some("1.0.1")),
+    ("08ec4f75af5e", Some("1.0.0")),
+    ("a91b476a53de", Some("0.15.3 to 0.15.8")),
+    // Between 0.15's head and 1.0.0's: a database mid-upgrade, no release.
+    ("ddcc8bbef391", None),
+    ("0123456789ab", None),
+];
+
 #[tokio::test]
-async fn preflight_says_when_the_revision_is_unknown() {
+async fn preflight_names_every_release_from_0_15_3_and_no_other_head() {
     let db = pg::dify_database().await;
-    sqlx::raw_sql("DELETE FROM public.alembic_version; INSERT INTO public.alembic_version VALUES ('0123456789ab')")
-        .execute(&db.pool)
-        .await
-        .unwrap();
     let d = TestDaemon::start(&db, api_only()).await;
-    let (_, pf) = d.call(Method::GET, "/v1/preflight", None).await;
-    assert_eq!(
-        pf["dify"],
-        json!({"revision": "0123456789ab", "known": false, "release": null})
-    );
+    for (head, release) in HEADS {
+        sqlx::query("DELETE FROM public.alembic_version")
+            .execute(&db.pool)
+            .await
+            .expect("clear alembic_version");
+        sqlx::query("INSERT INTO public.alembic_version VALUES ($1)")
+            .bind(head)
+            .execute(&db.pool)
+            .await
+            .expect("set the head");
+        let (_, pf) = d.call(Method::GET, "/v1/preflight", None).await;
+        assert_eq!(
+            pf["dify"],
+            json!({"revision": head, "known": release.is_some(), "release": release}),
+            "{head}"
+        );
+    }
     d.stop().await;
 }

@@ -2,12 +2,14 @@
 
 mod support;
 
+mod access_paths;
 mod api_errors;
 mod auth;
 mod backup;
 mod cli;
 mod console;
 mod demo;
+mod dify_shape;
 mod events;
 mod fixture_conformance;
 mod jobs_api;
@@ -18,6 +20,7 @@ mod orphan_records;
 mod purge_exports;
 mod purge_logs;
 mod queue;
+mod release_matrix;
 mod schedules;
 mod secrets;
 mod shutdown;

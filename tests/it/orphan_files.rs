@@ -188,7 +188,8 @@ async fn local_cycle_on_difys_full_real_schema() {
     }
 }
 
-async fn local_cycle(db: &TestDb) {
+/// Plan then confirm on a local directory (also on every release's schema).
+pub(crate) async fn local_cycle(db: &TestDb) {
     let tree = TempTree::new("orphans");
     let files = seed(db, &tree.config()).await;
     age(&tree, &files.orphans);
@@ -249,18 +250,17 @@ async fn refuses_when_a_referencing_table_is_unreadable_or_the_storage_is_empty(
         .execute(&db.pool)
         .await
         .unwrap();
-    let failed = finished(
-        &d,
-        json!({"kind": "orphan_files", "params": {"storage": tree.config()}}),
-    )
-    .await;
-    assert_eq!(failed["state"], "failed", "{failed}");
-    assert_eq!(failed["error"]["code"], "references_unreadable");
+    let (status, err) = d
+        .submit(json!({"kind": "orphan_files", "params": {"storage": tree.config()}}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["code"], "dify_schema_unsupported", "{err}");
     assert!(
-        failed["error"]["message"]
+        err["message"]
             .as_str()
             .unwrap()
-            .contains("tool_files")
+            .contains("table public.tool_files is missing"),
+        "{err}"
     );
     for key in files.referenced.iter().chain(&files.orphans) {
         assert!(tree.exists(key), "{key} was deleted");

@@ -2,6 +2,10 @@
 //!
 //! Rows are encoded into a buffer that is sent whenever it passes [`CHUNK_BYTES`], so a table of
 //! any size costs one buffer of memory and one round trip per chunk instead of one per row.
+//!
+//! Rows are written as Dify's newest schema has them; on an older release's schema, the
+//! columns and tables that release lacks (and only those: `dify::shape` lists them) are left
+//! out, so one generator fills every supported release.
 
 use std::fmt::Write as _;
 
@@ -11,16 +15,24 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgCopyIn, PgPool, PgPoolCopyExt};
 use uuid::Uuid;
 
+use crate::dify::shape;
+
 /// About 1 MiB per CopyData message: large enough that the per-message cost vanishes, small
 /// enough to keep memory flat.
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// One `COPY` in progress. Every row must get exactly as many fields as `columns` names.
 pub(super) struct CopyWriter {
-    copy: PgCopyIn<PoolConnection<Postgres>>,
+    /// None when this release has no such table: rows are dropped.
+    copy: Option<PgCopyIn<PoolConnection<Postgres>>>,
     buf: Vec<u8>,
     columns: usize,
+    /// Per column named: whether this database's table has it.
+    keep: Vec<bool>,
     fields_in_row: usize,
+    kept_in_row: usize,
+    /// Where the field being written started, when its column is left out.
+    drop_from: Option<usize>,
 }
 
 impl CopyWriter {
@@ -30,21 +42,61 @@ impl CopyWriter {
         table: &str,
         columns: &str,
     ) -> Result<Self, sqlx::Error> {
-        let statement = format!("COPY public.{table} ({columns}) FROM STDIN");
-        let copy = pool.copy_in_raw(&statement).await?;
+        let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass('public.' || quote_ident($1)) \
+               AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await?;
+        let absent_table = present.is_empty() && shape::table_absent_up_to(table).is_some();
+        // A column missing that no release lacks stays named, so COPY fails naming it.
+        let keep: Vec<bool> = names
+            .iter()
+            .map(|n| {
+                !absent_table && (present.iter().any(|p| p == n) || !shape::column_varies(table, n))
+            })
+            .collect();
+        let copy = if absent_table {
+            None
+        } else {
+            let kept: Vec<&str> = names
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(n, _)| *n)
+                .collect();
+            let statement = format!("COPY public.{table} ({}) FROM STDIN", kept.join(", "));
+            Some(pool.copy_in_raw(&statement).await?)
+        };
         Ok(Self {
             copy,
             buf: Vec::with_capacity(CHUNK_BYTES + 64 * 1024),
-            columns: columns.split(',').count(),
+            columns: names.len(),
+            keep,
             fields_in_row: 0,
+            kept_in_row: 0,
+            drop_from: None,
         })
     }
 
+    /// Starts the next field: a separator, or a mark to drop it when its column is absent.
     fn sep(&mut self) {
-        if self.fields_in_row > 0 {
+        if let Some(from) = self.drop_from.take() {
+            self.buf.truncate(from);
+        }
+        let keep = self.keep.get(self.fields_in_row).copied().unwrap_or(true);
+        self.fields_in_row += 1;
+        if !keep {
+            self.drop_from = Some(self.buf.len());
+            return;
+        }
+        if self.kept_in_row > 0 {
             self.buf.push(b'\t');
         }
-        self.fields_in_row += 1;
+        self.kept_in_row += 1;
     }
 
     pub(super) fn null(&mut self) -> &mut Self {
@@ -128,21 +180,32 @@ impl CopyWriter {
             self.fields_in_row, self.columns,
             "a COPY row must fill every column it names"
         );
+        if let Some(from) = self.drop_from.take() {
+            self.buf.truncate(from);
+        }
         self.buf.push(b'\n');
         self.fields_in_row = 0;
-        if self.buf.len() >= CHUNK_BYTES {
-            self.copy.send(self.buf.as_slice()).await?;
-            self.buf.clear();
+        self.kept_in_row = 0;
+        match self.copy.as_mut() {
+            None => self.buf.clear(),
+            Some(copy) if self.buf.len() >= CHUNK_BYTES => {
+                copy.send(self.buf.as_slice()).await?;
+                self.buf.clear();
+            }
+            Some(_) => {}
         }
         Ok(())
     }
 
     /// Sends what is left and returns the number of rows the server stored.
     pub(super) async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        let Some(mut copy) = self.copy.take() else {
+            return Ok(0);
+        };
         if !self.buf.is_empty() {
-            self.copy.send(self.buf.as_slice()).await?;
+            copy.send(self.buf.as_slice()).await?;
         }
-        self.copy.finish().await
+        copy.finish().await
     }
 }
 

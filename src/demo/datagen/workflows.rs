@@ -41,10 +41,13 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
         "workflow_runs",
         "id, tenant_id, app_id, workflow_id, type, triggered_from, version, graph, \
          inputs, status, outputs, error, elapsed_time, total_tokens, total_steps, \
-         created_by_role, created_by, created_at, finished_at, exceptions_count",
+         created_by_role, created_by, created_at, finished_at, exceptions_count, \
+         sequence_number",
     )
     .await?;
     let versions: Vec<String> = w.apps.iter().map(workflow_version).collect();
+    // Up to 1.4.x every run has `sequence_number integer NOT NULL`: 1, 2, ... per app.
+    let mut sequence = vec![0i64; w.apps.len()];
     let graph = r#"{"nodes": [], "edges": [], "viewport": {"x": 0, "y": 0, "zoom": 1}}"#;
     for run in w.runs() {
         let app = &w.apps[run.app];
@@ -72,6 +75,8 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
             .ts(run.created, 0)
             .opt_ts(run.finished())
             .int(i64::from(run.status == "partial-succeeded"));
+        sequence[run.app] += 1;
+        out.int(sequence[run.app]);
         out.end_row().await?;
     }
     out.finish().await

@@ -57,6 +57,7 @@ pub async fn dataset(ctx: &JobCtx, d: &Descriptor) -> Result<Dataset, JobError> 
         embedding_model_provider: d.provider.clone(),
         binding_collection: None,
         annotations: d.kind == "annotations",
+        parts: Default::default(),
     }))
 }
 

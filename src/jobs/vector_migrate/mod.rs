@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
+use crate::dify::shape;
 use crate::dify::vector_records::{self, Dataset};
 use crate::vector::StoreConfig;
 use crate::vector::embeddings::Embedder;
@@ -86,6 +87,7 @@ impl JobKind for VectorMigrate {
             }
             (_, None) => {}
         }
+        shape::require(pool, Self::KIND, vector_records::NEEDS).await?;
         let (scope, knowledge, annotations) =
             (params.scope(), params.knowledge(), params.annotations());
         if params.dataset_ids.is_some() && !knowledge {
@@ -139,10 +141,12 @@ impl JobKind for VectorMigrate {
     }
 
     async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, vector_records::NEEDS).await?;
         plan::plan(params, ctx).await
     }
 
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
+        shape::require(&ctx.pool, Self::KIND, vector_records::NEEDS).await?;
         let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
         let target = target_cfg
             .open()

@@ -214,3 +214,30 @@ pub async fn real_dify_database(test: &str) -> Option<TestDb> {
     load_real_schema(&db, sql).await;
     Some(db)
 }
+
+pub const RELEASE_SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/dify/schemas");
+
+/// A fresh database holding the real schema of Dify `version` (made by that release's own
+/// migrations, `../shared/dify/schemas/<version>.sql`) stamped with its Alembic `head`, or
+/// None where this checkout has no copy (CI must: there a missing file fails the test).
+pub async fn release_database(version: &str, head: &str) -> Option<TestDb> {
+    let path = format!("{RELEASE_SCHEMAS}/{version}.sql");
+    let sql = match std::fs::read_to_string(&path) {
+        Ok(sql) => sql,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("Dify {version}'s schema {path} is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("Dify {version}: skipped, its schema {path} is not readable here: {e}");
+            return None;
+        }
+    };
+    let db = empty_database().await;
+    load_real_schema(&db, sql).await;
+    sqlx::query("INSERT INTO public.alembic_version (version_num) VALUES ($1)")
+        .bind(head)
+        .execute(&db.pool)
+        .await
+        .expect("stamp the release's head");
+    Some(db)
+}

@@ -143,6 +143,7 @@ pub fn dataset(id: Uuid, binding: &str, annotations: bool) -> Dataset {
         embedding_model_provider: None,
         binding_collection: Some(binding.to_string()),
         annotations,
+        parts: Default::default(),
     }
 }
 
