@@ -516,22 +516,7 @@ impl VectorTarget for PgvectorStore {
         .bind(document_ids)
         .fetch_all(&self.pool)
         .await;
-        let rows = match rows {
-            Err(e) if missing_table(&e) => return Ok(Vec::new()),
-            r => r.map_err(failed(NAME, "search"))?,
-        };
-        rows.into_iter()
-            .map(|r| {
-                let distance: f64 = r.try_get("distance").map_err(failed(NAME, "search"))?;
-                Ok(Hit {
-                    id: r
-                        .try_get::<Option<String>, _>("doc_id")
-                        .map_err(failed(NAME, "search"))?
-                        .unwrap_or_default(),
-                    score: (1.0 - distance) as f32,
-                })
-            })
-            .collect()
+        sql::hits(NAME, rows)
     }
 
     async fn remove(&self, at: &Location, doc_ids: &[String]) -> Result<(), VectorError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::store::VectorError;
+use super::store::{Hit, VectorError};
 use crate::db::{quote_ident, sqlstate};
 
 /// Connections per store: Dify's `*_MAX_CONNECTION` default is 5; a job copies a few datasets
@@ -84,6 +84,31 @@ pub fn unquoted(name: &str) -> Result<String, VectorError> {
     let mut folded = name.to_ascii_lowercase();
     folded.truncate(63);
     Ok(quote_ident(&folded))
+}
+
+/// Search rows (`doc_id`, cosine `distance`) as hits scored as Dify scores them
+/// (`1 - distance`); a missing table finds nothing.
+pub fn hits(
+    store: &'static str,
+    rows: Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>,
+) -> Result<Vec<Hit>, VectorError> {
+    use sqlx::Row;
+    let rows = match rows {
+        Err(e) if missing_table(&e) => return Ok(Vec::new()),
+        r => r.map_err(failed(store, "search"))?,
+    };
+    rows.into_iter()
+        .map(|r| {
+            let distance: f64 = r.try_get("distance").map_err(failed(store, "search"))?;
+            Ok(Hit {
+                id: r
+                    .try_get::<Option<String>, _>("doc_id")
+                    .map_err(failed(store, "search"))?
+                    .unwrap_or_default(),
+                score: (1.0 - distance) as f32,
+            })
+        })
+        .collect()
 }
 
 /// `[1,2.5,...]` (pgvector) or `{1,2.5,...}` (a Postgres array): each float in its shortest
