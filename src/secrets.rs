@@ -366,8 +366,9 @@ pub async fn rekey(
     let mut changed = [0u64; 2];
     for (i, table) in ["jobs", "schedules"].iter().enumerate() {
         let rows: Vec<(uuid::Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, params FROM upkeep.{table} WHERE params::text LIKE '%{PREFIX}%' FOR UPDATE"
+            "SELECT id, params FROM upkeep.{table} WHERE strpos(params::text, $1) > 0 FOR UPDATE"
         )))
+        .bind(PREFIX)
         .fetch_all(&mut *tx)
         .await?;
         for (id, params) in rows {

@@ -213,9 +213,7 @@ impl AnalyticdbStore {
             Err(e) if missing_table(&e) => return Ok(Vec::new()),
             r => r.map_err(failed(NAME, call))?,
         };
-        rows.iter()
-            .map(|r| point(r, column, true).map_err(failed(NAME, call))?)
-            .collect()
+        rows.iter().map(|r| point(r, column, true, call)).collect()
     }
 }
 
@@ -224,30 +222,37 @@ fn point(
     r: &sqlx::postgres::PgRow,
     id_column: &str,
     vectors: bool,
-) -> Result<Result<Point, VectorError>, sqlx::Error> {
-    let id: Option<String> = r.try_get(id_column)?;
-    let metadata = match r.try_get::<Option<serde_json::Value>, _>("metadata_")? {
+    call: &'static str,
+) -> Result<Point, VectorError> {
+    let get = failed(NAME, call);
+    let id: Option<String> = r.try_get(id_column).map_err(&get)?;
+    let metadata = match r
+        .try_get::<Option<serde_json::Value>, _>("metadata_")
+        .map_err(&get)?
+    {
         Some(serde_json::Value::Object(m)) => m,
         None => serde_json::Map::new(),
         Some(other) => {
-            return Ok(Err(VectorError::Layout(format!(
+            return Err(VectorError::Layout(format!(
                 "row {id:?}: metadata_ is not a JSON object: {other}"
-            ))));
+            )));
         }
     };
-    Ok(Ok(Point {
+    Ok(Point {
         id: id.unwrap_or_default(),
         text: r
-            .try_get::<Option<String>, _>("page_content")?
+            .try_get::<Option<String>, _>("page_content")
+            .map_err(&get)?
             .unwrap_or_default(),
         metadata,
         vector: if vectors {
-            r.try_get::<Option<Vec<f32>>, _>("vector")?
+            r.try_get::<Option<Vec<f32>>, _>("vector")
+                .map_err(&get)?
                 .unwrap_or_default()
         } else {
             Vec::new()
         },
-    }))
+    })
 }
 
 impl Adapter for AnalyticdbStore {
@@ -489,7 +494,7 @@ impl VectorSource for AnalyticdbStore {
         };
         let points = rows
             .iter()
-            .map(|r| point(r, "id", vectors).map_err(failed(NAME, "read"))?)
+            .map(|r| point(r, "id", vectors, "read"))
             .collect::<Result<Vec<Point>, VectorError>>()?;
         let next = (points.len() == limit)
             .then(|| points.last().map(|p| p.id.clone()))
