@@ -98,12 +98,37 @@ pub async fn stop(c: &mut Child) {
     let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
 }
 
-/// A fresh database `name` holding the Dify fixture, Upkeep's migrations and the data `spec`
-/// describes; returns its URL, an open pool, what was generated and how long it took.
+/// An older Dify release's real schema (`../shared/dify/schemas/<version>.sql`, made by that
+/// release's migrations) and its Alembic head.
+pub struct ReleaseSchema {
+    pub sql: String,
+    pub head: &'static str,
+}
+
+// Only the purge bench runs on older releases.
+#[allow(dead_code)]
+pub fn release_schema(version: &str) -> ReleaseSchema {
+    let path = format!(
+        "{}/../shared/dify/schemas/{version}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sql = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let head = upkeep::dify::KNOWN_REVISIONS
+        .iter()
+        .find(|(_, name)| name.split([' ', '/']).any(|n| n == version))
+        .map(|(head, _)| *head)
+        .unwrap_or_else(|| panic!("Dify {version} is not a release Upkeep knows"));
+    ReleaseSchema { sql, head }
+}
+
+/// A fresh database `name` holding Dify's schema (`release`'s, else the 1.15 fixture),
+/// Upkeep's migrations and the data `spec` describes; returns its URL, an open pool, what was
+/// generated and how long it took.
 pub async fn generated_database(
     server: &str,
     name: &str,
     spec: &upkeep::demo::datagen::DemoSpec,
+    release: Option<&ReleaseSchema>,
 ) -> (
     String,
     sqlx::PgPool,
@@ -112,9 +137,22 @@ pub async fn generated_database(
 ) {
     let url = recreate(server, name, None).await;
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-    upkeep::demo::fixture::load_dify_fixture(&pool)
-        .await
-        .expect("fixture");
+    match release {
+        None => upkeep::demo::fixture::load_dify_fixture(&pool)
+            .await
+            .expect("fixture"),
+        Some(r) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(r.sql.clone()))
+                .execute(&pool)
+                .await
+                .expect("the release's schema loads");
+            sqlx::query("INSERT INTO public.alembic_version (version_num) VALUES ($1)")
+                .bind(r.head)
+                .execute(&pool)
+                .await
+                .expect("stamp the release's head");
+        }
+    }
     upkeep::db::migrate(&pool).await.expect("migrate");
     let started = Instant::now();
     let summary = upkeep::demo::datagen::generate(&pool, spec)

@@ -2,7 +2,9 @@
 # Log purge benchmark: Upkeep's `purge_logs` (exporting every batch) beside a plain SQL loop
 # deleting the same rows in the same batch size, on identical copies of a generated Dify
 # database, with a Dify-like writer running during each.
-# Usage: bench/purge.sh [--messages N] [--batch N] [--days N]   (release build; prints Markdown)
+# Usage: bench/purge.sh [--messages N] [--batch N] [--days N] [--release 1.9.2]
+#   (release build; prints Markdown). --release: on that Dify release's real schema, from
+#   ../shared/dify/schemas/, the loop also by 1.15's lookups and Upkeep also with temporary_indexes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/postgres.sh

@@ -16,6 +16,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 #[path = "common.rs"]
 mod common;
 use common::{peak_rss, recreate, spawn_daemon, stop};
+use upkeep::dify::access_paths::{self, Path};
+use upkeep::dify::shape::Shape;
 
 /// Every table either side deletes from.
 const TABLES: &[&str] = &[
@@ -40,123 +42,165 @@ const TABLES: &[&str] = &[
     "workflow_trigger_logs",
 ];
 
-/// The loop an operator would write: Upkeep's selection, in the same batches, deleting
-/// dependents by parent id then the parents, one COMMIT per batch, no export.
-const PLAIN_LOOP: &str = r#"
-CREATE PROCEDURE pg_temp.purge(days int, n int) LANGUAGE plpgsql AS $$
-DECLARE
-  cutoff timestamp := (now() AT TIME ZONE 'UTC') - make_interval(days => days);
-  ids uuid[];
-  keep uuid[];
-BEGIN
-  LOOP
-    SELECT array_agg(id) INTO ids FROM (SELECT id FROM public.messages
-      WHERE created_at < cutoff ORDER BY created_at, id LIMIT n) b;
-    EXIT WHEN ids IS NULL;
-    DELETE FROM public.dataset_retriever_resources WHERE message_id = ANY(ids);
-    DELETE FROM public.message_feedbacks WHERE message_id = ANY(ids);
-    DELETE FROM public.message_files WHERE message_id = ANY(ids);
-    DELETE FROM public.message_agent_thoughts WHERE message_id = ANY(ids);
-    DELETE FROM public.message_chains WHERE message_id = ANY(ids);
-    DELETE FROM public.app_annotation_hit_histories WHERE message_id = ANY(ids);
-    DELETE FROM public.saved_messages WHERE message_id = ANY(ids);
-    UPDATE public.message_annotations SET message_id = NULL, conversation_id = NULL WHERE message_id = ANY(ids);
-    DELETE FROM public.messages WHERE id = ANY(ids);
-    COMMIT;
-  END LOOP;
-  LOOP
-    SELECT array_agg(id) INTO ids FROM (SELECT c.id FROM public.conversations c
-      WHERE c.updated_at < cutoff AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.conversation_id = c.id)
-      ORDER BY c.id LIMIT n) b;
-    EXIT WHEN ids IS NULL;
-    DELETE FROM public.pinned_conversations WHERE conversation_id = ANY(ids);
-    DELETE FROM public.workflow_conversation_variables WHERE conversation_id = ANY(ids);
-    DELETE FROM public.conversations WHERE id = ANY(ids);
-    COMMIT;
-  END LOOP;
-  SELECT coalesce(array_agg(DISTINCT workflow_run_id), '{}') INTO keep FROM public.messages
-    WHERE created_at >= cutoff AND workflow_run_id IS NOT NULL;
-  LOOP
-    SELECT array_agg(id) INTO ids FROM (SELECT id FROM public.workflow_runs
-      WHERE created_at < cutoff AND status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped')
-      AND NOT (id = ANY(keep)) ORDER BY created_at, id LIMIT n) b;
-    EXIT WHEN ids IS NULL;
-    DELETE FROM public.workflow_node_execution_offload WHERE node_execution_id IN
-      (SELECT id FROM public.workflow_node_executions WHERE workflow_run_id = ANY(ids));
-    DELETE FROM public.workflow_node_executions WHERE workflow_run_id = ANY(ids);
-    DELETE FROM public.workflow_app_logs WHERE workflow_run_id = ANY(ids);
-    DELETE FROM public.workflow_pause_reasons WHERE pause_id IN
-      (SELECT id FROM public.workflow_pauses WHERE workflow_run_id = ANY(ids));
-    DELETE FROM public.workflow_pauses WHERE workflow_run_id = ANY(ids);
-    DELETE FROM public.workflow_trigger_logs WHERE workflow_run_id = ANY(ids);
-    DELETE FROM public.workflow_runs WHERE id = ANY(ids);
-    COMMIT;
-  END LOOP;
-END $$;
-"#;
+/// One phase of the loop: the batch's parents (a subquery over `{cutoff}`, `{keep}`, `{n}`),
+/// then the statements run on their ids (`{ids}`), each naming the table it touches.
+struct Phase {
+    parents: String,
+    /// Walk by primary key after `{last}` (where the release has no index on `created_at`).
+    keyset: bool,
+    statements: Vec<(&'static str, String)>,
+}
+
+/// The loop an operator would write, as Upkeep selects: dependents deleted by parent id, then
+/// the parents, one COMMIT per batch, no export. `adapted`: the same lookups by the access
+/// paths Upkeep takes on this release (`dify::access_paths`), else 1.15's (a link column
+/// lookup, runs walked by `created_at`). Tables the release lacks are left out.
+fn phases(shape: &Shape, adapted: bool) -> Vec<Phase> {
+    // `public.<table> x WHERE <its rows of the batch>`.
+    let rows = |table: &str, column: &str| -> String {
+        let choice = access_paths::choose(shape, table, &[column], false);
+        match (adapted, choice.leading) {
+            (true, Some(l)) if matches!(choice.path, Path::LeadingColumns { .. }) => {
+                format!(
+                    "public.{table} x WHERE {}",
+                    l.cond_for("x").replace("$1", "{ids}")
+                )
+            }
+            _ => format!("public.{table} x WHERE x.{column} = ANY({{ids}})"),
+        }
+    };
+    let delete =
+        |table: &'static str, column: &str| (table, format!("DELETE FROM {}", rows(table, column)));
+    let runs_by_id = adapted
+        && !shape
+            .indexes("workflow_runs")
+            .iter()
+            .any(|i| i.columns.first().is_some_and(|c| c == "created_at"));
+    let phases = vec![
+        Phase {
+            parents: "SELECT id FROM public.messages WHERE created_at < {cutoff} ORDER BY created_at, id LIMIT {n}".into(),
+            keyset: false,
+            statements: vec![
+                delete("dataset_retriever_resources", "message_id"),
+                delete("message_feedbacks", "message_id"),
+                delete("message_files", "message_id"),
+                delete("message_agent_thoughts", "message_id"),
+                delete("message_chains", "message_id"),
+                delete("app_annotation_hit_histories", "message_id"),
+                delete("saved_messages", "message_id"),
+                ("message_annotations", "UPDATE public.message_annotations SET message_id = NULL, conversation_id = NULL WHERE message_id = ANY({ids})".into()),
+                ("messages", "DELETE FROM public.messages WHERE id = ANY({ids})".into()),
+            ],
+        },
+        Phase {
+            parents: "SELECT c.id FROM public.conversations c WHERE c.updated_at < {cutoff} \
+                      AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.conversation_id = c.id) ORDER BY c.id LIMIT {n}".into(),
+            keyset: false,
+            statements: vec![
+                delete("pinned_conversations", "conversation_id"),
+                delete("workflow_conversation_variables", "conversation_id"),
+                ("conversations", "DELETE FROM public.conversations WHERE id = ANY({ids})".into()),
+            ],
+        },
+        Phase {
+            parents: format!(
+                "SELECT id FROM public.workflow_runs WHERE created_at < {{cutoff}} \
+                 AND status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped') AND NOT (id = ANY({{keep}})) {}",
+                if runs_by_id { "AND id > {last} ORDER BY id LIMIT {n}" } else { "ORDER BY created_at, id LIMIT {n}" }
+            ),
+            keyset: runs_by_id,
+            statements: vec![
+                ("workflow_node_execution_offload", format!(
+                    "DELETE FROM public.workflow_node_execution_offload WHERE node_execution_id IN (SELECT x.id FROM {})",
+                    rows("workflow_node_executions", "workflow_run_id"))),
+                delete("workflow_node_executions", "workflow_run_id"),
+                delete("workflow_app_logs", "workflow_run_id"),
+                ("workflow_pause_reasons", format!(
+                    "DELETE FROM public.workflow_pause_reasons WHERE pause_id IN (SELECT x.id FROM {})",
+                    rows("workflow_pauses", "workflow_run_id"))),
+                delete("workflow_pauses", "workflow_run_id"),
+                delete("workflow_trigger_logs", "workflow_run_id"),
+                ("workflow_runs", "DELETE FROM public.workflow_runs WHERE id = ANY({ids})".into()),
+            ],
+        },
+    ];
+    phases
+        .into_iter()
+        .map(|mut p| {
+            p.statements.retain(|(t, _)| shape.has_table(t));
+            p
+        })
+        .collect()
+}
+
+const ZERO_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The loop server-side: a PL/pgSQL procedure, COMMIT per batch, no client round trips.
+fn plpgsql(phases: &[Phase], days: u32, batch: u32) -> String {
+    let fill = |s: &str| {
+        s.replace("{cutoff}", "cutoff")
+            .replace("{keep}", "keep")
+            .replace("{ids}", "ids")
+            .replace("{last}", "last")
+            .replace("{n}", &batch.to_string())
+    };
+    let mut out = format!(
+        "CREATE PROCEDURE pg_temp.purge() LANGUAGE plpgsql AS $$\nDECLARE\n  cutoff timestamp := \
+         (now() AT TIME ZONE 'UTC') - make_interval(days => {days});\n  ids uuid[];\n  keep uuid[];\n  \
+         last uuid := '{ZERO_ID}';\nBEGIN\n  SELECT coalesce(array_agg(DISTINCT workflow_run_id), '{{}}') INTO keep \
+         FROM public.messages WHERE created_at >= cutoff AND workflow_run_id IS NOT NULL;\n"
+    );
+    for p in phases {
+        out.push_str(&format!(
+            "  LOOP\n    SELECT array_agg(id ORDER BY id) INTO ids FROM ({}) b;\n    EXIT WHEN ids IS NULL;\n",
+            fill(&p.parents)
+        ));
+        if p.keyset {
+            out.push_str("    last := ids[array_upper(ids, 1)];\n");
+        }
+        for (_, st) in &p.statements {
+            out.push_str(&format!("    {};\n", fill(st)));
+        }
+        out.push_str("    COMMIT;\n  END LOOP;\n");
+    }
+    out.push_str("END $$;\n");
+    out
+}
 
 /// The same loop as a client would run it over the wire: one psql session, a block per batch
-/// (ids read into a variable, then the deletes, each batch its own transaction). psql has no
-/// loops, so the script holds as many blocks as there are batches, plus one.
-fn psql_script(days: u32, batch: u32, batches: [i64; 3]) -> String {
-    let cutoff = format!("(now() AT TIME ZONE 'UTC') - interval '{days} days'");
+/// (ids read into a variable, then the statements, each batch its own transaction). psql has
+/// no loops, so the script holds as many blocks as there are batches, plus one.
+fn psql_script(phases: &[Phase], days: u32, batch: u32, batches: [i64; 3]) -> String {
+    let fill = |s: &str| {
+        s.replace("{cutoff}", ":'cutoff'")
+            .replace("{keep}", ":'keep'")
+            .replace("{ids}", ":'ids'")
+            .replace("{last}", ":'last'")
+            .replace("{n}", &batch.to_string())
+    };
     let mut out = String::from("\\set ON_ERROR_STOP 1\n");
-    out.push_str(&format!("SELECT {cutoff} AS cutoff \\gset\n"));
+    out.push_str(&format!(
+        "SELECT (now() AT TIME ZONE 'UTC') - interval '{days} days' AS cutoff, '{ZERO_ID}' AS last \\gset\n"
+    ));
     out.push_str(
         "SELECT coalesce(array_agg(DISTINCT workflow_run_id)::text, '{}') AS keep FROM public.messages \
          WHERE created_at >= :'cutoff' AND workflow_run_id IS NOT NULL \\gset\n",
     );
-    let blocks: [(&str, &[&str]); 3] = [
-        (
-            "SELECT coalesce(array_agg(id)::text, '{}') AS ids FROM (SELECT id FROM public.messages \
-             WHERE created_at < :'cutoff' ORDER BY created_at, id LIMIT N) b \\gset",
-            &[
-                "DELETE FROM public.dataset_retriever_resources WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.message_feedbacks WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.message_files WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.message_agent_thoughts WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.message_chains WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.app_annotation_hit_histories WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.saved_messages WHERE message_id = ANY(:'ids');",
-                "UPDATE public.message_annotations SET message_id = NULL, conversation_id = NULL WHERE message_id = ANY(:'ids');",
-                "DELETE FROM public.messages WHERE id = ANY(:'ids');",
-            ],
-        ),
-        (
-            "SELECT coalesce(array_agg(id)::text, '{}') AS ids FROM (SELECT c.id FROM public.conversations c \
-             WHERE c.updated_at < :'cutoff' AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.conversation_id = c.id) \
-             ORDER BY c.id LIMIT N) b \\gset",
-            &[
-                "DELETE FROM public.pinned_conversations WHERE conversation_id = ANY(:'ids');",
-                "DELETE FROM public.workflow_conversation_variables WHERE conversation_id = ANY(:'ids');",
-                "DELETE FROM public.conversations WHERE id = ANY(:'ids');",
-            ],
-        ),
-        (
-            "SELECT coalesce(array_agg(id)::text, '{}') AS ids FROM (SELECT id FROM public.workflow_runs \
-             WHERE created_at < :'cutoff' AND status IN ('succeeded', 'failed', 'partial-succeeded', 'stopped') \
-             AND NOT (id = ANY(:'keep')) ORDER BY created_at, id LIMIT N) b \\gset",
-            &[
-                "DELETE FROM public.workflow_node_execution_offload WHERE node_execution_id IN \
-                 (SELECT id FROM public.workflow_node_executions WHERE workflow_run_id = ANY(:'ids'));",
-                "DELETE FROM public.workflow_node_executions WHERE workflow_run_id = ANY(:'ids');",
-                "DELETE FROM public.workflow_app_logs WHERE workflow_run_id = ANY(:'ids');",
-                "DELETE FROM public.workflow_pause_reasons WHERE pause_id IN \
-                 (SELECT id FROM public.workflow_pauses WHERE workflow_run_id = ANY(:'ids'));",
-                "DELETE FROM public.workflow_pauses WHERE workflow_run_id = ANY(:'ids');",
-                "DELETE FROM public.workflow_trigger_logs WHERE workflow_run_id = ANY(:'ids');",
-                "DELETE FROM public.workflow_runs WHERE id = ANY(:'ids');",
-            ],
-        ),
-    ];
-    for ((select, deletes), n) in blocks.iter().zip(batches) {
+    for (p, n) in phases.iter().zip(batches) {
+        let last = if p.keyset {
+            ", coalesce((array_agg(id ORDER BY id DESC))[1]::text, :'last') AS last"
+        } else {
+            ""
+        };
         for _ in 0..=n {
             out.push_str("BEGIN;\n");
-            out.push_str(&select.replace("LIMIT N", &format!("LIMIT {batch}")));
-            out.push('\n');
-            for d in deletes.iter() {
-                out.push_str(d);
-                out.push('\n');
+            out.push_str(&format!(
+                "SELECT coalesce(array_agg(id)::text, '{{}}') AS ids{last} FROM ({}) b \\gset\n",
+                fill(&p.parents)
+            ));
+            for (_, st) in &p.statements {
+                out.push_str(&fill(st));
+                out.push_str(";\n");
             }
             out.push_str("COMMIT;\n");
         }
@@ -166,6 +210,8 @@ fn psql_script(days: u32, batch: u32, batches: [i64; 3]) -> String {
 
 struct Outcome {
     elapsed: Duration,
+    /// Rows per table when it ended.
+    after: BTreeMap<String, i64>,
     rows: u64,
     longest_tx: Duration,
     writer_max: Duration,
@@ -181,6 +227,7 @@ async fn main() {
     let mut messages = 1_000_000usize;
     let mut batch = 1000u32;
     let mut days = 30u32;
+    let mut release: Option<String> = None;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let value = pair.get(1).cloned().unwrap_or_default();
@@ -190,21 +237,25 @@ async fn main() {
             "--messages" => messages = value.parse().expect("--messages N"),
             "--batch" => batch = value.parse().expect("--batch N"),
             "--days" => days = value.parse().expect("--days N"),
+            "--release" => release = Some(value),
             other => panic!("unknown argument {other}"),
         }
     }
     let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
     spec.dead_row_fraction = 0.0;
+    let schema = release.as_deref().map(common::release_schema);
     let (_, pool, summary, generated) =
-        common::generated_database(&pg, "upkeep_bench_purge", &spec).await;
+        common::generated_database(&pg, "upkeep_bench_purge", &spec, schema.as_ref()).await;
     sqlx::raw_sql("VACUUM ANALYZE")
         .execute(&pool)
         .await
         .expect("analyze");
+    let shape = Shape::read(&pool).await.expect("catalog");
     let before = counts(&pool).await;
     pool.close().await;
     println!(
-        "Database: {} rows in {} tables generated in {:.1} s ({} messages, {} workflow runs, {} node executions), spread over {} days; purge `days: {days}`, `batch: {batch}`, every tenant.",
+        "Database: Dify {}'s schema, {} rows in {} tables generated in {:.1} s ({} messages, {} workflow runs, {} node executions), spread over {} days; purge `days: {days}`, `batch: {batch}`, every tenant.",
+        release.as_deref().unwrap_or("1.15.0"),
         summary.total_rows(),
         summary.rows.len(),
         generated.as_secs_f64(),
@@ -219,63 +270,85 @@ async fn main() {
     );
     println!();
 
-    let server_db = recreate(&pg, "upkeep_bench_purge_server", Some("upkeep_bench_purge")).await;
-    let plain_db = recreate(&pg, "upkeep_bench_purge_plain", Some("upkeep_bench_purge")).await;
-    let upkeep_db = recreate(&pg, "upkeep_bench_purge_upkeep", Some("upkeep_bench_purge")).await;
-    let server = measured(
-        &server_db,
-        "plpgsql",
-        &before,
-        run_server_side(&server_db, days, batch),
-    )
-    .await;
-    let plain = measured(&plain_db, "psql", &before, run_psql(&plain_db, days, batch)).await;
     let exports = std::env::temp_dir().join(format!("upkeep-bench-purge-{}", std::process::id()));
     std::fs::create_dir_all(&exports).expect("export dir");
-    let ours = measured(
-        &upkeep_db,
-        "upkeep",
+    let (naive, adapted) = (phases(&shape, false), phases(&shape, true));
+    // On 1.15 both are the same loop: every lookup has its index.
+    let older = release.is_some();
+    let mut runs: Vec<(String, Outcome)> = Vec::new();
+    let db = async |n: &str| {
+        recreate(
+            &pg,
+            &format!("upkeep_bench_purge_{n}"),
+            Some("upkeep_bench_purge"),
+        )
+        .await
+    };
+    if older {
+        let url = db("naive").await;
+        let o = measured(&url, "psql", &before, run_psql(&url, &naive, days, batch)).await;
+        runs.push(("plain SQL loop by 1.15's lookups (link columns, runs by `created_at`): one psql session, no export".into(), o));
+    }
+    let url = db("plain").await;
+    let o = measured(&url, "psql", &before, run_psql(&url, &adapted, days, batch)).await;
+    runs.push((
+        if older {
+            "the same loop by Upkeep's access paths (see the dry run below)"
+        } else {
+            "plain SQL loop: one psql session, a block per batch, no export"
+        }
+        .into(),
+        o,
+    ));
+    let url = db("server").await;
+    let o = measured(
+        &url,
+        "plpgsql",
         &before,
-        run_upkeep(&upkeep, &upkeep_db, days, batch, &exports),
+        run_server_side(&url, &adapted, days, batch),
     )
     .await;
+    runs.push((
+        "the same loop server-side (PL/pgSQL, COMMIT per batch, no export)".into(),
+        o,
+    ));
+    let mut upkeep_runs = vec![("Upkeep `purge_logs`, export on (local fs)", false)];
+    if older {
+        upkeep_runs.push((
+            "Upkeep `purge_logs`, export on, `temporary_indexes: true`",
+            true,
+        ));
+    }
+    let mut ours_at = 0;
+    for (name, temporary) in upkeep_runs {
+        let url = db(if temporary { "upkeep_tmp" } else { "upkeep" }).await;
+        let o = measured(
+            &url,
+            "upkeep",
+            &before,
+            run_upkeep(&upkeep, &url, days, batch, temporary, &exports),
+        )
+        .await;
+        if !temporary {
+            ours_at = runs.len();
+        }
+        runs.push((name.into(), o));
+    }
     let _ = std::fs::remove_dir_all(&exports);
-    let (after_plain, after_ours) = (
-        counts(&PgPool::connect(&plain_db).await.expect("connect")).await,
-        counts(&PgPool::connect(&upkeep_db).await.expect("connect")).await,
-    );
-    // The writers' own messages aside, both must leave the same rows behind.
-    let left = |after: &BTreeMap<String, i64>, o: &Outcome, t: &str| {
-        after.get(t).copied().unwrap_or(0) - if t == "messages" { o.writes as i64 } else { 0 }
-    };
-    let differs: Vec<&str> = TABLES
-        .iter()
-        .copied()
-        .filter(|t| left(&after_plain, &plain, t) != left(&after_ours, &ours, t))
-        .collect();
 
+    // The baseline: the loop as written for this release's lookups (the first run).
+    let base = runs[0].1.rows as f64 / runs[0].1.elapsed.as_secs_f64();
     println!(
         "| | rows deleted | time | rows/s | ratio | longest transaction | Dify writer: writes, slowest | peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (name, o) in [
-        (
-            "plain SQL loop: one psql session, a block per batch, no export",
-            &plain,
-        ),
-        (
-            "the same loop server-side (PL/pgSQL, COMMIT per batch, no export)",
-            &server,
-        ),
-        ("Upkeep `purge_logs`, export on (local fs)", &ours),
-    ] {
+    for (name, o) in &runs {
         println!(
             "| {name} | {} | {:.1} s | {:.0} | {:.2} | {} ms | {}, {} ms | {} |",
             o.rows,
             o.elapsed.as_secs_f64(),
             o.rows as f64 / o.elapsed.as_secs_f64(),
-            (o.rows as f64 / o.elapsed.as_secs_f64())
-                / (plain.rows as f64 / plain.elapsed.as_secs_f64()),
+            (o.rows as f64 / o.elapsed.as_secs_f64()) / base,
             o.longest_tx.as_millis(),
             o.writes,
             o.writer_max.as_millis(),
@@ -283,32 +356,36 @@ async fn main() {
         );
     }
     println!();
-    println!("{}", ours.detail);
-    println!();
-    let after_server = counts(&PgPool::connect(&server_db).await.expect("connect")).await;
-    let also: Vec<&str> = TABLES
+    for (_, o) in runs.iter().filter(|(_, o)| !o.detail.is_empty()) {
+        println!("{}", o.detail);
+        println!();
+    }
+    // The writers' own messages aside, every run must leave the same rows behind.
+    let left = |o: &Outcome, t: &str| {
+        o.after.get(t).copied().unwrap_or(0) - if t == "messages" { o.writes as i64 } else { 0 }
+    };
+    let ours = &runs[ours_at].1;
+    let diffs: Vec<String> = runs
         .iter()
-        .copied()
-        .filter(|t| left(&after_server, &server, t) != left(&after_ours, &ours, t))
-        .collect();
-    if differs.is_empty() && also.is_empty() {
-        println!(
-            "All three end states have the same row count in every table (the writers' rows aside)."
-        );
-    } else {
-        let diff = |after: &BTreeMap<String, i64>, o: &Outcome| -> Vec<String> {
-            TABLES
+        .filter_map(|(name, o)| {
+            let d: Vec<String> = TABLES
                 .iter()
                 .filter_map(|t| {
-                    let d = left(after, o, t) - left(&after_ours, &ours, t);
+                    let d = left(o, t) - left(ours, t);
                     (d != 0).then(|| format!("{t} {d:+}"))
                 })
-                .collect()
-        };
+                .collect();
+            (!d.is_empty()).then(|| format!("{name}: {d:?}"))
+        })
+        .collect();
+    if diffs.is_empty() {
         println!(
-            "Rows left beyond Upkeep's (the runs start minutes apart, so their cutoffs differ by as much): psql loop {:?}, server-side {:?}.",
-            diff(&after_plain, &plain),
-            diff(&after_server, &server)
+            "Every run's end state has the same row count in every table (the writers' rows aside)."
+        );
+    } else {
+        println!(
+            "Rows left beyond Upkeep's (the runs start minutes apart, so their cutoffs differ by as much): {}.",
+            diffs.join("; ")
         );
     }
 }
@@ -316,6 +393,14 @@ async fn main() {
 async fn counts(pool: &PgPool) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for t in TABLES {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.' || $1) IS NOT NULL")
+            .bind(t)
+            .fetch_one(pool)
+            .await
+            .expect("catalog");
+        if !exists {
+            continue;
+        }
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM public.{t}"
         )))
@@ -401,6 +486,7 @@ async fn measured(
         + writes as i64;
     Outcome {
         elapsed,
+        after,
         rows: rows.max(0) as u64,
         longest_tx: Duration::from_micros(longest_us.load(Ordering::SeqCst)),
         writer_max,
@@ -410,7 +496,7 @@ async fn measured(
     }
 }
 
-async fn run_psql(db: &str, days: u32, batch: u32) -> (String, String) {
+async fn run_psql(db: &str, phases: &[Phase], days: u32, batch: u32) -> (String, String) {
     let mut c = PgConnection::connect(db).await.expect("connect");
     let mut batches = [0i64; 3];
     for (i, sql) in [
@@ -428,7 +514,7 @@ async fn run_psql(db: &str, days: u32, batch: u32) -> (String, String) {
             .expect("count");
         batches[i] = n / i64::from(batch) + 1;
     }
-    let script = psql_script(days, batch, batches);
+    let script = psql_script(phases, days, batch, batches);
     let mut psql = tokio::process::Command::new("psql")
         .args([db, "-q", "-X"])
         .env("PGAPPNAME", "psql")
@@ -448,19 +534,17 @@ async fn run_psql(db: &str, days: u32, batch: u32) -> (String, String) {
     ("(psql: a few MB)".into(), String::new())
 }
 
-async fn run_server_side(db: &str, days: u32, batch: u32) -> (String, String) {
+async fn run_server_side(db: &str, phases: &[Phase], days: u32, batch: u32) -> (String, String) {
     let mut c = PgConnection::connect(db).await.expect("connect");
     sqlx::raw_sql("SET application_name = 'plpgsql'")
         .execute(&mut c)
         .await
         .expect("name");
-    sqlx::raw_sql(PLAIN_LOOP)
+    sqlx::raw_sql(sqlx::AssertSqlSafe(plpgsql(phases, days, batch)))
         .execute(&mut c)
         .await
         .expect("procedure");
-    sqlx::query("CALL pg_temp.purge($1, $2)")
-        .bind(days as i32)
-        .bind(batch as i32)
+    sqlx::raw_sql("CALL pg_temp.purge()")
         .execute(&mut c)
         .await
         .expect("plain loop");
@@ -472,25 +556,59 @@ async fn run_upkeep(
     db: &str,
     days: u32,
     batch: u32,
+    temporary_indexes: bool,
     exports: &std::path::Path,
 ) -> (String, String) {
     let (mut child, url) = spawn_daemon(bin, db, "purge-bench").await;
     let view = common::run_job(
         &url,
         &json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
+            "temporary_indexes": temporary_indexes,
             "storage": {"type": "local", "root": exports.to_string_lossy()}}}),
     )
     .await;
     let rss = peak_rss(&child);
     stop(&mut child).await;
     let r = &view["result"];
+    // The lookups that do not simply have their own index.
+    let paths: Vec<String> = r["access_paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["path"] != "index"
+                || c["by"] == "id"
+                || c["index"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("upkeep_tmp_"))
+        })
+        .map(|c| {
+            format!(
+                "{} by {}: {} {}",
+                c["table"].as_str().unwrap_or("?"),
+                c["by"].as_str().unwrap_or("?"),
+                c["path"].as_str().unwrap_or("?"),
+                c["index"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
     let detail = format!(
-        "Upkeep's own account: {} batches, {} export files ({:.0} MiB), longest delete transaction {} ms, {} batches retried.",
+        "Upkeep's own account{}: {} batches, {} export files ({:.0} MiB), longest delete transaction {} ms, {} batches retried; access paths other than a lookup column's own index: {}.",
+        if temporary_indexes {
+            " (`temporary_indexes: true`)"
+        } else {
+            ""
+        },
         r["batches"],
         r["export"]["files"],
         r["export"]["bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
         r["longest_transaction_ms"],
         r["retried_batches"],
+        if paths.is_empty() {
+            "none".to_string()
+        } else {
+            paths.join("; ")
+        },
     );
     (rss, detail)
 }

@@ -31,7 +31,7 @@ async fn main() {
     let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
     spec.dead_row_fraction = 0.3;
     let (_, pool, summary, generated) =
-        common::generated_database(&pg, "upkeep_bench_vacuum", &spec).await;
+        common::generated_database(&pg, "upkeep_bench_vacuum", &spec, None).await;
     let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(&pool)
         .await

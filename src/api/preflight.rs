@@ -82,12 +82,7 @@ pub async fn preflight(State(state): State<AppState>) -> Result<Json<Preflight>,
         .fetch_one(&state.pool)
         .await
         .ok();
-    let revision: Option<String> =
-        sqlx::query_scalar("SELECT version_num::text FROM public.alembic_version LIMIT 1")
-            .fetch_optional(&state.pool)
-            .await
-            .ok()
-            .flatten();
+    let revision = crate::dify::revision(&state.pool).await.unwrap_or(None);
     let release = revision.as_deref().and_then(release_of);
     let tables = sqlx::query_as::<_, TableInfo>(
         "SELECT t.name AS table, c.oid IS NOT NULL AS exists, \

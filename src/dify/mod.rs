@@ -40,6 +40,34 @@ pub fn release_of(revision: &str) -> Option<&'static str> {
         .map(|(_, release)| *release)
 }
 
+/// How new a known revision is: 0 the newest.
+pub fn age(revision: &str) -> Option<usize> {
+    KNOWN_REVISIONS.iter().position(|(r, _)| *r == revision)
+}
+
+/// Whether `revision` is `head`'s release or newer; None when either is unknown.
+pub fn at_least(revision: &str, head: &str) -> Option<bool> {
+    Some(age(revision)? <= age(head)?)
+}
+
+/// The first release whose Weaviate classes carry the named vector `default` (1.9.2, PR
+/// #25447): the releases before it write, and search, only the legacy unnamed vector.
+pub const WEAVIATE_NAMED_VECTOR_FROM: &str = "ae662b25d9bc";
+
+/// This database's Alembic revision; None when `alembic_version` is missing or empty.
+pub async fn revision(pool: &sqlx::PgPool) -> Result<Option<String>, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !exists {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT version_num::text FROM public.alembic_version LIMIT 1")
+        .fetch_optional(pool)
+        .await
+}
+
 /// Tables the jobs read or change; preflight reports their sizes.
 pub const JOB_TABLES: &[&str] = &[
     "tenants",

@@ -63,6 +63,13 @@ macro_rules! vector_stores {
                 }
             }
 
+            /// Connects, to write what the Dify at `revision` reads.
+            pub async fn open_target(&self, revision: Option<&str>) -> Result<AnyStore, VectorError> {
+                let mut store = self.open().await?;
+                store.for_release(revision);
+                Ok(store)
+            }
+
             /// Where Dify keeps `ds` in this store (`class_prefix`: what its `index_struct`
             /// names, when that names this store).
             pub fn locate(&self, ds: &Dataset, class_prefix: Option<&str>) -> Location {
@@ -111,6 +118,9 @@ macro_rules! vector_stores {
         }
 
         impl VectorTarget for AnyStore {
+            fn for_release(&mut self, revision: Option<&str>) {
+                match self { $(Self::$variant(s) => s.for_release(revision),)+ }
+            }
             async fn ensure(&self, at: &Location, dimension: usize) -> Result<(), VectorError> {
                 match self { $(Self::$variant(s) => s.ensure(at, dimension).await,)+ }
             }

@@ -148,6 +148,10 @@ pub trait VectorSource: VectorStore {
 
 /// A store records are written to, in Dify's layout, addressed by `doc_id`.
 pub trait VectorTarget: VectorStore {
+    /// Writes what this Dify release reads (its Alembic revision; None or unknown: a release
+    /// newer than Upkeep knows). Only Weaviate's layout has changed across releases.
+    fn for_release(&mut self, _revision: Option<&str>) {}
+
     /// Creates the collection exactly as Dify would; Ok if it already exists as Dify made it
     /// (what Dify would have added since, such as an index, is added).
     fn ensure(

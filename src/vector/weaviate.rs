@@ -33,6 +33,8 @@ pub struct Weaviate {
     http: reqwest::Client,
     base: String,
     api_key: Option<String>,
+    /// As a target: write the legacy unnamed vector, for a Dify before 1.9.2.
+    legacy: bool,
 }
 
 impl Weaviate {
@@ -53,6 +55,7 @@ impl Weaviate {
             http,
             base,
             api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
+            legacy: false,
         })
     }
 
@@ -286,6 +289,14 @@ impl VectorStore for Weaviate {
             layout: if named { "named" } else { "legacy" }.to_string(),
         }))
     }
+
+    fn notes(&self) -> Vec<String> {
+        if self.legacy {
+            vec!["classes are written in Weaviate's legacy layout (one unnamed vector): this Dify is older than 1.9.2 and searches only that".into()]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl Weaviate {
@@ -341,26 +352,49 @@ impl VectorSource for Weaviate {
 }
 
 /// As a target, objects are written under their `doc_id` (Dify's rule up to 1.9.1 and again
-/// after #41714), so `doc_id`s address them.
+/// after #41714), so `doc_id`s address them; classes in the layout the Dify release reads.
 impl VectorTarget for Weaviate {
+    fn for_release(&mut self, revision: Option<&str>) {
+        self.legacy = revision
+            .and_then(|r| crate::dify::at_least(r, crate::dify::WEAVIATE_NAMED_VECTOR_FROM))
+            == Some(false);
+    }
+
     async fn ensure(&self, at: &Location, _dimension: usize) -> Result<(), VectorError> {
         let collection = &at.collection;
-        if self.describe(collection).await?.is_some() {
-            return Ok(());
+        let wanted = if self.legacy { "legacy" } else { "named" };
+        if let Some(found) = self.describe(collection).await? {
+            if found.layout == wanted {
+                return Ok(());
+            }
+            return Err(VectorError::Layout(format!(
+                "class {collection} has Weaviate's {} vector layout, but this Dify release reads only the {wanted} one (legacy up to 1.9.1, named from 1.9.2)",
+                found.layout
+            )));
         }
         let text = |name: &str| json!({"name": name, "dataType": ["text"]});
-        // Dify's v4 class: declared properties, a self-provided named vector `default`.
-        let class = json!({
-            "class": collection,
-            "properties": [
-                {"name": "text", "dataType": ["text"], "tokenization": "word"},
-                text("document_id"), text("doc_id"), text("doc_type"),
-                {"name": "chunk_index", "dataType": ["int"]},
-                {"name": "is_summary", "dataType": ["boolean"]},
-                text("original_chunk_id"),
-            ],
-            "vectorConfig": {"default": {"vectorizer": {"none": {}}, "vectorIndexType": "hnsw"}},
-        });
+        let class = if self.legacy {
+            // Dify's v3 class: `text` only, the rest made by auto-schema on insert, and the
+            // legacy unnamed vector, self-provided.
+            json!({
+                "class": collection,
+                "properties": [text("text")],
+                "vectorizer": "none",
+            })
+        } else {
+            // Dify's v4 class: declared properties, a self-provided named vector `default`.
+            json!({
+                "class": collection,
+                "properties": [
+                    {"name": "text", "dataType": ["text"], "tokenization": "word"},
+                    text("document_id"), text("doc_id"), text("doc_type"),
+                    {"name": "chunk_index", "dataType": ["int"]},
+                    {"name": "is_summary", "dataType": ["boolean"]},
+                    text("original_chunk_id"),
+                ],
+                "vectorConfig": {"default": {"vectorizer": {"none": {}}, "vectorIndexType": "hnsw"}},
+            })
+        };
         self.ok("create class", Method::POST, "/v1/schema", Some(&class))
             .await
             .map(|_| ())
@@ -373,8 +407,13 @@ impl VectorTarget for Weaviate {
             .map(|p| {
                 let mut properties = p.metadata.clone();
                 properties.insert("text".into(), Value::String(p.text.clone()));
-                json!({"class": collection, "id": p.id, "properties": properties,
-                       "vectors": {"default": p.vector}})
+                if self.legacy {
+                    json!({"class": collection, "id": p.id, "properties": properties,
+                           "vector": p.vector})
+                } else {
+                    json!({"class": collection, "id": p.id, "properties": properties,
+                           "vectors": {"default": p.vector}})
+                }
             })
             .collect();
         let answer = self

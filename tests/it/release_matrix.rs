@@ -119,12 +119,13 @@ async fn storage_cross_check(r: Release) {
     d.stop().await;
 }
 
-/// `vector_migrate` Weaviate → Qdrant: the datasets Dify's tables select (segments and
-/// parent-child chunks; summaries and attachments where the release has them), in the
-/// Weaviate layout that release wrote, copied, verified and switched.
+/// `vector_migrate` Weaviate → Qdrant: the datasets and annotation replies Dify's tables
+/// select, in the Weaviate layout that release wrote, copied, verified and switched; then
+/// back into Weaviate, in the layout that release searches.
 async fn vectors(r: Release) {
     use crate::support::dify_vectors::{
-        assert_exactly, binding, dataset, index_struct, load, on_qdrant, vector_env,
+        annotation_app, assert_exactly, binding, class_name, dataset, index_struct, load,
+        on_qdrant, vector_env,
     };
     use crate::support::vector_servers::{QdrantStandin, WeaviateServer};
     let Some(db) = database(r).await else {
@@ -138,6 +139,18 @@ async fn vectors(r: Release) {
     let (bound, shared) = binding(&db, "dataset").await;
     let flat = dataset(&db, tenant, bound, 12, false, 1).await;
     let parent_child = dataset(&db, tenant, bound, 6, true, 2).await;
+    // Annotation replies: `message_annotations.question` is nullable up to 1.9.2.
+    let (app_binding, app_collection) = binding(&db, "annotation").await;
+    let app = annotation_app(&db, tenant, app_binding, 4, 3).await;
+    // Where the release allows it, the answer-only annotation has no question at all.
+    sqlx::query(
+        "UPDATE public.message_annotations SET question = NULL WHERE question = '' AND EXISTS \
+         (SELECT 1 FROM information_schema.columns WHERE table_schema = 'public' \
+          AND table_name = 'message_annotations' AND column_name = 'question' AND is_nullable = 'YES')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("null question");
     // Dify up to 1.9.1 wrote Weaviate's legacy layout, named vectors after.
     let version: Vec<u32> = r
         .version
@@ -147,6 +160,7 @@ async fn vectors(r: Release) {
     let named = version >= vec![1, 9, 2];
     load(&w, &flat, named, &[], 0).await;
     load(&w, &parent_child, named, &[], 0).await;
+    load(&w, &app, named, &[], 0).await;
     let d = TestDaemon::start(
         &db,
         Options {
@@ -155,10 +169,10 @@ async fn vectors(r: Release) {
         },
     )
     .await;
-    let ids = json!([flat.id, parent_child.id]);
     for dry_run in [true, false] {
+        // Every dataset and annotation app of this database.
         let (status, job) = d
-            .submit(json!({"kind": "vector_migrate", "params": {"dataset_ids": ids}, "dry_run": dry_run}))
+            .submit(json!({"kind": "vector_migrate", "params": {}, "dry_run": dry_run}))
             .await;
         assert_eq!(status, 202, "{job}");
         let done = d.wait_finished(job["id"].as_str().expect("id")).await;
@@ -170,7 +184,7 @@ async fn vectors(r: Release) {
             .filter_map(|o| o["expected"].as_i64())
             .collect();
         if dry_run {
-            assert_eq!(expected.iter().sum::<i64>(), 18, "{done}");
+            assert_eq!(expected.iter().sum::<i64>(), 18 + 4, "{done}");
             assert!(index_struct(&db, flat.id).await.contains("weaviate"));
         }
     }
@@ -183,6 +197,79 @@ async fn vectors(r: Release) {
         );
     }
     assert_exactly(&q, &shared, &[&flat, &parent_child], &[]).await;
+    assert_exactly(&q, &app_collection, &[&app], &[]).await;
+
+    // And back into an empty Weaviate: in the layout this release searches.
+    let back = WeaviateServer::start().await;
+    let (status, job) = d
+        .submit(
+            json!({"kind": "vector_migrate", "params": {"dataset_ids": [flat.id],
+            "target": {"type": "weaviate", "endpoint": back.url}}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "succeeded", "{}: {done}", r.version);
+    let class = class_name(flat.id);
+    let schema = back.get(&format!("/v1/schema/{class}")).await;
+    assert_eq!(
+        schema["vectorConfig"]["default"].is_object(),
+        named,
+        "{}: {schema}",
+        r.version
+    );
+    let notes = done["result"]["target_notes"].to_string();
+    assert_eq!(
+        notes.contains("legacy layout"),
+        !named,
+        "{}: {notes}",
+        r.version
+    );
+    let objects = back
+        .get(&format!(
+            "/v1/objects?class={class}&include=vector&limit=100"
+        ))
+        .await;
+    let objects = objects["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 12, "{}", r.version);
+    for o in objects {
+        let vector = if named {
+            &o["vectors"]["default"]
+        } else {
+            &o["vector"]
+        };
+        let id = o["id"].as_str().expect("id");
+        let expected = &flat
+            .records
+            .get(id)
+            .expect("a record of the dataset")
+            .vector;
+        assert_eq!(
+            vector.as_array().map(Vec::len),
+            Some(expected.len()),
+            "{}: {o}",
+            r.version
+        );
+    }
+    // A class already there in the other layout is not written into: this Dify could not
+    // search it.
+    load(&back, &parent_child, !named, &[], 0).await;
+    let (status, job) = d
+        .submit(
+            json!({"kind": "vector_migrate", "params": {"dataset_ids": [parent_child.id],
+            "target": {"type": "weaviate", "endpoint": back.url}}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "failed", "{}: {done}", r.version);
+    assert!(
+        done.to_string()
+            .contains("but this Dify release reads only the"),
+        "{}: {done}",
+        r.version
+    );
+    assert_eq!(index_struct(&db, parent_child.id).await, on_qdrant(&shared));
     d.stop().await;
 }
 

@@ -429,11 +429,7 @@ async fn finish(
     } else {
         None
     };
-    let revision: Option<String> =
-        sqlx::query_scalar("SELECT version_num::text FROM public.alembic_version LIMIT 1")
-            .fetch_optional(&ctx.pool)
-            .await
-            .unwrap_or(None);
+    let revision = crate::dify::revision(&ctx.pool).await.unwrap_or(None);
     let manifest = Manifest {
         format: repo::FORMAT.into(),
         set: cp.set.clone(),

@@ -20,7 +20,7 @@ use super::{JobCtx, JobError, JobKind, SpecError, storage_param};
 use crate::backup::pg::PgTarget;
 use crate::backup::repo::Manifest;
 use crate::config::Settings;
-use crate::dify::KNOWN_REVISIONS;
+use crate::dify::age;
 use crate::storage::StorageConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -234,11 +234,6 @@ const REFUSALS: &[&str] = &[
     "target_not_empty",
 ];
 
-/// Position in the release list, newest first: a smaller index is a newer revision.
-fn age(revision: &str) -> Option<usize> {
-    KNOWN_REVISIONS.iter().position(|(r, _)| *r == revision)
-}
-
 /// Why restoring `parts` of `m` here would be refused; empty when it may go ahead.
 async fn refusals(
     ctx: &JobCtx,
@@ -248,11 +243,7 @@ async fn refusals(
 ) -> Result<Vec<Value>, JobError> {
     let mut out = Vec::new();
     if parts.contains(&Part::Database) {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT version_num::text FROM public.alembic_version LIMIT 1")
-                .fetch_optional(&ctx.pool)
-                .await
-                .unwrap_or(None);
+        let current = crate::dify::revision(&ctx.pool).await.unwrap_or(None);
         if let (Some(set_rev), Some(here)) = (&m.dify.revision, &current)
             && let (Some(a), Some(b)) = (age(set_rev), age(here))
             && a < b

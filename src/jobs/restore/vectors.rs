@@ -71,8 +71,9 @@ pub async fn run(
         return Ok(Value::Null);
     };
     let config = target(ctx)?;
+    let revision = crate::dify::revision(&ctx.pool).await?;
     let store = config
-        .open()
+        .open_target(revision.as_deref())
         .await
         .map_err(|e| JobError::failed("vector_store_failed", e.to_string()))?;
     let total = part.datasets.len() as u64;

@@ -148,8 +148,9 @@ impl JobKind for VectorMigrate {
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         shape::require(&ctx.pool, Self::KIND, vector_records::NEEDS).await?;
         let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
+        let revision = crate::dify::revision(&ctx.pool).await?;
         let target = target_cfg
-            .open()
+            .open_target(revision.as_deref())
             .await
             .map_err(|e| JobError::failed("target_unreachable", e.to_string()))?;
         let embedder = match (&params.missing_vectors, &params.embedding_endpoint) {

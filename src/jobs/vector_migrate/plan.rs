@@ -18,7 +18,8 @@ use crate::vector::store::{Location, VectorError, VectorSource, VectorStore};
 /// What a run would do, per dataset and app, reading the source without vectors.
 pub async fn plan(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
     let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
-    let target = target_cfg.open().await;
+    let revision = crate::dify::revision(&ctx.pool).await?;
+    let target = target_cfg.open_target(revision.as_deref()).await;
     let units = units(&params, &ctx.pool, &ctx.settings, &target_cfg).await?;
     let mut planned = Vec::new();
     for unit in &units {

@@ -183,6 +183,17 @@ impl WeaviateServer {
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         request(&self.url, self.key.as_deref(), method, path, Some(body)).await
     }
+
+    pub async fn get(&self, path: &str) -> Value {
+        request(
+            &self.url,
+            self.key.as_deref(),
+            reqwest::Method::GET,
+            path,
+            None,
+        )
+        .await
+    }
 }
 
 /// Milvus' gRPC API (`milvus.proto.milvus.MilvusService`) over milvus-lite, strict where a real
