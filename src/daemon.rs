@@ -12,8 +12,8 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::failpoint::FailPoints;
-use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
+use crate::queue::listener::{self, Signals};
 use crate::schedules;
 use crate::worker::{WorkerConfig, Workers};
 

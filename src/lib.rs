@@ -12,7 +12,7 @@ pub mod dify;
 pub mod failpoint;
 pub mod fieldpath;
 pub mod jobs;
-pub mod listener;
+pub mod logging;
 pub mod metrics;
 mod nodelay;
 pub mod queue;

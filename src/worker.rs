@@ -15,8 +15,8 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::failpoint::FailPoints;
 use crate::jobs::{CtxParts, JobCtx, JobError, JobSpec};
-use crate::listener::Signals;
 use crate::metrics::Metrics;
+use crate::queue::listener::Signals;
 use crate::queue::{self, Claimed, FenceError, JobState, Lease};
 use crate::secrets::SealError;
 

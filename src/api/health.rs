@@ -36,10 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             }),
         );
     }
-    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM upkeep.jobs WHERE false")
-        .fetch_one(&state.pool)
-        .await
-    {
+    match crate::queue::ready(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
             Json(Health {
@@ -62,11 +59,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT state, kind, count(*) FROM upkeep.jobs GROUP BY state, kind ORDER BY state, kind",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let jobs = crate::queue::counts(&state.pool).await?;
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&jobs),

@@ -29,8 +29,8 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Settings;
-use crate::listener::Signals;
 use crate::metrics::Metrics;
+use crate::queue::listener::Signals;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 

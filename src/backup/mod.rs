@@ -3,4 +3,5 @@
 
 pub mod pg;
 pub mod repo;
+pub mod sets;
 pub mod vector_file;

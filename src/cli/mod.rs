@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{LogFormat, Settings};
+use crate::config::Settings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -180,21 +180,6 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("UPKEEP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        // The current span once (a job's `job.id`, `job.kind`, `attempt`), not again in a list.
-        LogFormat::Json => builder.json().with_span_list(false).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 async fn rekey(env_file: Option<PathBuf>) -> ExitCode {
     let Some((env, settings)) = environment(env_file) else {
         return ExitCode::from(2);
@@ -257,7 +242,7 @@ async fn serve(env_file: Option<PathBuf>) -> ExitCode {
     let Some((env, settings)) = environment(env_file) else {
         return ExitCode::from(2);
     };
-    init_logging(settings.log_format);
+    crate::logging::init(settings.log_format);
     let failpoints = match crate::failpoint::FailPoints::parse(
         env.get("UPKEEP_FAILPOINTS")
             .map(String::as_str)

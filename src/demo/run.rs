@@ -50,7 +50,7 @@ enum DemoError {
 }
 
 pub async fn run(args: DemoArgs) -> ExitCode {
-    crate::cli::init_logging(crate::config::LogFormat::Text);
+    crate::logging::init(crate::config::LogFormat::Text);
     let mut cluster = None;
     let outcome = demo(&args, &mut cluster).await;
     if let Some(c) = cluster {

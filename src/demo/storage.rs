@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::dify::storage_refs;
-use crate::jobs::purge_exports::EXPORT_PREFIX;
+use crate::jobs::purge::exports::EXPORT_PREFIX;
 
 const DAY: Duration = Duration::from_secs(86_400);
 /// Orphans per workspace past `orphan_files`' grace period (24 h; the README's example: 48 h).

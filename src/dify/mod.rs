@@ -86,3 +86,35 @@ pub const JOB_TABLES: &[&str] = &[
     "upload_files",
     "tool_files",
 ];
+
+/// One of Dify's tables as preflight shows it.
+#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TableInfo {
+    pub table: String,
+    pub exists: bool,
+    pub rows_estimate: Option<i64>,
+    pub total_bytes: Option<i64>,
+}
+
+/// Each of `tables` (in `public`), in that order: whether it exists, its estimated rows (from
+/// the planner's statistics: no scan) and its size with indexes and TOAST.
+pub async fn table_sizes(
+    pool: &sqlx::PgPool,
+    tables: &[&str],
+) -> Result<Vec<TableInfo>, sqlx::Error> {
+    sqlx::query_as::<_, TableInfo>(
+        "SELECT t.name AS table, c.oid IS NOT NULL AS exists, \
+            CASE WHEN c.oid IS NULL THEN NULL \
+                 WHEN c.reltuples < 0 THEN COALESCE(s.n_live_tup, 0) \
+                 ELSE c.reltuples::bigint END AS rows_estimate, \
+            CASE WHEN c.oid IS NULL THEN NULL ELSE pg_total_relation_size(c.oid) END AS total_bytes \
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(name, ord) \
+         LEFT JOIN pg_namespace n ON n.nspname = 'public' \
+         LEFT JOIN pg_class c ON c.relname = t.name AND c.relnamespace = n.oid AND c.relkind = 'r' \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         ORDER BY t.ord",
+    )
+    .bind(tables)
+    .fetch_all(pool)
+    .await
+}

@@ -2,22 +2,16 @@
 //! errors a job can end with. One file per kind.
 
 pub mod backup;
-pub mod backup_verify;
 mod context;
 pub mod failure;
-mod log_export;
-pub mod orphan_files;
-mod orphan_plan;
-pub mod orphan_records;
+pub mod orphans;
 pub mod progress;
-pub mod purge_exports;
-pub mod purge_logs;
+pub mod purge;
 pub mod restore;
 pub mod storage_migrate;
 pub mod storage_param;
 pub mod vacuum;
 pub mod vector_migrate;
-pub mod vector_rollback;
 
 pub use context::{CtxParts, JobCtx};
 pub use progress::Progress;
@@ -234,14 +228,14 @@ macro_rules! job_kinds {
 job_kinds! {
     Vacuum = "vacuum" => vacuum::Vacuum, vacuum::VacuumParams;
     StorageMigrate = "storage_migrate" => storage_migrate::StorageMigrate, storage_migrate::StorageMigrateParams;
-    PurgeLogs = "purge_logs" => purge_logs::PurgeLogs, purge_logs::PurgeLogsParams;
-    PurgeExports = "purge_exports" => purge_exports::PurgeExports, purge_exports::PurgeExportsParams;
-    OrphanFiles = "orphan_files" => orphan_files::OrphanFiles, orphan_files::OrphanFilesParams;
-    OrphanRecords = "orphan_records" => orphan_records::OrphanRecords, orphan_records::OrphanRecordsParams;
+    PurgeLogs = "purge_logs" => purge::logs::PurgeLogs, purge::logs::PurgeLogsParams;
+    PurgeExports = "purge_exports" => purge::exports::PurgeExports, purge::exports::PurgeExportsParams;
+    OrphanFiles = "orphan_files" => orphans::files::OrphanFiles, orphans::files::OrphanFilesParams;
+    OrphanRecords = "orphan_records" => orphans::records::OrphanRecords, orphans::records::OrphanRecordsParams;
     VectorMigrate = "vector_migrate" => vector_migrate::VectorMigrate, vector_migrate::VectorMigrateParams;
-    VectorRollback = "vector_rollback" => vector_rollback::VectorRollback, vector_rollback::VectorRollbackParams;
+    VectorRollback = "vector_rollback" => vector_migrate::rollback::VectorRollback, vector_migrate::rollback::VectorRollbackParams;
     Backup = "backup" => backup::Backup, backup::BackupParams;
-    BackupVerify = "backup_verify" => backup_verify::BackupVerify, backup_verify::BackupVerifyParams;
+    BackupVerify = "backup_verify" => backup::verify::BackupVerify, backup::verify::BackupVerifyParams;
     Restore = "restore" => restore::Restore, restore::RestoreParams;
 }
 

@@ -42,3 +42,20 @@ pub async fn list(
     rows.truncate(filter.limit as usize);
     Ok((rows, more))
 }
+
+/// Whether the queue's tables answer (the schema is migrated and the database reachable).
+pub async fn ready(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM upkeep.jobs WHERE false")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Jobs per (state, kind), for the metrics.
+pub async fn counts(pool: &sqlx::PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, kind, count(*) FROM upkeep.jobs GROUP BY state, kind ORDER BY state, kind",
+    )
+    .fetch_all(pool)
+    .await
+}

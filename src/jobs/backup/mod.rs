@@ -8,6 +8,7 @@ mod database;
 mod retention;
 mod storage;
 mod vectors;
+pub mod verify;
 
 use chrono::{DateTime, Utc};
 use opendal::Operator;
@@ -293,7 +294,7 @@ impl JobKind for Backup {
         }
         let manifest = finish(ctx, &op, &cp, &params).await?;
         ctx.progress(phase("verify the set"), true).await?;
-        let check = super::backup_verify::verify_set(ctx, &op, &manifest, false).await?;
+        let check = verify::verify_set(ctx, &op, &manifest, false).await?;
         if !check.problems.is_empty() {
             return Err(JobError::Failed {
                 code: "verify_failed",
@@ -462,22 +463,6 @@ async fn finish(
 
 /// The catalogue row preflight reads.
 async fn record_set(ctx: &JobCtx, config: &StorageConfig, m: &Manifest) -> Result<(), JobError> {
-    let bytes: u64 =
-        m.files.iter().map(|f| f.size).sum::<u64>() + m.storage.as_ref().map_or(0, |s| s.bytes);
-    sqlx::query(
-        "INSERT INTO upkeep.backup_sets (repo, set_id, job_id, label, dify_revision, created_at, \
-         completed_at, verified_at, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8) \
-         ON CONFLICT (repo, set_id) DO UPDATE SET verified_at = now()",
-    )
-    .bind(config.describe())
-    .bind(&m.set)
-    .bind(ctx.job_id)
-    .bind(&m.label)
-    .bind(&m.dify.revision)
-    .bind(m.created_at)
-    .bind(m.completed_at)
-    .bind(bytes as i64)
-    .execute(&ctx.pool)
-    .await?;
+    crate::backup::sets::record(&ctx.pool, &config.describe(), ctx.job_id, m).await?;
     Ok(())
 }

@@ -14,8 +14,8 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::backup::verify::{check_set_param, open_source, resolve_set, verify_set};
 use super::backup::{Part, repo_config};
-use super::backup_verify::{check_set_param, open_source, resolve_set, verify_set};
 use super::{JobCtx, JobError, JobKind, SpecError, storage_param};
 use crate::backup::pg::PgTarget;
 use crate::backup::repo::Manifest;

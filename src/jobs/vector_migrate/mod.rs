@@ -14,6 +14,7 @@ mod copy;
 mod fill;
 mod params;
 mod plan;
+pub mod rollback;
 mod unit;
 pub mod units;
 mod verify;

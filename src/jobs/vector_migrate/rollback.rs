@@ -8,9 +8,9 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, SpecError};
 use crate::config::Settings;
 use crate::dify::index_struct;
+use crate::jobs::{JobCtx, JobError, JobKind, SpecError};
 use crate::vector::redis_flags::RedisFlags;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -12,10 +12,11 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
+use super::plan;
 use crate::config::Settings;
 use crate::dify::file_refs;
 use crate::dify::shape;
+use crate::jobs::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 
 const BATCH: i64 = 1000;
 const SAMPLE: usize = 50;
@@ -74,7 +75,7 @@ impl JobKind for OrphanRecords {
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::open(&config, "storage")?;
         shape::require(pool, Self::KIND, file_refs::NEEDS).await?;
-        orphan_plan::check(
+        plan::check(
             pool,
             &settings.sealer,
             Self::KIND,
@@ -87,10 +88,8 @@ impl JobKind for OrphanRecords {
     }
 
     async fn settle(params: &mut OrphanRecordsParams, pool: &PgPool) -> Result<(), SpecError> {
-        if let Some(plan) =
-            orphan_plan::planned_params(pool, params.confirm, params.plan_job_id).await?
-        {
-            params.min_age_hours = orphan_plan::planned_min_age(&plan, params.min_age_hours);
+        if let Some(plan) = plan::planned_params(pool, params.confirm, params.plan_job_id).await? {
+            params.min_age_hours = plan::planned_min_age(&plan, params.min_age_hours);
         }
         Ok(())
     }
@@ -98,7 +97,7 @@ impl JobKind for OrphanRecords {
     async fn plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         shape::require(&ctx.pool, Self::KIND, file_refs::NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
-            Some(plan) => orphan_plan::preview(ctx, plan).await,
+            Some(plan) => plan::preview(ctx, plan).await,
             None => make_plan(params, ctx).await,
         }
     }
@@ -166,10 +165,14 @@ async fn make_plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Valu
                 if sample.len() < SAMPLE {
                     sample.push(item(table, id));
                 }
-                items.push((item(table, id), created));
+                items.push(plan::Planned {
+                    item: item(table, id),
+                    size: None,
+                    last_modified: created,
+                });
             }
             if !ctx.dry_run {
-                record(ctx, &items).await?;
+                plan::record(ctx, &items).await?;
             }
             ctx.progress(
                 Progress {
@@ -247,56 +250,26 @@ async fn object_time(op: &Operator, key: &str) -> Result<Option<DateTime<Utc>>, 
     }
 }
 
-async fn record(ctx: &JobCtx, items: &[(String, Option<DateTime<Utc>>)]) -> Result<(), JobError> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = items.iter().map(|(i, _)| i.as_str()).collect();
-    let times: Vec<Option<DateTime<Utc>>> = items.iter().map(|(_, t)| *t).collect();
-    sqlx::query(
-        "INSERT INTO upkeep.orphan_plan (job_id, item, last_modified) \
-         SELECT $1, * FROM unnest($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(ctx.job_id)
-    .bind(&names)
-    .bind(&times)
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
+/// A page of planned rows, checked against the references gathered afresh and the live id
+/// columns, deleted in the transaction that records the outcomes.
+struct Rows {
+    id_selects: Vec<String>,
 }
 
-/// Gathers the references afresh, then deletes the plan's rows batch by batch: each batch
-/// re-checked against the fresh references and the live id columns, deleted and marked in one
-/// short transaction.
-async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
-    gather(ctx).await?;
-    let id_selects = file_refs::id_column_selects(&ctx.pool).await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1")
-            .bind(plan)
-            .fetch_one(&ctx.pool)
-            .await?;
-    let mut after = String::new();
-    loop {
-        ctx.check_stop()?;
-        let batch: Vec<String> = sqlx::query_scalar(
-            "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NULL AND item > $2 \
-             ORDER BY item LIMIT $3",
-        )
-        .bind(plan)
-        .bind(&after)
-        .bind(BATCH)
-        .fetch_all(&ctx.pool)
-        .await?;
-        let Some(last) = batch.last() else {
-            break;
-        };
-        after = last.clone();
-        let parsed: Vec<(String, &str, Uuid)> = batch
-            .iter()
-            .filter_map(|i| parse_item(i).map(|(t, id)| (i.clone(), t, id)))
-            .collect();
-        let ids: Vec<Uuid> = parsed.iter().map(|(_, _, id)| *id).collect();
+impl plan::Decide for Rows {
+    async fn decide(
+        &mut self,
+        ctx: &mut JobCtx,
+        page: &[plan::Planned],
+    ) -> Result<
+        (
+            Vec<&'static str>,
+            Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+        ),
+        JobError,
+    > {
+        let parsed: Vec<Option<(&str, Uuid)>> = page.iter().map(|p| parse_item(&p.item)).collect();
+        let ids: Vec<Uuid> = parsed.iter().flatten().map(|(_, id)| *id).collect();
         let gathered: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM upkeep.orphan_refs WHERE job_id = $1 AND id = ANY($2)",
         )
@@ -304,13 +277,18 @@ async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
         .bind(&ids)
         .fetch_all(&ctx.pool)
         .await?;
-        let live = file_refs::live_id_refs(&ctx.pool, &id_selects, &ids).await?;
+        let live = file_refs::live_id_refs(&ctx.pool, &self.id_selects, &ids).await?;
         let mut tx = ctx.pool.begin().await?;
         sqlx::query("SET LOCAL lock_timeout = '5s'")
             .execute(&mut *tx)
             .await?;
-        let mut outcomes: Vec<(String, &str)> = Vec::new();
-        for (name, table, id) in &parsed {
+        let mut outcomes = Vec::with_capacity(page.len());
+        for entry in &parsed {
+            // An item this version cannot read is left alone.
+            let Some((table, id)) = entry else {
+                outcomes.push("referenced");
+                continue;
+            };
             let referenced = match *table {
                 // A dangling message_files row stays only if its message came back.
                 "message_files" => sqlx::query_scalar::<_, bool>(
@@ -337,54 +315,32 @@ async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
                     .rows_affected();
                 if n == 1 { "deleted" } else { "gone" }
             };
-            outcomes.push((name.clone(), outcome));
+            outcomes.push(outcome);
         }
-        let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
-        let kinds: Vec<&str> = outcomes.iter().map(|(_, o)| *o).collect();
-        sqlx::query(
-            "UPDATE upkeep.orphan_plan p SET outcome = o.outcome, handled_by = $2 \
-             FROM unnest($3::text[], $4::text[]) AS o(item, outcome) \
-             WHERE p.job_id = $1 AND p.item = o.item",
-        )
-        .bind(plan)
-        .bind(ctx.job_id)
-        .bind(&names)
-        .bind(&kinds)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        ctx.failpoint("orphan_records.batch_committed").await?;
-        let handled: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL",
-        )
-        .bind(plan)
-        .fetch_one(&ctx.pool)
-        .await?;
-        ctx.progress(
-            Progress {
-                done: handled as u64,
-                total: Some(total as u64),
-                ..phase("delete planned rows")
-            },
-            false,
-        )
-        .await?;
+        Ok((outcomes, Some(tx)))
     }
+}
+
+/// Gathers the references afresh, then deletes the plan's rows page by page.
+async fn apply_plan(plan_id: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
+    gather(ctx).await?;
+    let mut rows = Rows {
+        id_selects: file_refs::id_column_selects(&ctx.pool).await?,
+    };
+    let total = plan::confirm(
+        ctx,
+        plan_id,
+        BATCH,
+        phase("delete planned rows"),
+        "orphan_records.batch_committed",
+        &mut rows,
+    )
+    .await?;
     sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
         .bind(ctx.job_id)
         .execute(&ctx.pool)
         .await?;
-    // This run's outcomes only: rows an earlier confirm handled are counted apart, so
-    // confirming a plan twice reports 0 deleted the second time.
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT split_part(item, ':', 1), \
-         CASE WHEN handled_by = $2 THEN outcome ELSE 'handled_by_an_earlier_confirm' END, count(*) \
-         FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .bind(plan)
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let counts = plan::outcomes(ctx, plan_id).await?;
     let deleted: i64 = counts
         .iter()
         .filter(|(_, outcome, _)| outcome == "deleted")
@@ -395,17 +351,13 @@ async fn apply_plan(plan: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
         let entry = per_table.entry(table).or_insert_with(|| json!({}));
         entry[outcome] = json!(n);
     }
-    let kept: Vec<String> = sqlx::query_scalar(
-        "SELECT item FROM upkeep.orphan_plan WHERE job_id = $1 AND handled_by = $3 \
-         AND outcome = 'referenced' ORDER BY item LIMIT $2",
-    )
-    .bind(plan)
-    .bind(SAMPLE as i64)
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let kept: Vec<String> = plan::kept(ctx, plan_id, SAMPLE as i64)
+        .await?
+        .into_iter()
+        .map(|(item, _)| item)
+        .collect();
     Ok(json!({
-        "plan_job_id": plan,
+        "plan_job_id": plan_id,
         "planned": total,
         "deleted": deleted,
         "tables": per_table,

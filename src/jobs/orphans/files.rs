@@ -14,10 +14,11 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, orphan_plan, storage_param};
+use super::plan;
 use crate::config::Settings;
 use crate::dify::shape;
 use crate::dify::storage_refs::{self, KeySource, ORPHAN_NEEDS, ORPHAN_SOURCES};
+use crate::jobs::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::storage::StorageConfig;
 
 /// Prefixes whose every object should have a row (`privkeys/` one per live tenant).
@@ -135,7 +136,7 @@ impl JobKind for OrphanFiles {
         let config = storage_param::resolve(params.storage.as_ref(), "storage", settings)?;
         storage_param::check_exists(&config, "storage", params.storage.is_some())?;
         storage_param::open(&config, "storage")?;
-        let plan = orphan_plan::check(
+        let plan = plan::check(
             pool,
             &settings.sealer,
             Self::KIND,
@@ -160,10 +161,8 @@ impl JobKind for OrphanFiles {
     }
 
     async fn settle(params: &mut OrphanFilesParams, pool: &PgPool) -> Result<(), SpecError> {
-        if let Some(plan) =
-            orphan_plan::planned_params(pool, params.confirm, params.plan_job_id).await?
-        {
-            params.min_age_hours = orphan_plan::planned_min_age(&plan, params.min_age_hours);
+        if let Some(plan) = plan::planned_params(pool, params.confirm, params.plan_job_id).await? {
+            params.min_age_hours = plan::planned_min_age(&plan, params.min_age_hours);
             params.prefixes = serde_json::from_value(plan["prefixes"].clone()).unwrap_or(None);
         }
         Ok(())
@@ -172,7 +171,7 @@ impl JobKind for OrphanFiles {
     async fn plan(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         shape::require(&ctx.pool, Self::KIND, ORPHAN_NEEDS).await?;
         match params.plan_job_id.filter(|_| params.confirm) {
-            Some(plan) => orphan_plan::preview(ctx, plan).await,
+            Some(plan) => plan::preview(ctx, plan).await,
             None => make_plan(params, ctx).await,
         }
     }
@@ -193,13 +192,6 @@ struct PrefixTally {
     orphan_bytes: u64,
     /// Unreferenced but younger than `min_age_hours`: perhaps an upload in flight.
     too_young: u64,
-}
-
-/// An unreferenced object old enough to be an orphan.
-struct Orphan {
-    key: String,
-    size: i64,
-    last_modified: Option<DateTime<Utc>>,
 }
 
 /// Lists the prefixes, finds unreferenced objects older than the grace period and, unless
@@ -274,14 +266,14 @@ async fn make_plan(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value,
                 if sample.len() < SAMPLE {
                     sample.push(json!({"key": key, "bytes": meta.content_length()}));
                 }
-                orphans.push(Orphan {
-                    key,
-                    size: meta.content_length() as i64,
+                orphans.push(plan::Planned {
+                    item: key,
+                    size: Some(meta.content_length() as i64),
                     last_modified,
                 });
             }
             if !ctx.dry_run {
-                record(ctx, &orphans).await?;
+                plan::record(ctx, &orphans).await?;
             }
             ctx.progress(
                 Progress {
@@ -324,27 +316,6 @@ async fn make_plan(params: OrphanFilesParams, ctx: &mut JobCtx) -> Result<Value,
     }))
 }
 
-async fn record(ctx: &JobCtx, orphans: &[Orphan]) -> Result<(), JobError> {
-    if orphans.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = orphans.iter().map(|o| o.key.as_str()).collect();
-    let sizes: Vec<i64> = orphans.iter().map(|o| o.size).collect();
-    let times: Vec<Option<DateTime<Utc>>> = orphans.iter().map(|o| o.last_modified).collect();
-    sqlx::query(
-        "INSERT INTO upkeep.orphan_plan (job_id, item, size, last_modified) \
-         SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::timestamptz[]) \
-         ON CONFLICT (job_id, item) DO NOTHING",
-    )
-    .bind(ctx.job_id)
-    .bind(&keys)
-    .bind(&sizes)
-    .bind(&times)
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
-}
-
 fn to_chrono(t: impl Into<std::time::SystemTime>) -> DateTime<Utc> {
     DateTime::<Utc>::from(t.into())
 }
@@ -382,54 +353,44 @@ fn storage_failed(prefix: &str, e: opendal::Error) -> JobError {
 
 /// Deletes the plan's items that are still unreferenced, present and unchanged, batch by batch;
 /// each item's outcome is recorded, so a rerun continues where this one stopped.
-async fn apply_plan(
-    params: OrphanFilesParams,
-    plan: Uuid,
-    ctx: &mut JobCtx,
-) -> Result<Value, JobError> {
-    let (config, op) = open(&params, ctx)?;
-    let sources = sources(&ctx.pool).await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1")
-            .bind(plan)
-            .fetch_one(&ctx.pool)
-            .await?;
-    let mut after = String::new();
-    loop {
-        ctx.check_stop()?;
-        let batch: Vec<(String, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT item, size, last_modified FROM upkeep.orphan_plan \
-             WHERE job_id = $1 AND outcome IS NULL AND item > $2 ORDER BY item LIMIT $3",
-        )
-        .bind(plan)
-        .bind(&after)
-        .bind(BATCH as i64)
-        .fetch_all(&ctx.pool)
-        .await?;
-        let Some((last, _, _)) = batch.last() else {
-            break;
-        };
-        after = last.clone();
-        let keys: Vec<String> = batch.iter().map(|(k, _, _)| k.clone()).collect();
+/// A page of planned objects: kept when a row references it now, it changed, or it is gone.
+struct Objects<'a> {
+    op: &'a Operator,
+    sources: Vec<&'static KeySource>,
+}
+
+impl plan::Decide for Objects<'_> {
+    async fn decide(
+        &mut self,
+        ctx: &mut JobCtx,
+        page: &[plan::Planned],
+    ) -> Result<
+        (
+            Vec<&'static str>,
+            Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+        ),
+        JobError,
+    > {
+        let keys: Vec<String> = page.iter().map(|p| p.item.clone()).collect();
         // Referenced since the plan (a row was written for it): kept.
-        let live = storage_refs::live(&ctx.pool, &sources, &keys).await?;
-        let metas = stat_all(&op, keys.clone()).await;
-        let mut outcomes: Vec<(String, &str)> = Vec::with_capacity(batch.len());
+        let live = storage_refs::live(&ctx.pool, &self.sources, &keys).await?;
+        let metas = stat_all(self.op, keys).await;
+        let mut outcomes = Vec::with_capacity(page.len());
         let mut doomed = Vec::new();
-        for ((key, size, modified), (_, meta)) in batch.into_iter().zip(metas) {
-            let outcome = if live.contains(&key) {
+        for (p, (_, meta)) in page.iter().zip(metas) {
+            let outcome = if live.contains(&p.item) {
                 "referenced"
             } else {
                 match meta.map_err(|e| storage_failed("plan", e))? {
                     None => "gone",
                     Some(m) => {
-                        let same_size = size.is_none_or(|s| s == m.content_length() as i64);
+                        let same_size = p.size.is_none_or(|s| s == m.content_length() as i64);
                         // Postgres keeps microseconds; file systems have nanoseconds.
                         let micros = |t: DateTime<Utc>| t.timestamp_micros();
-                        let same_time =
-                            m.last_modified().map(|t| micros(to_chrono(t))) == modified.map(micros);
+                        let same_time = m.last_modified().map(|t| micros(to_chrono(t)))
+                            == p.last_modified.map(micros);
                         if same_size && same_time {
-                            doomed.push(key.clone());
+                            doomed.push(p.item.clone());
                             "deleted"
                         } else {
                             "changed"
@@ -437,71 +398,56 @@ async fn apply_plan(
                     }
                 }
             };
-            outcomes.push((key, outcome));
+            outcomes.push(outcome);
         }
         ctx.failpoint("orphan_files.before_delete").await?;
-        op.delete_iter(doomed)
+        self.op
+            .delete_iter(doomed)
             .await
             .map_err(|e| storage_failed("delete", e))?;
-        let items: Vec<&str> = outcomes.iter().map(|(k, _)| k.as_str()).collect();
-        let kinds: Vec<&str> = outcomes.iter().map(|(_, o)| *o).collect();
-        sqlx::query(
-            "UPDATE upkeep.orphan_plan p SET outcome = o.outcome, handled_by = $2 \
-             FROM unnest($3::text[], $4::text[]) AS o(item, outcome) \
-             WHERE p.job_id = $1 AND p.item = o.item",
-        )
-        .bind(plan)
-        .bind(ctx.job_id)
-        .bind(&items)
-        .bind(&kinds)
-        .execute(&ctx.pool)
-        .await?;
-        let handled: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL",
-        )
-        .bind(plan)
-        .fetch_one(&ctx.pool)
-        .await?;
-        ctx.progress(
-            Progress {
-                done: handled as u64,
-                total: Some(total as u64),
-                ..phase("delete planned orphans")
-            },
-            false,
-        )
-        .await?;
+        Ok((outcomes, None))
     }
-    // This run's outcomes only: items an earlier confirm handled are counted apart, so
-    // confirming a plan twice reports 0 deleted the second time.
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT CASE WHEN handled_by = $2 THEN outcome ELSE 'earlier' END, count(*) \
-         FROM upkeep.orphan_plan WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY 1",
+}
+
+async fn apply_plan(
+    params: OrphanFilesParams,
+    plan_id: Uuid,
+    ctx: &mut JobCtx,
+) -> Result<Value, JobError> {
+    let (config, op) = open(&params, ctx)?;
+    let mut objects = Objects {
+        op: &op,
+        sources: sources(&ctx.pool).await?,
+    };
+    let phase = phase("delete planned orphans");
+    let total = plan::confirm(
+        ctx,
+        plan_id,
+        BATCH as i64,
+        phase,
+        "orphan_files.batch_committed",
+        &mut objects,
     )
-    .bind(plan)
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
     .await?;
-    let count = |o: &str| counts.iter().find(|(k, _)| k == o).map_or(0, |(_, n)| *n);
-    let kept: Vec<(String, String)> = sqlx::query_as(
-        "SELECT item, outcome FROM upkeep.orphan_plan WHERE job_id = $1 AND handled_by = $3 \
-         AND outcome IN ('referenced', 'changed') ORDER BY item LIMIT $2",
-    )
-    .bind(plan)
-    .bind(SAMPLE as i64)
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let counts = plan::outcomes(ctx, plan_id).await?;
+    let count = |o: &str| {
+        counts
+            .iter()
+            .filter(|(_, k, _)| k == o)
+            .map(|(_, _, n)| *n)
+            .sum::<i64>()
+    };
+    let kept = plan::kept(ctx, plan_id, SAMPLE as i64).await?;
     ctx.count("objects", count("deleted") as u64);
     Ok(json!({
         "storage": config.describe(),
-        "plan_job_id": plan,
+        "plan_job_id": plan_id,
         "planned": total,
         "deleted": count("deleted"),
         "kept_referenced": count("referenced"),
         "kept_changed": count("changed"),
         "already_gone": count("gone"),
-        "handled_by_an_earlier_confirm": count("earlier"),
+        "handled_by_an_earlier_confirm": count("handled_by_an_earlier_confirm"),
         "kept_sample": kept.into_iter().map(|(k, o)| json!({"key": k, "why": o})).collect::<Vec<_>>(),
     }))
 }

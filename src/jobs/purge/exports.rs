@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::config::Settings;
+use crate::jobs::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::storage::StorageConfig;
 
 /// Where Dify's log purge writes its exports.

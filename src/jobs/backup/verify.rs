@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::backup::{repo_config, repo_failed};
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use super::{repo_config, repo_failed};
 use crate::backup::repo::{self, IndexReader, Manifest};
 use crate::config::Settings;
+use crate::jobs::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
 use crate::storage::StorageConfig;
 use crate::storage::transfer::{self, MemoryBudget, Side, hex};
 
@@ -169,7 +169,7 @@ impl JobKind for BackupVerify {
             });
         }
         if params.restore_test && m.database.is_some() {
-            let test = super::restore::database::restore_test(ctx, &op, &m).await?;
+            let test = crate::jobs::restore::database::restore_test(ctx, &op, &m).await?;
             let ok = test["matches"].as_bool() == Some(true);
             result["restore_test"] = test;
             if !ok {
@@ -183,13 +183,7 @@ impl JobKind for BackupVerify {
                 });
             }
         }
-        sqlx::query(
-            "UPDATE upkeep.backup_sets SET verified_at = now() WHERE repo = $1 AND set_id = $2",
-        )
-        .bind(config.describe())
-        .bind(&m.set)
-        .execute(&ctx.pool)
-        .await?;
+        crate::backup::sets::mark_verified(&ctx.pool, &config.describe(), &m.set).await?;
         Ok(result)
     }
 }

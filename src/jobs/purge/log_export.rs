@@ -9,8 +9,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use opendal::Operator;
 use uuid::Uuid;
 
-use super::JobError;
-use super::purge_exports::EXPORT_PREFIX;
+use super::exports::EXPORT_PREFIX;
+use crate::jobs::JobError;
 
 /// Files of one batch written at once.
 const PARALLEL_WRITES: usize = 8;
