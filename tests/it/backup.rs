@@ -27,8 +27,8 @@ async fn run(d: &TestDaemon, body: Value) -> Value {
 }
 
 /// A Dify with rows, storage objects (referenced and not) and two datasets on Weaviate.
-struct Source {
-    tree: TempTree,
+pub(crate) struct Source {
+    pub(crate) tree: TempTree,
     datasets: Vec<Ds>,
     collection: String,
 }
@@ -80,12 +80,12 @@ async fn seed(db: &TestDb, w: Option<&WeaviateServer>, objects: usize) -> Source
 }
 
 /// A Dify on local disk backing up into a local repository.
-struct Local {
-    db: TestDb,
-    src: Source,
-    repo: TempTree,
+pub(crate) struct Local {
+    pub(crate) db: TestDb,
+    pub(crate) src: Source,
+    pub(crate) repo: TempTree,
     /// Dify's storage and `UPKEEP_BACKUP_DIR`.
-    env: Vec<(&'static str, String)>,
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 /// A daemon on `db` with Dify's env `env`.
@@ -100,7 +100,7 @@ async fn daemon(db: &TestDb, env: &[(&'static str, String)]) -> TestDaemon {
     .await
 }
 
-async fn local(objects: usize) -> Local {
+pub(crate) async fn local(objects: usize) -> Local {
     let db = pg::dify_database().await;
     let src = seed(&db, None, objects).await;
     let repo = TempTree::new("repo");
@@ -110,7 +110,12 @@ async fn local(objects: usize) -> Local {
 }
 
 fn s3_repo(moto: &Moto, bucket: &str) -> Value {
-    json!({"type": "s3", "bucket_name": bucket, "endpoint": moto.endpoint(), "region": "us-east-1",
+    s3_at(&moto.endpoint(), bucket)
+}
+
+/// An S3 config (path style, moto's test keys) for the server at `endpoint`.
+pub(crate) fn s3_at(endpoint: &str, bucket: &str) -> Value {
+    json!({"type": "s3", "bucket_name": bucket, "endpoint": endpoint, "region": "us-east-1",
            "access_key": "test", "secret_key": "test", "address_style": "path"})
 }
 
@@ -124,7 +129,7 @@ fn storage_env(tree: &TempTree) -> Vec<(&'static str, String)> {
 
 /// `(rows, digest of every row as JSON)` per table of `public`; `index_struct` left out of
 /// `datasets`, which a restore into another vector store rewrites.
-async fn table_digests(db: &TestDb) -> BTreeMap<String, (i64, String)> {
+pub(crate) async fn table_digests(db: &TestDb) -> BTreeMap<String, (i64, String)> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
     )
@@ -439,22 +444,7 @@ async fn killed_at(failpoint: &str, objects: usize) -> Value {
     let (client, id) = submit_to_a_doomed_daemon_with(&db, failpoint, &env, body).await;
     let rescuer = rescuer_with(&db, &env).await;
     let done = rescuer.wait_finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    let verified = run(
-        &rescuer,
-        json!({"kind": "backup_verify", "params": {"set": done["result"]["set"]}}),
-    )
-    .await;
-    assert_eq!(verified["state"], "succeeded", "{verified}");
-    assert_eq!(verified["result"]["verify"]["objects"], objects as u64 + 2);
-    let ledger: (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT path) FROM upkeep.backup_files WHERE job_id = $1::uuid",
-    )
-    .bind(&id)
-    .fetch_one(&db.pool)
-    .await
-    .expect("ledger");
-    assert_eq!(ledger, (objects as i64 + 2, objects as i64 + 2));
+    check_set(&rescuer, &db, &done, json!({}), objects).await;
     let (_, events) = client
         .call(
             Method::GET,
@@ -465,6 +455,31 @@ async fn killed_at(failpoint: &str, objects: usize) -> Value {
     rescuer.stop().await;
     client.stop().await;
     json!({"job": done, "events": events})
+}
+
+/// A finished backup of the database and `objects` storage objects (plus the private key and
+/// `.dify_secret_key`): it succeeded, its set verifies, and its ledger holds each file once.
+/// `source` is the verify's storage (`{}`: `UPKEEP_BACKUP_DIR`).
+pub(crate) async fn check_set(
+    d: &TestDaemon,
+    db: &TestDb,
+    done: &Value,
+    mut source: Value,
+    objects: usize,
+) {
+    assert_eq!(done["state"], "succeeded", "{done}");
+    source["set"] = done["result"]["set"].clone();
+    let verified = run(d, json!({"kind": "backup_verify", "params": source})).await;
+    assert_eq!(verified["state"], "succeeded", "{verified}");
+    assert_eq!(verified["result"]["verify"]["objects"], objects as u64 + 2);
+    let ledger: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT path) FROM upkeep.backup_files WHERE job_id = $1::uuid",
+    )
+    .bind(done["id"].as_str())
+    .fetch_one(&db.pool)
+    .await
+    .expect("ledger");
+    assert_eq!(ledger, (objects as i64 + 2, objects as i64 + 2));
 }
 
 #[tokio::test]

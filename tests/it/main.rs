@@ -11,6 +11,7 @@ mod console;
 mod demo;
 mod dify_shape;
 mod events;
+mod faults;
 mod fixture_conformance;
 mod jobs_api;
 mod milvus_store;

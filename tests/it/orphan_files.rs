@@ -12,10 +12,10 @@ use crate::support::files::{TempTree, put, snapshot};
 use crate::support::pg::{self, TestDb};
 use crate::support::servers::{Azurite, Moto};
 
-struct Files {
-    referenced: Vec<String>,
-    orphans: Vec<String>,
-    untouchable: Vec<String>,
+pub(crate) struct Files {
+    pub(crate) referenced: Vec<String>,
+    pub(crate) orphans: Vec<String>,
+    pub(crate) untouchable: Vec<String>,
 }
 
 async fn insert_upload(db: &TestDb, tenant: Uuid, key: &str) {
@@ -31,7 +31,7 @@ async fn insert_upload(db: &TestDb, tenant: Uuid, key: &str) {
 }
 
 /// Rows and objects: referenced ones, true orphans, and keys no orphan run may touch.
-async fn seed(db: &TestDb, storage: &Value) -> Files {
+pub(crate) async fn seed(db: &TestDb, storage: &Value) -> Files {
     let tenant = Uuid::new_v4();
     sqlx::query("INSERT INTO public.tenants (id, name) VALUES ($1, 'acme')")
         .bind(tenant)
@@ -83,7 +83,7 @@ async fn seed(db: &TestDb, storage: &Value) -> Files {
 }
 
 /// Ages local files past the grace period (object stores keep their own times).
-fn age(tree: &TempTree, keys: &[String]) {
+pub(crate) fn age(tree: &TempTree, keys: &[String]) {
     let old = SystemTime::now() - Duration::from_secs(3 * 86_400);
     for key in keys {
         let f = std::fs::File::options()

@@ -92,7 +92,7 @@ async fn message_file(db: &TestDb, message: Uuid, file: Uuid, days_ago: i32) -> 
     .unwrap()
 }
 
-async fn exists(db: &TestDb, table: &str, id: Uuid) -> bool {
+pub(crate) async fn exists(db: &TestDb, table: &str, id: Uuid) -> bool {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT EXISTS (SELECT 1 FROM public.{table} WHERE id = $1)"
     )))
@@ -329,10 +329,8 @@ async fn refuses_without_a_referencing_table_and_names_bad_params() {
     d.stop().await;
 }
 
-#[tokio::test]
-async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
-    let db = pg::dify_database().await;
-    let tree = TempTree::new("records");
+/// 2,500 three-day-old upload rows nothing references, and one a message links to (returned).
+pub(crate) async fn orphans_and_a_kept_row(db: &TestDb) -> Uuid {
     let tenant = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO public.upload_files (tenant_id, storage_type, key, name, size, extension, created_by, created_at) \
@@ -343,9 +341,17 @@ async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let kept = upload(&db, tenant, 3).await;
+    let kept = upload(db, tenant, 3).await;
     let app = Uuid::new_v4();
-    message(&db, app, &format!("/files/{kept}/file-preview")).await;
+    message(db, app, &format!("/files/{kept}/file-preview")).await;
+    kept
+}
+
+#[tokio::test]
+async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
+    let db = pg::dify_database().await;
+    let tree = TempTree::new("records");
+    let kept = orphans_and_a_kept_row(&db).await;
     let storage = tree.config();
     let planner = TestDaemon::start(&db, Options::default()).await;
     let plan = finished(&planner, json!({"storage": storage})).await;

@@ -52,11 +52,11 @@ const DIFY_MESSAGE_CHILDREN: &[&str] = &[
     "saved_messages",
 ];
 
-struct World {
-    db: TestDb,
+pub(crate) struct World {
+    pub(crate) db: TestDb,
     /// The first workspace, which holds the two runs below.
     tenant: Uuid,
-    tenants: Vec<Uuid>,
+    pub(crate) tenants: Vec<Uuid>,
     /// A 40-day-old finished run a 5-day-old message points at, and a 40-day-old paused run.
     protected_run: Uuid,
     paused_run: Uuid,
@@ -84,7 +84,7 @@ async fn in_public(db: &TestDb, table: &str) -> bool {
 /// Generated Dify data, plus the two runs the purge must keep, copied into schema `before`.
 /// A table this release lacks gets an empty stand-in in `before` with the link columns the
 /// rules below read, so the expected selection is the same statement on every release.
-async fn world(db: TestDb) -> World {
+pub(crate) async fn world(db: TestDb) -> World {
     let summary = generate(&db.pool, &DemoSpec::demo())
         .await
         .expect("generate");
@@ -421,11 +421,11 @@ async fn expected(
 /// rows gone are exactly the selection, annotations kept unlinked (unless deleted), every
 /// changed row in exactly one export file, one file name per batch, and the exports restore
 /// the database to what it was.
-async fn check_end_state(
+pub(crate) async fn check_end_state(
     w: &World,
     tenants: &[Uuid],
     done: &Value,
-    tree: &TempTree,
+    storage: &Value,
     keep_annotations: bool,
 ) {
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -479,7 +479,7 @@ async fn check_end_state(
         );
     }
 
-    let files = read_all(&tree.config(), "").await;
+    let files = read_all(storage, "").await;
     let prefixes: Vec<String> = tenants
         .iter()
         .map(|t| format!("free_plan_tenant_expired_logs/{t}/"))
@@ -508,6 +508,28 @@ async fn check_end_state(
     let stamps: BTreeSet<&str> = files.keys().filter_map(|k| k.rsplit('/').next()).collect();
     assert_eq!(result["batches"], stamps.len(), "{stamps:?}");
     restore_and_compare(&w.db, &files).await;
+}
+
+/// Checks that every row deleted so far is in one of the export `files` (keys from the
+/// storage root); says whether any row was deleted. What a purge that stopped on a failure
+/// must leave: nothing deleted that was not exported first.
+pub(crate) async fn every_deleted_row_is_exported(
+    w: &World,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> bool {
+    let gone = deleted(&w.db).await;
+    let saved = exported(files);
+    let mut some_gone = false;
+    for table in TABLES {
+        let saved: BTreeSet<Uuid> = saved.get(*table).into_iter().flatten().copied().collect();
+        let lost: Vec<&Uuid> = gone[table].difference(&saved).collect();
+        assert!(
+            lost.is_empty(),
+            "{table}: deleted without an export: {lost:?}"
+        );
+        some_gone |= !gone[table].is_empty();
+    }
+    some_gone
 }
 
 /// A dry run, then the purge of one workspace: the dry run's counts are what the purge
@@ -547,7 +569,7 @@ pub(crate) async fn check_purge(db: TestDb) {
         let per_tenant = &plan["result"]["per_tenant"][w.tenant.to_string()][table];
         assert_eq!(per_tenant.as_u64().unwrap_or(0), removed, "{table}");
     }
-    check_end_state(&w, &[w.tenant], &done, &tree, false).await;
+    check_end_state(&w, &[w.tenant], &done, &tree.config(), false).await;
     d.stop().await;
 }
 
@@ -576,7 +598,7 @@ async fn killed_and_resumed(failpoint: &str) {
     let rescuer = rescuer(&w.db).await;
     let done = rescuer.wait_finished(&id).await;
     assert_eq!(done["attempts"], 2, "{done}");
-    check_end_state(&w, &w.tenants, &done, &tree, true).await;
+    check_end_state(&w, &w.tenants, &done, &tree.config(), true).await;
     rescuer.stop().await;
     client.stop().await;
 }
@@ -618,26 +640,16 @@ async fn a_storage_failure_stops_the_purge_with_every_unexported_row_in_place() 
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["error"]["code"], "export_failed", "{failed}");
 
-    let gone = deleted(&w.db).await;
     let tree_moved = json!({"type": "local", "root": moved.to_string_lossy()});
     let files = read_all(&tree_moved, "").await;
-    let saved: BTreeMap<String, Vec<Uuid>> = exported(
-        &files
-            .into_iter()
-            .map(|(k, v)| (format!("free_plan_tenant_expired_logs/{k}"), v))
-            .collect(),
+    let saved = files
+        .into_iter()
+        .map(|(k, v)| (format!("free_plan_tenant_expired_logs/{k}"), v))
+        .collect();
+    assert!(
+        every_deleted_row_is_exported(&w, &saved).await,
+        "batches before the failure were purged"
     );
-    let mut some_left = false;
-    for table in TABLES {
-        let saved: BTreeSet<Uuid> = saved.get(*table).into_iter().flatten().copied().collect();
-        let lost: Vec<&Uuid> = gone[table].difference(&saved).collect();
-        assert!(
-            lost.is_empty(),
-            "{table}: deleted without an export: {lost:?}"
-        );
-        some_left |= !gone[table].is_empty();
-    }
-    assert!(some_left, "batches before the failure were purged");
     let messages_left: i64 =
         sqlx::query_scalar("SELECT count(*) FROM public.messages WHERE created_at < $1::timestamp")
             .bind(failed["result"]["cutoff"].as_str().unwrap_or("2100-01-01"))
@@ -654,7 +666,7 @@ async fn a_storage_failure_stops_the_purge_with_every_unexported_row_in_place() 
         .await;
     assert_eq!(status, 202);
     let done = d.wait_finished(&id).await;
-    check_end_state(&w, &w.tenants, &done, &tree, true).await;
+    check_end_state(&w, &w.tenants, &done, &tree.config(), true).await;
     d.stop().await;
 }
 

@@ -96,7 +96,7 @@ async fn insert_upload(db: &TestDb, tenant: Uuid, key: &str) -> Uuid {
     .unwrap()
 }
 
-fn migrate(source: Value, target: Value, extra: Value) -> Value {
+pub(crate) fn migrate(source: Value, target: Value, extra: Value) -> Value {
     let mut params = json!({"source": source, "target": target});
     if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
@@ -469,7 +469,7 @@ async fn a_200_mb_object_streams_to_s3_in_bounded_memory() {
     d.stop().await;
 }
 
-async fn ledger(db: &TestDb, job: &str) -> BTreeMap<String, (String, String)> {
+pub(crate) async fn ledger(db: &TestDb, job: &str) -> BTreeMap<String, (String, String)> {
     sqlx::query_as(
         "SELECT key, outcome, verified_at::text FROM upkeep.storage_objects WHERE job_id = $1::uuid",
     )

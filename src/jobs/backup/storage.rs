@@ -147,7 +147,7 @@ pub async fn run(
         .await?;
         let mut prev: HashMap<String, PrevRow> =
             prev.into_iter().map(|p| (p.key.clone(), p)).collect();
-        let results: Vec<Result<Stored, TransferError>> = futures_util::stream::iter(todo)
+        let mut transfers = futures_util::stream::iter(todo)
             .map(|key| {
                 let p = prev.remove(&key);
                 store_object(
@@ -159,11 +159,13 @@ pub async fn run(
                     budget.clone(),
                 )
             })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+            .buffer_unordered(concurrency);
+        // The repository refusing a write (full, or gone) ends the job at once: the rest of
+        // the batch would only be refused too, each after the storage layer's retries. Nothing
+        // of this batch is recorded then: an object deduplicated against one whose write was
+        // refused (or cut short here) has no bytes in the repository.
         let mut stored = Vec::new();
-        for r in results {
+        while let Some(r) = transfers.next().await {
             match r {
                 Ok(s) => stored.push(s),
                 Err(e) if e.side == Side::Source && e.not_found => cp.storage.vanished += 1,

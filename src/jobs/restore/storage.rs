@@ -50,16 +50,16 @@ pub async fn run(
             .filter(|l| !recorded.contains(&l.k))
             .cloned()
             .collect();
-        let results: Vec<Result<Restored, TransferError>> = futures_util::stream::iter(todo)
+        let mut transfers = futures_util::stream::iter(todo)
             .map(|l| {
                 let (repo_op, dst, budget) = (repo_op.clone(), dst.clone(), budget.clone());
                 async move { put(&repo_op, &dst, &l, &budget).await }
             })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+            .buffer_unordered(concurrency);
+        // The first failure ends the job (the transfers in flight are dropped): a full or
+        // failing storage would refuse the rest of the batch too, each after its retries.
         let mut ok = Vec::new();
-        for r in results {
+        while let Some(r) = transfers.next().await {
             ok.push(r.map_err(|e| {
                 JobError::failed("storage_failed", format!("restoring storage: {e}"))
             })?);

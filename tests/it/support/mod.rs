@@ -4,8 +4,10 @@
 pub mod daemon;
 pub mod dify_vectors;
 pub mod embeddings_server;
+pub mod fault_proxy;
 pub mod files;
 pub mod pg;
+pub mod pg_cluster;
 pub mod process;
 pub mod servers;
 pub mod stores;
