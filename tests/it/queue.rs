@@ -229,18 +229,44 @@ async fn finished_jobs_are_pruned_after_their_ttl() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // More than fit in one pruning delete, in the event log and in a ledger.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO upkeep.job_events (job_id, type, data) \
+         SELECT '{0}', 'progress', '{{}}' FROM generate_series(1, 12000); \
+         INSERT INTO upkeep.storage_objects (job_id, key, size, sha256, outcome) \
+         SELECT '{0}', 'k' || g, 0, sha256(''), 'copied' FROM generate_series(1, 6000) g;",
+        old.id
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let count = |sql: &'static str, id: uuid::Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let events_sql = "SELECT count(*) FROM upkeep.job_events WHERE job_id = $1";
+    let recent_events = count(events_sql, recent.id).await;
     assert_eq!(queue::prune_finished(&db.pool, 30).await.unwrap(), 1);
     assert!(matches!(
         queue::get(&db.pool, old.id).await,
         Err(queue::QueueError::NotFound(_))
     ));
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM upkeep.job_events WHERE job_id = $1")
-            .bind(old.id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(events, 0);
+    assert_eq!(count(events_sql, old.id).await, 0);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM upkeep.storage_objects WHERE job_id = $1",
+            old.id
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(events_sql, recent.id).await, recent_events);
     assert!(queue::get(&db.pool, recent.id).await.is_ok());
     assert!(queue::get(&db.pool, running.id).await.is_ok());
 }
