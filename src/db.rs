@@ -75,9 +75,37 @@ pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
+/// Whether `err` means the connection to Postgres went away (a restart, a failover, an
+/// administrator's `pg_terminate_backend`, the network), not that a statement was wrong: work
+/// that met it may succeed on a new connection.
+pub fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot
+        // connect now (the server is starting or stopping).
+        _ => sqlstate(err).is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_str(), "57P01" | "57P02" | "57P03")
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_is_told_from_a_wrong_statement() {
+        assert!(connection_lost(&sqlx::Error::PoolTimedOut));
+        assert!(connection_lost(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!connection_lost(&sqlx::Error::RowNotFound));
+        assert!(!connection_lost(&sqlx::Error::Protocol("bad".into())));
+    }
 
     #[test]
     fn quotes_hostile_names() {

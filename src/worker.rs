@@ -210,6 +210,30 @@ impl Workers {
         // (a cancelled vacuum still shows the tables it vacuumed).
         partial: Option<serde_json::Value>,
     ) {
+        if let Err(JobError::Db(e)) = &outcome
+            && crate::db::connection_lost(e)
+        {
+            let message = format!(
+                "the database connection was lost ({}); requeued at its last checkpoint",
+                crate::secrets::scrub(&e.to_string())
+            );
+            match lease.requeue_after_fault(&message).await {
+                Ok(true) => {
+                    tracing::warn!(error = %e, "database connection lost; requeued at its checkpoint");
+                    return;
+                }
+                // No attempt left: it fails below.
+                Ok(false) => {}
+                Err(FenceError::Lost) => {
+                    tracing::warn!("lost the job's lease; another worker owns it now");
+                    return;
+                }
+                Err(FenceError::Db(e)) => {
+                    tracing::warn!(error = %e, "database still unreachable; the job's lease will expire and it will be resumed");
+                    return;
+                }
+            }
+        }
         // A message may quote a URL it was given: never with its password.
         let failed = |code: &str, message: String| {
             Some(json!({"code": code, "message": crate::secrets::scrub(&message)}))

@@ -45,7 +45,7 @@ pub const FAILURES: &[Failure] = &[
     f(
         "database_error",
         true,
-        "Upkeep's own database failed mid-job",
+        "Upkeep's own database failed mid-job (a lost connection instead requeues the job at its checkpoint, while attempts are left)",
     ),
     f(
         "datasets_failed",

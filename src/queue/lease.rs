@@ -211,6 +211,46 @@ impl Lease {
         Ok(row)
     }
 
+    /// Gives the job back to the queue after a fault a new attempt may not meet (its database
+    /// connection was lost): any daemon resumes it from its checkpoint. This attempt counts,
+    /// so a fault that keeps coming back ends in a failure; false when none is left.
+    pub async fn requeue_after_fault(&self, message: &str) -> Result<bool, FenceError> {
+        let mut tx = self.pool.begin().await?;
+        let left: Option<bool> = sqlx::query_scalar(concat!(
+            "SELECT attempts < max_attempts FROM upkeep.jobs WHERE ",
+            fence!(),
+            " FOR UPDATE"
+        ))
+        .bind(self.job_id)
+        .bind(self.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match left {
+            None => return Err(FenceError::Lost),
+            Some(false) => return Ok(false),
+            Some(true) => {}
+        }
+        sqlx::query(concat!(
+            "UPDATE upkeep.jobs SET state = 'queued', locked_by = NULL, lease_expires_at = NULL, \
+             run_after = now(), updated_at = now() WHERE ",
+            fence!()
+        ))
+        .bind(self.job_id)
+        .bind(self.attempt)
+        .execute(&mut *tx)
+        .await?;
+        append_event(
+            &mut *tx,
+            self.job_id,
+            EventType::State,
+            Some(self.attempt),
+            json!({"state": "queued", "message": message}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Gives the job back to the queue (shutdown): any daemon resumes it from its checkpoint.
     /// The interrupted attempt does not count against `max_attempts`.
     pub async fn requeue(&self, message: &str) -> Result<(), FenceError> {
