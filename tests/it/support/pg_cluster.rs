@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL 15 cluster of one test's own (initdb + pg_ctl, trust auth, a free
+//! A throwaway PostgreSQL cluster of one test's own (initdb + pg_ctl, trust auth, a free
 //! port, a temporary directory), for faults that take the whole server away: restarting the
 //! shared server would break every other test running beside. Stopped on drop, so also when
 //! the test panics.
@@ -7,7 +7,24 @@ use std::process::Command;
 
 use super::pg::TestDb;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest installed server's programs, as scripts/lib/postgres.sh finds them.
+fn bin() -> String {
+    let mut dirs: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server programs under /usr/lib/postgresql")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let dir = format!("{}/bin", e.path().display());
+            std::path::Path::new(&format!("{dir}/initdb"))
+                .exists()
+                .then_some((major, dir))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+        .1
+}
 
 pub struct Cluster {
     dir: String,
@@ -39,7 +56,7 @@ impl Cluster {
             .port();
         let cluster = Cluster { dir, port };
         as_postgres(&[
-            &format!("{BIN}/initdb"),
+            &format!("{}/initdb", bin()),
             "-D",
             &cluster.data(),
             "-U",
@@ -62,7 +79,7 @@ impl Cluster {
     /// pipe open) or `pg_ctl stop` (fast: every connection is cut, transactions roll back).
     fn pg_ctl(&self, action: &str) -> Vec<String> {
         let mut args = vec![
-            format!("{BIN}/pg_ctl"),
+            format!("{}/pg_ctl", bin()),
             "-D".into(),
             self.data(),
             "-w".into(),
