@@ -22,6 +22,12 @@ use crate::storage::transfer::{
     self, MemoryBudget, Sha256Sum, Side, SourceObject, TransferError, hex,
 };
 
+mod object;
+mod previous;
+
+use object::*;
+use previous::*;
+
 /// Objects up to this size are read into memory once (under the budget) and hashed there;
 /// larger ones are hashed in a first streaming read and copied in a second.
 const IN_MEMORY_MAX: u64 = 64 << 20;
@@ -224,79 +230,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Loads the index of the newest complete set taken from the same storage into
-/// `upkeep.backup_prev`; returns its id.
-async fn load_previous(
-    ctx: &mut JobCtx,
-    op: &Operator,
-    this_set: &str,
-    source: &str,
-) -> Result<Option<String>, JobError> {
-    sqlx::query("DELETE FROM upkeep.backup_prev WHERE job_id = $1")
-        .bind(ctx.job_id)
-        .execute(&ctx.pool)
-        .await?;
-    let sets = repo::complete_sets(op).await.map_err(repo_failed)?;
-    for set in sets.iter().rev().filter(|s| s.as_str() != this_set) {
-        let m = match repo::read_manifest(op, set).await {
-            Ok(m) => m,
-            // An unreadable old manifest only costs the shortcut.
-            Err(_) => continue,
-        };
-        let Some(part) = m.storage.filter(|p| p.source == source) else {
-            continue;
-        };
-        let mut lines = IndexReader::open(op, &part.index.path)
-            .await
-            .map_err(repo_failed)?;
-        let mut batch: Vec<IndexLine> = Vec::with_capacity(1000);
-        loop {
-            let line = lines.next().await.map_err(repo_failed)?;
-            let end = line.is_none();
-            batch.extend(line);
-            if batch.len() >= 1000 || (end && !batch.is_empty()) {
-                insert_prev(ctx, &batch).await?;
-                batch.clear();
-            }
-            if end {
-                break;
-            }
-        }
-        return Ok(Some(set.clone()));
-    }
-    Ok(None)
-}
-
-async fn insert_prev(ctx: &JobCtx, lines: &[IndexLine]) -> Result<(), JobError> {
-    let keys: Vec<&str> = lines.iter().map(|l| l.k.as_str()).collect();
-    let sizes: Vec<i64> = lines.iter().map(|l| l.s as i64).collect();
-    let shas: Vec<Vec<u8>> = lines
-        .iter()
-        .map(|l| {
-            repo::parse_hex(&l.h)
-                .map(|h| h.to_vec())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mtimes: Vec<Option<DateTime<Utc>>> = lines.iter().map(|l| l.m).collect();
-    let etags: Vec<Option<&str>> = lines.iter().map(|l| l.e.as_deref()).collect();
-    sqlx::query(
-        "INSERT INTO upkeep.backup_prev (job_id, key, size, sha256, mtime, etag) \
-         SELECT $1, k, s, h, m, e \
-         FROM unnest($2::text[], $3::bigint[], $4::bytea[], $5::timestamptz[], $6::text[]) AS t(k, s, h, m, e) \
-         WHERE length(h) = 32 ON CONFLICT DO NOTHING",
-    )
-    .bind(ctx.job_id)
-    .bind(&keys)
-    .bind(&sizes)
-    .bind(&shas)
-    .bind(&mtimes)
-    .bind(&etags)
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
-}
-
 /// Ledger rows and the checkpoint, in one transaction.
 async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Result<(), JobError> {
     if stored.is_empty() {
@@ -339,172 +272,6 @@ async fn flush(ctx: &mut JobCtx, cp: &mut Checkpoint, stored: Vec<Stored>) -> Re
     tx.commit().await?;
     ctx.failpoint("backup.storage_flushed").await?;
     Ok(())
-}
-
-/// What the previous set's index says of a key.
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct PrevRow {
-    key: String,
-    size: i64,
-    sha256: Vec<u8>,
-    mtime: Option<DateTime<Utc>>,
-    etag: Option<String>,
-}
-
-impl PrevRow {
-    /// The same size and modification time, and the same ETag where both have one (the
-    /// rule of restic and rsync: content is not read when the metadata says unchanged).
-    fn unchanged(&self, o: &SourceObject) -> bool {
-        let etag_ok = match (&self.etag, &o.etag) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        // Postgres keeps microseconds; storages may report nanoseconds.
-        let mtime = o.last_modified.map(|t| t.trunc_subsecs(6));
-        self.size == o.size as i64 && etag_ok && self.mtime.is_some() && self.mtime == mtime
-    }
-}
-
-/// Puts one object's bytes in the repository unless they are there already.
-async fn store_object(
-    src: Operator,
-    repo_op: Operator,
-    key: String,
-    prev: Option<PrevRow>,
-    known: Known,
-    budget: MemoryBudget,
-) -> Result<Stored, TransferError> {
-    let object = transfer::stat_source(&src, &key).await?;
-    let stored = |size: u64, sha256: Sha256Sum, written: bool, read: bool| Stored {
-        key: key.clone(),
-        size,
-        sha256,
-        written,
-        read,
-        mtime: object.last_modified,
-        etag: object.etag.clone(),
-    };
-    if let Some(p) = prev.filter(|p| p.unchanged(&object))
-        && let Some(sha) = <Sha256Sum>::try_from(p.sha256.as_slice()).ok()
-        && in_repository(&repo_op, &known, &sha, object.size).await?
-    {
-        return Ok(stored(object.size, sha, false, false));
-    }
-    if object.size > IN_MEMORY_MAX {
-        let (len, sha) =
-            transfer::hash_object(&src, Side::Source, &key, object.size, &budget).await?;
-        if already_there(&repo_op, &known, &sha, len).await? {
-            return Ok(stored(len, sha, false, true));
-        }
-        let path = repo::object_path(&sha);
-        let written = match transfer::copy_to(&src, &repo_op, &object, &path, &budget).await {
-            Ok(w) => w,
-            Err(e) => {
-                forget(&known, &sha);
-                return Err(e);
-            }
-        };
-        if written.sha256 != sha {
-            forget(&known, &sha);
-            return Err(TransferError::new(
-                Side::Source,
-                "reading",
-                &key,
-                "the object changed while it was read",
-            ));
-        }
-        if !written.server_verified {
-            transfer::verify(&repo_op, &path, len, Some(&sha), &budget).await?;
-        }
-        return Ok(stored(len, sha, true, true));
-    }
-    let _memory = budget.reserve(object.size).await;
-    let bytes = src
-        .read(&key)
-        .await
-        .map_err(|e| TransferError::from_opendal(Side::Source, "reading", &key, e))?
-        .to_bytes();
-    let size = bytes.len() as u64;
-    let sha: Sha256Sum = Sha256::digest(&bytes).into();
-    if already_there(&repo_op, &known, &sha, size).await? {
-        return Ok(stored(size, sha, false, true));
-    }
-    let path = repo::object_path(&sha);
-    let md5 = transfer::hex(&Md5::digest(&bytes));
-    let meta = match repo_op
-        .write_with(&path, bytes)
-        .content_type("application/octet-stream")
-        .await
-    {
-        Ok(meta) => meta,
-        Err(e) => {
-            forget(&known, &sha);
-            return Err(TransferError::from_opendal(
-                Side::Target,
-                "writing",
-                &path,
-                e,
-            ));
-        }
-    };
-    // A single PUT's ETag is the MD5 of what the server stored: proof enough, without
-    // asking again. Elsewhere (local disk, Azure) the size is checked.
-    let proven = meta
-        .etag()
-        .is_some_and(|t| t.trim_matches('"').eq_ignore_ascii_case(&md5));
-    if !proven {
-        transfer::verify(&repo_op, &path, size, None, &budget).await?;
-    }
-    Ok(stored(size, sha, true, true))
-}
-
-/// Whether the repository holds `sha` with `size`, without claiming it.
-async fn in_repository(
-    repo_op: &Operator,
-    known: &Known,
-    sha: &Sha256Sum,
-    size: u64,
-) -> Result<bool, TransferError> {
-    let listed = known
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(sha)
-        .copied();
-    match listed {
-        None => Ok(false),
-        Some(s) if s == size => Ok(true),
-        Some(_) => Ok(transfer::target_size(repo_op, &repo::object_path(sha)).await? == Some(size)),
-    }
-}
-
-/// Claims `sha` for writing, or says the repository holds it. A listed object of another size
-/// is a partial write of an interrupted attempt: it is written again.
-async fn already_there(
-    repo_op: &Operator,
-    known: &Known,
-    sha: &Sha256Sum,
-    size: u64,
-) -> Result<bool, TransferError> {
-    let listed = {
-        let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
-        match k.get(sha).copied() {
-            None => {
-                // Claimed: a second object with these bytes in this run is deduplicated.
-                k.insert(*sha, size);
-                return Ok(false);
-            }
-            Some(listed) => listed,
-        }
-    };
-    if listed == size {
-        return Ok(true);
-    }
-    let path = repo::object_path(sha);
-    Ok(transfer::target_size(repo_op, &path).await? == Some(size))
-}
-
-fn forget(known: &Known, sha: &Sha256Sum) {
-    known.lock().unwrap_or_else(|p| p.into_inner()).remove(sha);
 }
 
 type IndexRow = (String, i64, Vec<u8>, Option<DateTime<Utc>>, Option<String>);
