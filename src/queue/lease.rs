@@ -215,6 +215,18 @@ impl Lease {
     /// connection was lost): any daemon resumes it from its checkpoint. This attempt counts,
     /// so a fault that keeps coming back ends in a failure; false when none is left.
     pub async fn requeue_after_fault(&self, message: &str) -> Result<bool, FenceError> {
+        self.give_back(message, true).await
+    }
+
+    /// Gives the job back to the queue (shutdown): any daemon resumes it from its checkpoint.
+    /// The interrupted attempt does not count against `max_attempts`.
+    pub async fn requeue(&self, message: &str) -> Result<(), FenceError> {
+        self.give_back(message, false).await.map(|_| ())
+    }
+
+    /// Requeues the job with a `queued` event saying why; `spend`: this attempt counts (false,
+    /// and nothing written, when it was the last).
+    async fn give_back(&self, message: &str, spend: bool) -> Result<bool, FenceError> {
         let mut tx = self.pool.begin().await?;
         let left: Option<bool> = sqlx::query_scalar(concat!(
             "SELECT attempts < max_attempts FROM upkeep.jobs WHERE ",
@@ -225,18 +237,20 @@ impl Lease {
         .bind(self.attempt)
         .fetch_optional(&mut *tx)
         .await?;
-        match left {
-            None => return Err(FenceError::Lost),
-            Some(false) => return Ok(false),
-            Some(true) => {}
+        let Some(left) = left else {
+            return Err(FenceError::Lost);
+        };
+        if spend && !left {
+            return Ok(false);
         }
         sqlx::query(concat!(
             "UPDATE upkeep.jobs SET state = 'queued', locked_by = NULL, lease_expires_at = NULL, \
-             run_after = now(), updated_at = now() WHERE ",
+             run_after = now(), max_attempts = max_attempts + $3, updated_at = now() WHERE ",
             fence!()
         ))
         .bind(self.job_id)
         .bind(self.attempt)
+        .bind(if spend { 0i32 } else { 1 })
         .execute(&mut *tx)
         .await?;
         append_event(
@@ -249,33 +263,5 @@ impl Lease {
         .await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Gives the job back to the queue (shutdown): any daemon resumes it from its checkpoint.
-    /// The interrupted attempt does not count against `max_attempts`.
-    pub async fn requeue(&self, message: &str) -> Result<(), FenceError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(concat!(
-            "UPDATE upkeep.jobs SET state = 'queued', locked_by = NULL, lease_expires_at = NULL, \
-             run_after = now(), max_attempts = max_attempts + 1, updated_at = now() WHERE ",
-            fence!()
-        ))
-        .bind(self.job_id)
-        .bind(self.attempt)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(FenceError::Lost);
-        }
-        append_event(
-            &mut *tx,
-            self.job_id,
-            EventType::State,
-            Some(self.attempt),
-            json!({"state": "queued", "message": message}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
