@@ -52,7 +52,7 @@ pub async fn events(
     headers: HeaderMap,
     AppQuery(q): AppQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    queue::get(&state.pool, id).await?;
+    queue::state_of(&state.pool, id).await?;
     let wants_stream = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -141,8 +141,8 @@ fn event_stream(
             if c.closing || c.state.shutdown.is_cancelled() {
                 return None;
             }
-            match queue::get(&c.state.pool, c.job).await {
-                Ok(row) if row.state().is_finished() => {
+            match queue::state_of(&c.state.pool, c.job).await {
+                Ok(state) if state.is_finished() => {
                     c.closing = true;
                     continue;
                 }

@@ -13,7 +13,7 @@ pub use control::{cancel, retry};
 pub use events::{EventType, JobEvent, append_event, events_after};
 pub use lease::{Claimed, FenceError, Lease, claim};
 pub use maintenance::{fail_exhausted, prune_finished};
-pub use read::{JobFilter, counts, get, list, ready};
+pub use read::{JobFilter, counts, get, list, ready, state_of};
 pub use submit::{NewJob, Submitted, submit};
 
 use chrono::{DateTime, Utc};

@@ -21,6 +21,16 @@ pub async fn get(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> {
         .ok_or(QueueError::NotFound(id))
 }
 
+/// Just the job's state (no params or result read): what an event stream needs to know.
+pub async fn state_of(pool: &sqlx::PgPool, id: Uuid) -> Result<JobState, QueueError> {
+    let state: String = sqlx::query_scalar("SELECT state FROM upkeep.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(QueueError::NotFound(id))?;
+    Ok(JobState::parse(&state).unwrap_or(JobState::Failed))
+}
+
 /// One page plus whether more follow.
 pub async fn list(
     pool: &sqlx::PgPool,
