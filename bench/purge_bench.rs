@@ -71,11 +71,12 @@ fn phases(shape: &Shape, adapted: bool) -> Vec<Phase> {
     };
     let delete =
         |table: &'static str, column: &str| (table, format!("DELETE FROM {}", rows(table, column)));
+    // Upkeep's rule: without a usable index led by `created_at`, runs are walked by id.
     let runs_by_id = adapted
-        && !shape
-            .indexes("workflow_runs")
-            .iter()
-            .any(|i| i.columns.first().is_some_and(|c| c == "created_at"));
+        && !matches!(
+            access_paths::choose(shape, "workflow_runs", &["created_at"], false).path,
+            Path::Index { .. }
+        );
     let phases = vec![
         Phase {
             parents: "SELECT id FROM public.messages WHERE created_at < {cutoff} ORDER BY created_at, id LIMIT {n}".into(),
