@@ -104,6 +104,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(protected)
         .merge(open)
         .into_openapi();
+    crate::jobs::contract::publish(&mut doc, crate::jobs::contracts());
     // Health endpoints need no token.
     for path in ["/healthz", "/readyz"] {
         if let Some(item) = doc.paths.paths.get_mut(path)

@@ -100,7 +100,9 @@ pub struct IndexLine {
     pub e: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The Dify release a set was taken from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SetDifyRelease)]
 pub struct DifyInfo {
     pub revision: Option<String>,
     pub release: Option<String>,

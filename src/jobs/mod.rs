@@ -3,6 +3,7 @@
 
 pub mod backup;
 mod context;
+pub mod contract;
 pub mod failure;
 pub mod orphans;
 pub mod progress;
@@ -110,6 +111,14 @@ impl SpecError {
 pub trait JobKind {
     const KIND: &'static str;
     type Params: Serialize + DeserializeOwned + Send + 'static;
+    /// The shape of a dry run's result, as the OpenAPI document publishes it (`contract`).
+    type Plan: utoipa::ToSchema;
+    /// The shape of the result.
+    type Outcome: utoipa::ToSchema;
+    /// The shape of `progress.detail` (`contract::NoDetail` for none).
+    type Detail: utoipa::ToSchema;
+    /// The phases `progress.phase` goes through.
+    const PHASES: &'static [contract::Phase];
 
     /// Jobs with the same key never run at once (enforced by a unique index).
     fn resource_key(params: &Self::Params) -> Option<String>;
@@ -178,6 +187,11 @@ macro_rules! job_kinds {
 
         /// Every kind this daemon runs, by name.
         pub const KINDS: &[&str] = &[$(<$ty as JobKind>::KIND),+];
+
+        /// What every kind publishes of its output, for the OpenAPI document.
+        pub fn contracts() -> Vec<contract::Contract> {
+            vec![$(contract::Contract::of::<$ty>()),+]
+        }
 
         impl JobSpec {
             pub fn parse(kind: &str, params: Value) -> Result<Self, SpecError> {

@@ -273,6 +273,33 @@ async fn a_whole_dify_restores_into_an_empty_one_on_other_backends_and_a_second_
         ("UPKEEP_BACKUP_TARGET", repo.to_string()),
     ];
     let dr = daemon(&empty, &dr_env).await;
+    // Dry runs first: what the set holds and where it would go, nothing written.
+    let verify_plan = run(
+        &dr,
+        json!({"kind": "backup_verify", "dry_run": true, "params": {"set": set, "restore_test": true}}),
+    )
+    .await;
+    assert_eq!(verify_plan["result"]["set"], set, "{verify_plan}");
+    assert_eq!(verify_plan["result"]["restore_test"], true, "{verify_plan}");
+    let restore_plan = run(
+        &dr,
+        json!({"kind": "restore", "dry_run": true, "params": {"set": set}}),
+    )
+    .await;
+    let rp = &restore_plan["result"];
+    assert_eq!(rp["would_refuse"], json!([]), "{rp}");
+    assert_eq!(
+        rp["parts"],
+        json!(["database", "storage", "vectors"]),
+        "{rp}"
+    );
+    assert!(
+        rp["storage"]["into"]
+            .as_str()
+            .unwrap_or("")
+            .contains("restored"),
+        "{rp}"
+    );
     let restored = run(&dr, json!({"kind": "restore", "params": {"set": set}})).await;
     assert_eq!(restored["state"], "succeeded", "{restored}");
     let rr = &restored["result"];

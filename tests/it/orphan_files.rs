@@ -103,6 +103,17 @@ async fn finished(d: &TestDaemon, body: Value) -> Value {
 /// Plan, then one orphan becomes referenced, then confirm: only the rest go.
 async fn cycle(db: &TestDb, d: &TestDaemon, storage: Value, files: &Files, min_age_hours: u32) {
     let before = snapshot(&storage).await;
+    let dry = finished(
+        d,
+        json!({"kind": "orphan_files", "dry_run": true, "params": {"storage": storage, "min_age_hours": min_age_hours}}),
+    )
+    .await;
+    assert_eq!(dry["result"]["plan_job_id"], Value::Null, "{dry}");
+    assert_eq!(
+        dry["result"]["orphans"],
+        files.orphans.len() as u64,
+        "{dry}"
+    );
     let plan = finished(
         d,
         json!({"kind": "orphan_files", "params": {"storage": storage, "min_age_hours": min_age_hours}}),
@@ -131,6 +142,16 @@ async fn cycle(db: &TestDb, d: &TestDaemon, storage: Value, files: &Files, min_a
     let revived = &files.orphans[0];
     insert_upload(db, Uuid::new_v4(), revived).await;
     let plan_id = plan["id"].as_str().unwrap();
+    let preview = finished(
+        d,
+        json!({"kind": "orphan_files", "dry_run": true, "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}),
+    )
+    .await;
+    assert_eq!(
+        preview["result"]["would_check_and_delete"],
+        files.orphans.len() as u64,
+        "{preview}"
+    );
     let applied = finished(
         d,
         json!({"kind": "orphan_files", "params": {"storage": storage, "confirm": true, "plan_job_id": plan_id}}),

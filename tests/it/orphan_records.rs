@@ -112,6 +112,16 @@ async fn finished(d: &TestDaemon, params: Value) -> Value {
     done
 }
 
+async fn dry_run(d: &TestDaemon, params: Value) -> Value {
+    let (status, job) = d
+        .submit(json!({"kind": "orphan_records", "params": params, "dry_run": true}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let done = d.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    done
+}
+
 #[tokio::test]
 async fn every_reference_keeps_its_row_and_only_planned_orphans_go() {
     references_and_cycle(&pg::dify_database().await).await;
@@ -191,8 +201,14 @@ pub(crate) async fn references_and_cycle(db: &TestDb) {
 
     let d = TestDaemon::start(db, Options::default()).await;
     let storage = tree.config();
+    let dry = dry_run(&d, json!({"storage": storage, "min_age_hours": 48})).await;
+    assert_eq!(dry["result"]["plan_job_id"], Value::Null, "{dry}");
     let plan = finished(&d, json!({"storage": storage, "min_age_hours": 48})).await;
     let r = &plan["result"];
+    assert_eq!(
+        r["tables"], dry["result"]["tables"],
+        "the dry run found the same"
+    );
     assert_eq!(
         r["tables"]["upload_files"],
         json!({"orphans": 2, "too_young": 1}),
@@ -232,6 +248,12 @@ pub(crate) async fn references_and_cycle(db: &TestDb) {
     // Between plan and confirm, Dify starts using one of them.
     message_file(db, live_message, unreferenced, 0).await;
     let plan_id = plan["id"].as_str().unwrap();
+    let preview = dry_run(
+        &d,
+        json!({"storage": storage, "confirm": true, "plan_job_id": plan_id}),
+    )
+    .await;
+    assert_eq!(preview["result"]["would_check_and_delete"], 5, "{preview}");
     let applied = finished(
         &d,
         json!({"storage": storage, "confirm": true, "plan_job_id": plan_id}),

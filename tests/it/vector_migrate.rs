@@ -229,6 +229,20 @@ async fn weaviate_to_qdrant_copies_verifies_switches_and_fails_only_the_incomple
 
     // Rollback: back to exactly the old index_struct, no data touched in either store.
     let rollback = json!({"kind": "vector_rollback", "params": {"dataset_ids": [legacy.id]}});
+    let mut preview = rollback.clone();
+    preview["dry_run"] = json!(true);
+    let preview = run(&d, preview).await;
+    assert_eq!(
+        preview["result"]["datasets"][0]["dataset_id"],
+        legacy.id.to_string(),
+        "{preview}"
+    );
+    assert!(
+        preview["result"]["datasets"][0]["back_to"]
+            .as_str()
+            .is_some_and(|s| s.contains("weaviate")),
+        "{preview}"
+    );
     for expect in ["restored", "already_restored"] {
         let done = run(&d, rollback.clone()).await;
         assert_eq!(done["result"]["datasets"][0]["state"], expect, "{done}");

@@ -164,6 +164,10 @@ struct Checkpoint {
 impl JobKind for Backup {
     const KIND: &'static str = "backup";
     type Params = BackupParams;
+    type Plan = crate::jobs::contract::backup::BackupPlan;
+    type Outcome = crate::jobs::contract::backup::BackupResult;
+    type Detail = crate::jobs::contract::backup::BackupDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] = crate::jobs::contract::backup::PHASES;
 
     fn resource_key(params: &BackupParams) -> Option<String> {
         // Two backups into one repository would race on its objects and retention.

@@ -39,7 +39,9 @@ pub struct BackupVerifyParams {
 
 pub struct BackupVerify;
 
-#[derive(Debug, Clone, Serialize)]
+/// A file or object of a set that does not match its manifest.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Problem {
     pub path: String,
     /// The storage key the object holds, for objects.
@@ -51,7 +53,9 @@ pub struct Problem {
     pub found: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// A set read back against its manifest.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetCheck {
     pub files: u64,
     pub objects: u64,
@@ -121,6 +125,11 @@ pub fn open_source(
 impl JobKind for BackupVerify {
     const KIND: &'static str = "backup_verify";
     type Params = BackupVerifyParams;
+    type Plan = crate::jobs::contract::backup_verify::BackupVerifyPlan;
+    type Outcome = crate::jobs::contract::backup_verify::BackupVerifyResult;
+    type Detail = crate::jobs::contract::backup_verify::BackupVerifyDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::backup_verify::PHASES;
 
     fn resource_key(_: &BackupVerifyParams) -> Option<String> {
         None

@@ -121,6 +121,11 @@ async fn sources(pool: &PgPool) -> Result<Vec<&'static KeySource>, JobError> {
 impl JobKind for OrphanFiles {
     const KIND: &'static str = "orphan_files";
     type Params = OrphanFilesParams;
+    type Plan = crate::jobs::contract::orphan_files::OrphanFilesPlan;
+    type Outcome = crate::jobs::contract::orphan_files::OrphanFilesResult;
+    type Detail = crate::jobs::contract::orphan_files::OrphanFilesDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::orphan_files::PHASES;
 
     fn resource_key(_: &OrphanFilesParams) -> Option<String> {
         Some("storage".into())
@@ -185,8 +190,10 @@ impl JobKind for OrphanFiles {
     }
 }
 
-#[derive(Default, Serialize)]
-struct PrefixTally {
+/// One prefix's count in an `orphan_files` plan.
+#[derive(Default, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixTally {
     objects: u64,
     orphans: u64,
     orphan_bytes: u64,

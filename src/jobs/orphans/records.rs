@@ -62,6 +62,11 @@ fn parse_item(item: &str) -> Option<(&'static str, Uuid)> {
 impl JobKind for OrphanRecords {
     const KIND: &'static str = "orphan_records";
     type Params = OrphanRecordsParams;
+    type Plan = crate::jobs::contract::orphan_records::OrphanRecordsPlan;
+    type Outcome = crate::jobs::contract::orphan_records::OrphanRecordsResult;
+    type Detail = crate::jobs::contract::orphan_records::OrphanRecordsDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::orphan_records::PHASES;
 
     fn resource_key(_: &OrphanRecordsParams) -> Option<String> {
         Some("dify:file_records".into())

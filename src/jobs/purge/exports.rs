@@ -175,6 +175,11 @@ fn cutoff(older_than_days: u32) -> f64 {
 impl JobKind for PurgeExports {
     const KIND: &'static str = "purge_exports";
     type Params = PurgeExportsParams;
+    type Plan = crate::jobs::contract::purge_exports::PurgeExportsPlan;
+    type Outcome = crate::jobs::contract::purge_exports::PurgeExportsResult;
+    type Detail = crate::jobs::contract::purge_exports::PurgeExportsDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::purge_exports::PHASES;
 
     fn resource_key(_: &PurgeExportsParams) -> Option<String> {
         Some("storage".into())

@@ -72,6 +72,10 @@ fn dify_storage(settings: &Settings) -> Result<StorageConfig, SpecError> {
 impl JobKind for Restore {
     const KIND: &'static str = "restore";
     type Params = RestoreParams;
+    type Plan = crate::jobs::contract::restore::RestorePlan;
+    type Outcome = crate::jobs::contract::restore::RestoreResult;
+    type Detail = crate::jobs::contract::restore::RestoreDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] = crate::jobs::contract::restore::PHASES;
 
     fn resource_key(_: &RestoreParams) -> Option<String> {
         // It writes Dify's storage: never beside a storage migration or cleanup.

@@ -217,6 +217,11 @@ impl Default for Checkpoint {
 impl JobKind for StorageMigrate {
     const KIND: &'static str = "storage_migrate";
     type Params = StorageMigrateParams;
+    type Plan = crate::jobs::contract::storage_migrate::StorageMigratePlan;
+    type Outcome = crate::jobs::contract::storage_migrate::StorageMigrateResult;
+    type Detail = crate::jobs::contract::storage_migrate::StorageMigrateDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::storage_migrate::PHASES;
 
     fn resource_key(_: &StorageMigrateParams) -> Option<String> {
         // Two copies into one backend, or a copy beside a cleanup, must not interleave.

@@ -15,7 +15,7 @@ mod fill;
 mod params;
 mod plan;
 pub mod rollback;
-mod unit;
+pub mod unit;
 pub mod units;
 mod verify;
 
@@ -54,6 +54,11 @@ struct Checkpoint {
 impl JobKind for VectorMigrate {
     const KIND: &'static str = "vector_migrate";
     type Params = VectorMigrateParams;
+    type Plan = crate::jobs::contract::vector_migrate::VectorMigratePlan;
+    type Outcome = crate::jobs::contract::vector_migrate::VectorMigrateResult;
+    type Detail = crate::jobs::contract::vector_migrate::VectorMigrateDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::vector_migrate::PHASES;
 
     fn resource_key(_: &VectorMigrateParams) -> Option<String> {
         Some("vectors".into())

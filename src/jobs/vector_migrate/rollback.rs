@@ -44,6 +44,11 @@ async fn latest(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Switch>, sqlx::Error>
 impl JobKind for VectorRollback {
     const KIND: &'static str = "vector_rollback";
     type Params = VectorRollbackParams;
+    type Plan = crate::jobs::contract::vector_rollback::VectorRollbackPlan;
+    type Outcome = crate::jobs::contract::vector_rollback::VectorRollbackResult;
+    type Detail = crate::jobs::contract::vector_rollback::VectorRollbackDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::vector_rollback::PHASES;
 
     fn resource_key(_: &VectorRollbackParams) -> Option<String> {
         Some("vectors".into())

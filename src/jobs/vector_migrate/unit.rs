@@ -145,8 +145,8 @@ pub struct Report {
     pub saved: Option<oneshot::Sender<()>>,
 }
 
-/// How one unit ended.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// How one unit (a dataset, or an app's annotation replies) ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub dataset_id: Option<Uuid>,

@@ -147,6 +147,7 @@ impl TestDaemon {
             .call(Method::GET, &format!("/v1/jobs/{id}"), None)
             .await;
         assert_eq!(status, 200, "{body}");
+        super::contract::check_job(&body);
         body
     }
 
@@ -192,6 +193,7 @@ impl TestDaemon {
             let mut body = resp.bytes_stream();
             let mut buf = String::new();
             let mut seen = vec![];
+            let mut kind: Option<String> = None;
             while let Some(chunk) = body.next().await {
                 buf.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
                 while let Some(end) = buf.find("\n\n") {
@@ -200,6 +202,17 @@ impl TestDaemon {
                         continue;
                     };
                     let event: Value = serde_json::from_str(data.trim()).expect("event is JSON");
+                    if event["type"] == "progress" {
+                        if kind.is_none() {
+                            let (_, job) = self
+                                .call(Method::GET, &format!("/v1/jobs/{id}"), None)
+                                .await;
+                            kind = job["kind"].as_str().map(str::to_string);
+                        }
+                        if let Some(kind) = &kind {
+                            super::contract::check_progress(kind, &event["data"]);
+                        }
+                    }
                     let done = stop(&event);
                     seen.push(event);
                     if done {

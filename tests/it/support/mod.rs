@@ -1,6 +1,7 @@
 //! Test support: databases on the test Postgres, in-process daemons with an API client,
 //! daemons run as real processes (for signals), and real storage servers (S3, Azure, GCS).
 
+pub mod contract;
 pub mod daemon;
 pub mod dify_vectors;
 pub mod embeddings_server;

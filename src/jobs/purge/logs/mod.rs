@@ -177,6 +177,11 @@ struct Sql {
 impl JobKind for PurgeLogs {
     const KIND: &'static str = "purge_logs";
     type Params = PurgeLogsParams;
+    type Plan = crate::jobs::contract::purge_logs::PurgeLogsPlan;
+    type Outcome = crate::jobs::contract::purge_logs::PurgeLogsResult;
+    type Detail = crate::jobs::contract::purge_logs::PurgeLogsDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] =
+        crate::jobs::contract::purge_logs::PHASES;
 
     fn resource_key(params: &PurgeLogsParams) -> Option<String> {
         // Exports must not race a storage migration or `purge_exports`.

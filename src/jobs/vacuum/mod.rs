@@ -2,17 +2,19 @@
 //! with a lock timeout (a busy table is reported, not waited on forever), sizes before and
 //! after, and live progress from `pg_stat_progress_*`.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+mod stats;
+mod table;
 
-use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
-use crate::db::{qualified, sqlstate};
+use stats::{peak_space, table_names, table_stats};
+use table::vacuum_table;
 
 const SCHEMA: &str = "public";
 
@@ -81,23 +83,15 @@ struct Checkpoint {
     outcomes: Vec<TableOutcome>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct TableStats {
-    table: String,
-    total_bytes: i64,
-    table_bytes: i64,
-    index_bytes: i64,
-    live_tuples: i64,
-    dead_tuples: i64,
-    last_vacuum: Option<DateTime<Utc>>,
-    last_autovacuum: Option<DateTime<Utc>>,
-}
-
 pub struct Vacuum;
 
 impl JobKind for Vacuum {
     const KIND: &'static str = "vacuum";
     type Params = VacuumParams;
+    type Plan = crate::jobs::contract::vacuum::VacuumPlan;
+    type Outcome = crate::jobs::contract::vacuum::VacuumResult;
+    type Detail = crate::jobs::contract::vacuum::VacuumDetail;
+    const PHASES: &'static [crate::jobs::contract::Phase] = crate::jobs::contract::vacuum::PHASES;
 
     fn resource_key(_: &VacuumParams) -> Option<String> {
         // Two vacuums on one database compete for the same I/O and locks: one at a time.
@@ -286,89 +280,6 @@ fn summary(params: &VacuumParams, cp: &Checkpoint, failures: &[TableOutcome]) ->
     })
 }
 
-/// Names of Dify's tables (all, or those of `only` that exist), from the catalogue alone: no
-/// lock is taken, so a busy table never blocks a request.
-async fn table_names(
-    pool: &PgPool,
-    only: Option<&Vec<String>>,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
-           AND ($2::text[] IS NULL OR c.relname = ANY($2)) ORDER BY c.relname",
-    )
-    .bind(SCHEMA)
-    .bind(only)
-    .fetch_all(pool)
-    .await
-}
-
-/// How long measuring sizes may wait for a table's lock before falling back to estimates.
-const MEASURE_LOCK_TIMEOUT: &str = "1s";
-
-/// Sizes and tuple counts. Exact sizes open each table (a lock a busy table may not grant);
-/// when that would wait, the sizes come from the catalogue instead (`false` in the answer).
-async fn table_stats(
-    pool: &PgPool,
-    only: Option<&Vec<String>>,
-) -> Result<(Vec<TableStats>, bool), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-        .bind(MEASURE_LOCK_TIMEOUT)
-        .execute(&mut *tx)
-        .await?;
-    match stats_query(&mut *tx, only, true).await {
-        Ok(stats) => {
-            tx.commit().await?;
-            Ok((stats, true))
-        }
-        Err(e) if sqlstate(&e).as_deref() == Some("55P03") => {
-            drop(tx);
-            Ok((stats_query(pool, only, false).await?, false))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// One query for both ways of measuring: `exact` calls the size functions (which lock each
-/// table), otherwise sizes are pages from the catalogue (no lock). CASE evaluates only the
-/// branch it takes.
-async fn stats_query<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    only: Option<&Vec<String>>,
-    exact: bool,
-) -> Result<Vec<TableStats>, sqlx::Error> {
-    sqlx::query_as::<_, TableStats>(
-        "SELECT c.relname::text AS table, \
-            CASE WHEN $3 THEN pg_total_relation_size(c.oid) \
-                 ELSE (c.relpages + coalesce(t.relpages, 0) + coalesce(ix.pages, 0)) * bs.v END AS total_bytes, \
-            CASE WHEN $3 THEN pg_relation_size(c.oid) ELSE c.relpages * bs.v END AS table_bytes, \
-            CASE WHEN $3 THEN pg_indexes_size(c.oid) ELSE coalesce(ix.pages, 0) * bs.v END AS index_bytes, \
-            coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples, \
-            s.last_vacuum, s.last_autovacuum \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         CROSS JOIN (SELECT current_setting('block_size')::bigint AS v) bs \
-         LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
-         LEFT JOIN LATERAL (SELECT sum(i.relpages)::bigint AS pages FROM pg_index x \
-            JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid) ix ON true \
-         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'm') \
-           AND ($2::text[] IS NULL OR c.relname = ANY($2)) \
-         ORDER BY c.relname",
-    )
-    .bind(SCHEMA)
-    .bind(only)
-    .bind(exact)
-    .fetch_all(db)
-    .await
-}
-
-/// VACUUM FULL rewrites one table at a time; at its peak it needs the largest table with its
-/// indexes again in free space.
-fn peak_space(stats: &[TableStats]) -> i64 {
-    stats.iter().map(|t| t.total_bytes).max().unwrap_or(0)
-}
-
 async fn warn_full_space(ctx: &JobCtx, cp: &Checkpoint) -> Result<(), JobError> {
     let (stats, _) = table_stats(&ctx.pool, Some(&cp.tables)).await?;
     let largest = stats.iter().max_by_key(|t| t.total_bytes);
@@ -385,142 +296,4 @@ async fn warn_full_space(ctx: &JobCtx, cp: &Checkpoint) -> Result<(), JobError> 
         .await?;
     }
     Ok(())
-}
-
-async fn vacuum_table(
-    ctx: &mut JobCtx,
-    params: &VacuumParams,
-    table: &str,
-    done: u64,
-    total: u64,
-) -> Result<TableOutcome, JobError> {
-    let started = Instant::now();
-    let before = table_stats(&ctx.pool, Some(&vec![table.to_string()]))
-        .await?
-        .0
-        .into_iter()
-        .next();
-    let mut outcome = TableOutcome {
-        table: table.to_string(),
-        status: "missing".into(),
-        size_before_bytes: before.as_ref().map_or(0, |b| b.total_bytes),
-        size_after_bytes: None,
-        dead_tuples_before: before.as_ref().map_or(0, |b| b.dead_tuples),
-        dead_tuples_after: None,
-        duration_ms: 0,
-        message: None,
-        attempt: ctx.attempt,
-    };
-    if before.is_none() {
-        outcome.message = Some("table no longer exists".into());
-        return Ok(outcome);
-    }
-    let phase = format!("vacuum {SCHEMA}.{table}");
-    let base = Progress {
-        phase: phase.clone(),
-        done,
-        total: Some(total),
-        unit: "tables".into(),
-        ..Default::default()
-    };
-    ctx.progress(base.clone(), true).await?;
-
-    // A pooled connection outside any transaction (VACUUM refuses to run in one). Its session
-    // setting is reset below, and a connection that cannot be reset is closed, not pooled.
-    let mut conn = ctx.pool.acquire().await?;
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *conn)
-        .await?;
-    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-        .bind(format!("{}ms", params.lock_timeout_ms))
-        .execute(&mut *conn)
-        .await?;
-    // Safe: the mode is one of three literals and the table name is quoted.
-    let statement = format!("{} {}", params.mode.statement(), qualified(SCHEMA, table));
-    let pool = ctx.pool.clone();
-    let stop = ctx.stop_signal();
-    tokio::pin!(stop);
-    let mut cancel_sent = false;
-    let outcome_sql = {
-        let exec = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *conn);
-        tokio::pin!(exec);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                r = &mut exec => break r,
-                _ = tick.tick() => {
-                    let detail = sample_progress(&pool, pid).await;
-                    ctx.progress(Progress { detail, ..base.clone() }, false).await?;
-                }
-                _ = &mut stop, if !cancel_sent => {
-                    // Stop promptly: cancel the statement; the table counts as not done.
-                    cancel_sent = true;
-                    sqlx::query("SELECT pg_cancel_backend($1)").bind(pid).execute(&pool).await?;
-                }
-            }
-        }
-    };
-    if sqlx::raw_sql("RESET lock_timeout")
-        .execute(&mut *conn)
-        .await
-        .is_err()
-    {
-        let _ = conn.detach().close().await;
-    }
-    outcome.duration_ms = started.elapsed().as_millis() as u64;
-    match outcome_sql {
-        Ok(_) => {
-            let after = table_stats(&ctx.pool, Some(&vec![table.to_string()]))
-                .await?
-                .0
-                .into_iter()
-                .next();
-            outcome.status = "done".into();
-            outcome.size_after_bytes = after.as_ref().map(|a| a.total_bytes);
-            outcome.dead_tuples_after = after.as_ref().map(|a| a.dead_tuples);
-        }
-        Err(e) => {
-            if cancel_sent {
-                ctx.check_stop()?;
-            }
-            match sqlstate(&e).as_deref() {
-                Some("55P03") => {
-                    outcome.status = "lock_timeout".into();
-                    outcome.message = Some(format!(
-                        "lock not available within {} ms (another session holds it)",
-                        params.lock_timeout_ms
-                    ));
-                }
-                Some("42P01") => {
-                    outcome.status = "missing".into();
-                    outcome.message = Some("table no longer exists".into());
-                }
-                _ => {
-                    outcome.status = "error".into();
-                    outcome.message = Some(e.to_string());
-                }
-            }
-        }
-    }
-    Ok(outcome)
-}
-
-/// What Postgres says about the running VACUUM (or, for FULL, the rewrite), if anything.
-async fn sample_progress(pool: &PgPool, pid: i32) -> Option<Value> {
-    let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT 'vacuum', phase, heap_blks_total, heap_blks_scanned \
-            FROM pg_stat_progress_vacuum WHERE pid = $1 \
-         UNION ALL SELECT 'cluster', phase, heap_blks_total, heap_blks_scanned \
-            FROM pg_stat_progress_cluster WHERE pid = $1 \
-         UNION ALL SELECT 'analyze', phase, sample_blks_total, sample_blks_scanned \
-            FROM pg_stat_progress_analyze WHERE pid = $1 LIMIT 1",
-    )
-    .bind(pid)
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten();
-    row.map(|(view, phase, total, scanned)| {
-        json!({"view": view, "phase": phase, "blocks_total": total, "blocks_scanned": scanned})
-    })
 }
