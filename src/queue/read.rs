@@ -31,23 +31,29 @@ pub async fn state_of(pool: &sqlx::PgPool, id: Uuid) -> Result<JobState, QueueEr
     Ok(JobState::parse(&state).unwrap_or(JobState::Failed))
 }
 
-/// One page plus whether more follow.
+/// One page plus whether more follow. Only the filters given go into the statement: one
+/// statement for every combination (`$1 IS NULL OR state = $1`) leaves Postgres a generic
+/// plan that walks every job by id for a rare filter (at 100,000 jobs, 29 ms against 0.05 ms
+/// through `jobs_kind_state` for this one).
 pub async fn list(
     pool: &sqlx::PgPool,
     filter: &JobFilter,
 ) -> Result<(Vec<JobRow>, bool), QueueError> {
-    let mut rows = sqlx::query_as::<_, JobRow>(
-        "SELECT * FROM upkeep.jobs \
-         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
-           AND ($3::uuid IS NULL OR id < $3) \
-         ORDER BY id DESC LIMIT $4",
-    )
-    .bind(filter.state.map(JobState::as_str))
-    .bind(&filter.kind)
-    .bind(filter.before)
-    .bind(filter.limit + 1)
-    .fetch_all(pool)
-    .await?;
+    let mut query =
+        sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM upkeep.jobs WHERE true");
+    if let Some(state) = filter.state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(kind) = &filter.kind {
+        query.push(" AND kind = ").push_bind(kind);
+    }
+    if let Some(before) = filter.before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(filter.limit + 1);
+    let mut rows = query.build_query_as::<JobRow>().fetch_all(pool).await?;
     let more = rows.len() as i64 > filter.limit;
     rows.truncate(filter.limit as usize);
     Ok((rows, more))
