@@ -69,60 +69,61 @@ pub(super) async fn purge_unit(
             ctx.failpoint("purge_logs.exported").await?;
         }
         let t0 = Instant::now();
+        // The first failure stops the other stages at once (a write cut short is under names
+        // already committed, as after a kill): the job ends, or the batches are read again.
         let deleting = async {
             match &to_delete {
-                Some(k) => Some(delete_and_commit(params, ctx, sql, cp, k).await),
-                None => None,
+                Some(k) => delete_and_commit(params, ctx, sql, cp, k).await.map(Some),
+                None => Ok(None),
             }
         };
         let writing = async {
             match (to_write, op) {
-                (Some(w), Some(op)) => write(op, w).await.map(Some),
+                (Some(w), Some(op)) => write(op, w).await.map(Some).map_err(DeleteError::Job),
                 _ => Ok(None),
             }
         };
         let reading = async {
             match next {
-                Some(from) => read_batch(&walk, from).await.map(Some),
+                Some(from) => read_batch(&walk, from)
+                    .await
+                    .map(Some)
+                    .map_err(DeleteError::Job),
                 None => Ok(None),
             }
         };
-        let (deleted, written, read) = tokio::join!(deleting, writing, reading);
-        let stage_ms = t0.elapsed().as_millis();
-        let mut restart = None;
-        match deleted {
-            None => {}
-            Some(Ok(held)) => {
-                (changed, busy) = (0, 0);
-                if to_delete.as_ref().is_some_and(|k| k.copied.is_some()) {
-                    claimed = claimed.saturating_sub(1);
-                }
-                tracing::debug!(
-                    job.id = %ctx.job_id,
-                    "{} batch: delete {held} ms, with the next batches' export and read {stage_ms} ms",
-                    unit.table
-                );
-                ctx.partial_result(done_so_far(params, cp));
-                report(ctx, cp, unit, meter).await?;
+        let (held, written, read) = match tokio::try_join!(deleting, writing, reading) {
+            Ok(done) => done,
+            Err(DeleteError::Job(e)) => return Err(e),
+            Err(DeleteError::Abandoned(why)) => {
+                cp.retried_batches += 1;
+                give_up(params, ctx, unit, why, &mut changed, &mut busy).await?;
+                // The batches after the one given up were read from where it ended: read them
+                // all again from the checkpoint (they keep their names, in order).
+                (ready, fresh, next, claimed) = (None, None, Some(cp.cursor), 0);
+                continue;
             }
-            Some(Err(DeleteError::Job(e))) => return Err(e),
-            Some(Err(DeleteError::Abandoned(why))) => restart = Some(why),
+        };
+        if let Some(held) = held {
+            (changed, busy) = (0, 0);
+            if to_delete.as_ref().is_some_and(|k| k.copied.is_some()) {
+                claimed = claimed.saturating_sub(1);
+            }
+            tracing::debug!(
+                job.id = %ctx.job_id,
+                "{} batch: delete {held} ms, with the next batches' export and read {} ms",
+                unit.table,
+                t0.elapsed().as_millis()
+            );
+            ctx.partial_result(done_so_far(params, cp));
+            report(ctx, cp, unit, meter).await?;
         }
         // The names the written batch fills now (stale ones removed): saved with the next
-        // checkpoint, which only ever shrinks what the rerun must clean.
-        if let Some((stamp_us, keys)) = written? {
-            if let Some(p) = cp.pending.iter_mut().find(|p| p.stamp_us == stamp_us) {
-                p.keys = keys;
-            }
-        }
-        let read = read?;
-        if let Some(why) = restart {
-            cp.retried_batches += 1;
-            give_up(params, ctx, unit, why, &mut changed, &mut busy).await?;
-            // The batches after the one given up were read from where it ended: read them all
-            // again from the checkpoint (they keep their names, in order).
-            (ready, fresh, next, claimed) = (None, None, Some(cp.cursor), 0);
-            continue;
+        // checkpoint, which only ever shrinks what a rerun must clean.
+        if let Some((stamp_us, keys)) = written
+            && let Some(p) = cp.pending.iter_mut().find(|p| p.stamp_us == stamp_us)
+        {
+            p.keys = keys;
         }
         ready = after;
         match read {
