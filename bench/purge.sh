@@ -3,8 +3,12 @@
 # deleting the same rows in the same batch size, on identical copies of a generated Dify
 # database, with a Dify-like writer running during each.
 # Usage: bench/purge.sh [--messages N] [--batch N] [--days N] [--release 1.9.2]
+#                       [--graph-bytes N] [--upkeep-export on|both]
 #   (release build; prints Markdown). --release: on that Dify release's real schema, from
 #   ../shared/dify/schemas/, the loop also by 1.15's lookups and Upkeep also with temporary_indexes.
+#   --graph-bytes: each workflow run carries a graph of about N bytes (Dify copies the
+#   workflow's graph into every run; 5000 is a realistic size). --upkeep-export both: Upkeep
+#   also runs with `export: false`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/postgres.sh

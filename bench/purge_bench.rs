@@ -229,6 +229,8 @@ async fn main() {
     let mut batch = 1000u32;
     let mut days = 30u32;
     let mut release: Option<String> = None;
+    let mut graph_bytes = 0usize;
+    let mut without_export = false;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let value = pair.get(1).cloned().unwrap_or_default();
@@ -239,11 +241,20 @@ async fn main() {
             "--batch" => batch = value.parse().expect("--batch N"),
             "--days" => days = value.parse().expect("--days N"),
             "--release" => release = Some(value),
+            "--graph-bytes" => graph_bytes = value.parse().expect("--graph-bytes N"),
+            "--upkeep-export" => {
+                without_export = match value.as_str() {
+                    "on" => false,
+                    "both" => true,
+                    _ => panic!("--upkeep-export on|both"),
+                }
+            }
             other => panic!("unknown argument {other}"),
         }
     }
     let mut spec = upkeep::demo::datagen::DemoSpec::scaled(messages);
     spec.dead_row_fraction = 0.0;
+    spec.run_graph_bytes = graph_bytes;
     let schema = release.as_deref().map(common::release_schema);
     let (_, pool, summary, generated) =
         common::generated_database(&pg, "upkeep_bench_purge", &spec, schema.as_ref()).await;
@@ -253,15 +264,21 @@ async fn main() {
         .expect("analyze");
     let shape = Shape::read(&pool).await.expect("catalog");
     let before = counts(&pool).await;
+    let graph_size: Option<f64> =
+        sqlx::query_scalar("SELECT avg(octet_length(graph))::float8 FROM public.workflow_runs")
+            .fetch_one(&pool)
+            .await
+            .expect("graph size");
     pool.close().await;
     println!(
-        "Database: Dify {}'s schema, {} rows in {} tables generated in {:.1} s ({} messages, {} workflow runs, {} node executions), spread over {} days; purge `days: {days}`, `batch: {batch}`, every tenant.",
+        "Database: Dify {}'s schema, {} rows in {} tables generated in {:.1} s ({} messages, {} workflow runs with graphs of {:.0} bytes on average, {} node executions), spread over {} days; purge `days: {days}`, `batch: {batch}`, every tenant.",
         release.as_deref().unwrap_or("1.15.0"),
         summary.total_rows(),
         summary.rows.len(),
         generated.as_secs_f64(),
         summary.rows.get("messages").copied().unwrap_or(0),
         summary.rows.get("workflow_runs").copied().unwrap_or(0),
+        graph_size.unwrap_or(0.0),
         summary
             .rows
             .get("workflow_node_executions")
@@ -269,6 +286,8 @@ async fn main() {
             .unwrap_or(0),
         spec.days_spread,
     );
+    println!();
+    println!("Load average at the start: {}.", load_average());
     println!();
 
     let exports = std::env::temp_dir().join(format!("upkeep-bench-purge-{}", std::process::id()));
@@ -313,24 +332,34 @@ async fn main() {
         "the same loop server-side (PL/pgSQL, COMMIT per batch, no export)".into(),
         o,
     ));
-    let mut upkeep_runs = vec![("Upkeep `purge_logs`, export on (local fs)", false)];
+    // (name, temporary indexes, export)
+    let mut upkeep_runs = vec![("Upkeep `purge_logs`, export on (local fs)", false, true)];
     if older {
         upkeep_runs.push((
             "Upkeep `purge_logs`, export on, `temporary_indexes: true`",
             true,
+            true,
         ));
     }
+    if without_export {
+        upkeep_runs.push(("Upkeep `purge_logs`, `export: false`", false, false));
+    }
     let mut ours_at = 0;
-    for (name, temporary) in upkeep_runs {
-        let url = db(if temporary { "upkeep_tmp" } else { "upkeep" }).await;
+    for (name, temporary, export) in upkeep_runs {
+        let url = db(match (temporary, export) {
+            (true, _) => "upkeep_tmp",
+            (false, true) => "upkeep",
+            (false, false) => "upkeep_noexport",
+        })
+        .await;
         let o = measured(
             &url,
             "upkeep",
             &before,
-            run_upkeep(&upkeep, &url, days, batch, temporary, &exports),
+            run_upkeep(&upkeep, &url, days, batch, temporary, export, &exports),
         )
         .await;
-        if !temporary {
+        if !temporary && export {
             ours_at = runs.len();
         }
         runs.push((name.into(), o));
@@ -361,6 +390,8 @@ async fn main() {
         println!("{}", o.detail);
         println!();
     }
+    println!("Load average at the end: {}.", load_average());
+    println!();
     // The writers' own messages aside, every run must leave the same rows behind.
     let left = |o: &Outcome, t: &str| {
         o.after.get(t).copied().unwrap_or(0) - if t == "messages" { o.writes as i64 } else { 0 }
@@ -389,6 +420,23 @@ async fn main() {
             diffs.join("; ")
         );
     }
+}
+
+/// Rows the result says were exported, every table.
+fn exported_rows(result: &serde_json::Value) -> f64 {
+    result["tables"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, t)| t["exported"].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
+/// The 1, 5 and 15 minute load averages: the machine is shared, so each run says how much.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 async fn counts(pool: &PgPool) -> BTreeMap<String, i64> {
@@ -558,16 +606,16 @@ async fn run_upkeep(
     days: u32,
     batch: u32,
     temporary_indexes: bool,
+    export: bool,
     exports: &std::path::Path,
 ) -> (String, String) {
     let (mut child, url) = spawn_daemon(bin, db, "purge-bench").await;
-    let view = common::run_job(
-        &url,
-        &json!({"kind": "purge_logs", "params": {"days": days, "batch": batch,
-            "temporary_indexes": temporary_indexes,
-            "storage": {"type": "local", "root": exports.to_string_lossy()}}}),
-    )
-    .await;
+    let mut params = json!({"days": days, "batch": batch, "temporary_indexes": temporary_indexes,
+        "export": export});
+    if export {
+        params["storage"] = json!({"type": "local", "root": exports.to_string_lossy()});
+    }
+    let view = common::run_job(&url, &json!({"kind": "purge_logs", "params": params})).await;
     let rss = peak_rss(&child);
     stop(&mut child).await;
     let r = &view["result"];
@@ -594,15 +642,16 @@ async fn run_upkeep(
         })
         .collect();
     let detail = format!(
-        "Upkeep's own account{}: {} batches, {} export files ({:.0} MiB), longest delete transaction {} ms, {} batches retried; access paths other than a lookup column's own index: {}.",
-        if temporary_indexes {
-            " (`temporary_indexes: true`)"
-        } else {
-            ""
+        "Upkeep's own account{}: {} batches, {} export files ({:.0} MiB, {:.0} bytes per row), longest delete transaction {} ms, {} batches retried; access paths other than a lookup column's own index: {}.",
+        match (temporary_indexes, export) {
+            (true, _) => " (`temporary_indexes: true`)",
+            (false, false) => " (`export: false`)",
+            (false, true) => "",
         },
         r["batches"],
         r["export"]["files"],
         r["export"]["bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        r["export"]["bytes"].as_f64().unwrap_or(0.0) / exported_rows(r).max(1.0),
         r["longest_transaction_ms"],
         r["retried_batches"],
         if paths.is_empty() {

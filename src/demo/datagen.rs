@@ -47,6 +47,9 @@ pub struct DemoSpec {
     /// For workflow apps; advanced-chat apps get one run per message besides.
     pub workflow_runs_per_app: usize,
     pub nodes_per_run: usize,
+    /// Size of the graph each workflow run carries (Dify copies the workflow's graph into
+    /// every run); 0 keeps an empty graph.
+    pub run_graph_bytes: usize,
     pub datasets_per_tenant: usize,
     pub documents_per_dataset: usize,
     pub segments_per_document: usize,
@@ -70,6 +73,7 @@ impl DemoSpec {
             messages_per_conversation: 6,
             workflow_runs_per_app: 80,
             nodes_per_run: 4,
+            run_graph_bytes: 0,
             datasets_per_tenant: 2,
             documents_per_dataset: 5,
             segments_per_document: 20,
@@ -96,6 +100,7 @@ impl DemoSpec {
             messages_per_conversation,
             workflow_runs_per_app: (messages / 100).max(10),
             nodes_per_run: 4,
+            run_graph_bytes: 0,
             datasets_per_tenant: 3,
             documents_per_dataset: 20,
             segments_per_document: (messages / 2_000).clamp(10, 200),

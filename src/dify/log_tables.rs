@@ -437,19 +437,22 @@ pub fn row_json(alias: &str, columns: &[(String, String)]) -> String {
 
 /// Python's `json.dumps(..., ensure_ascii=True)` escaping: every non-ASCII character as
 /// lower-case `\uXXXX` UTF-16 units. Only strings can hold such characters, so the escape is
-/// safe to apply to a whole JSON text.
-pub fn ensure_ascii(json: &str, out: &mut String) {
-    use std::fmt::Write;
-    for c in json.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{u:04x}");
-            }
+/// safe to apply to a whole JSON text. Appends to a byte buffer (an export file being built);
+/// runs of ASCII, nearly all of a row, are copied whole.
+pub fn ensure_ascii(json: &str, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut rest = json;
+    while let Some(at) = rest.bytes().position(|b| !b.is_ascii()) {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        let mut chars = rest[at..].chars();
+        let Some(c) = chars.next() else { break };
+        let mut units = [0u16; 2];
+        for u in c.encode_utf16(&mut units) {
+            let _ = write!(out, "\\u{u:04x}");
         }
+        rest = chars.as_str();
     }
+    out.extend_from_slice(rest.as_bytes());
 }
 
 #[cfg(test)]
@@ -458,9 +461,9 @@ mod tests {
 
     #[test]
     fn escapes_like_python() {
-        let mut out = String::new();
-        ensure_ascii(r#"{"a":"café 😀"}"#, &mut out);
-        assert_eq!(out, r#"{"a":"caf\u00e9 \ud83d\ude00"}"#);
+        let mut out = Vec::new();
+        ensure_ascii(r#"{"a":"café 😀", "b":"ü"}"#, &mut out);
+        assert_eq!(out, br#"{"a":"caf\u00e9 \ud83d\ude00", "b":"\u00fc"}"#);
     }
 
     #[test]

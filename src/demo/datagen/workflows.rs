@@ -27,6 +27,46 @@ fn run_outputs(run: &Run) -> Option<String> {
         .map(|_| format!(r#"{{"answer": {}}}"#, json_str(text::ANSWERS[run.query])))
 }
 
+/// A graph as Dify's editor saves it (start, LLM nodes with their prompts, an answer, the
+/// edges between them), grown to about `bytes`; one per app, copied into each of its runs.
+fn run_graph(app: &App, bytes: usize) -> String {
+    let empty = r#"{"nodes": [], "edges": [], "viewport": {"x": 0, "y": 0, "zoom": 1}}"#;
+    if bytes == 0 {
+        return empty.to_owned();
+    }
+    let id = |n: usize| 1_718_000_000_000u64 + app.index as u64 * 1000 + n as u64;
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    let mut size = empty.len();
+    let mut n = 0;
+    while size < bytes {
+        let prompt = json_str(text::PARAGRAPHS[(app.index + n) % text::PARAGRAPHS.len()]);
+        let node = format!(
+            r#"{{"id": "{}", "type": "custom", "data": {{"type": "llm", "title": "LLM {n}", "desc": "", "selected": false, "model": {{"provider": "langgenius/openai/openai", "name": "gpt-4o-mini", "mode": "chat", "completion_params": {{"temperature": 0.7}}}}, "prompt_template": [{{"id": "{}-system", "role": "system", "text": {prompt}}}, {{"role": "user", "text": "{{{{#sys.query#}}}}"}}], "context": {{"enabled": false, "variable_selector": []}}, "vision": {{"enabled": false}}, "variables": []}}, "position": {{"x": {}, "y": 282}}, "positionAbsolute": {{"x": {}, "y": 282}}, "width": 244, "height": 98, "sourcePosition": "right", "targetPosition": "left"}}"#,
+            id(n),
+            id(n),
+            80 + n * 300,
+            80 + n * 300,
+        );
+        size += node.len() + 2;
+        nodes.push(node);
+        if n > 0 {
+            let edge = format!(
+                r#"{{"id": "{a}-source-{b}-target", "type": "custom", "source": "{a}", "sourceHandle": "source", "target": "{b}", "targetHandle": "target", "data": {{"sourceType": "llm", "targetType": "llm", "isInIteration": false}}, "zIndex": 0}}"#,
+                a = id(n - 1),
+                b = id(n),
+            );
+            size += edge.len() + 2;
+            edges.push(edge);
+        }
+        n += 1;
+    }
+    format!(
+        r#"{{"nodes": [{}], "edges": [{}], "viewport": {{"x": 0, "y": 0, "zoom": 1}}}}"#,
+        nodes.join(", "),
+        edges.join(", ")
+    )
+}
+
 fn run_error(status: &str) -> Option<&'static str> {
     match status {
         "failed" => Some("Node LLM run failed: [openai] Connection error."),
@@ -48,7 +88,11 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
     let versions: Vec<String> = w.apps.iter().map(workflow_version).collect();
     // Up to 1.4.x every run has `sequence_number integer NOT NULL`: 1, 2, ... per app.
     let mut sequence = vec![0i64; w.apps.len()];
-    let graph = r#"{"nodes": [], "edges": [], "viewport": {"x": 0, "y": 0, "zoom": 1}}"#;
+    let graphs: Vec<String> = w
+        .apps
+        .iter()
+        .map(|app| run_graph(app, w.spec.run_graph_bytes))
+        .collect();
     for run in w.runs() {
         let app = &w.apps[run.app];
         out.uuid(run.id)
@@ -62,7 +106,7 @@ pub(super) async fn workflow_runs(pool: &PgPool, w: &World) -> Rows {
             })
             .text(run.triggered_from)
             .text(&versions[run.app])
-            .text(graph)
+            .text(&graphs[run.app])
             .text(&run_inputs(&run))
             .text(run.status)
             .opt_text(run_outputs(&run).as_deref())

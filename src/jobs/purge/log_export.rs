@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::DateTime;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use opendal::Operator;
@@ -26,53 +27,80 @@ pub fn export_key(tenant: Uuid, table: &str, stamp_us: i64) -> String {
     format!("{EXPORT_PREFIX}{tenant}/{table}/{date}-{secs}.{micros:06}.json")
 }
 
-/// The files of one batch: JSON arrays keyed by their storage key.
+/// The files of one batch: JSON arrays per tenant and table. They are built while the rows
+/// are read, before the batch has its time stamp (the names are given when written), so the
+/// rows are held once, as the bytes to write.
 #[derive(Default)]
-pub struct Files(BTreeMap<String, Vec<u8>>);
+pub struct Files(BTreeMap<(Uuid, &'static str), Vec<u8>>);
 
 impl Files {
     /// Appends one row (JSON text) to the file of `tenant` and `table`.
-    pub fn push(&mut self, tenant: Uuid, table: &str, stamp_us: i64, row: &str) {
-        let body = self
-            .0
-            .entry(export_key(tenant, table, stamp_us))
-            .or_default();
+    pub fn push(&mut self, tenant: Uuid, table: &'static str, row: &str) {
+        let body = self.0.entry((tenant, table)).or_default();
         body.extend_from_slice(if body.is_empty() { b"[" } else { b", " });
-        let mut escaped = String::with_capacity(row.len());
-        crate::dify::log_tables::ensure_ascii(row, &mut escaped);
-        body.extend_from_slice(escaped.as_bytes());
+        crate::dify::log_tables::ensure_ascii(row, body);
     }
 
-    pub fn keys(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
+    /// Takes in the files of `other` (read apart, e.g. another table's).
+    pub fn merge(&mut self, other: Files) {
+        for (key, body) in other.0 {
+            match self.0.get_mut(&key) {
+                Some(mine) => {
+                    mine.extend_from_slice(b", ");
+                    mine.extend_from_slice(body.get(1..).unwrap_or_default());
+                }
+                None => {
+                    self.0.insert(key, body);
+                }
+            }
+        }
+    }
+
+    /// The names of the files when written at `stamp_us`.
+    pub fn keys(&self, stamp_us: i64) -> Vec<String> {
+        self.0
+            .keys()
+            .map(|(tenant, table)| export_key(*tenant, table, stamp_us))
+            .collect()
     }
 
     pub fn bytes(&self) -> u64 {
         self.0.values().map(|b| b.len() as u64 + 1).sum()
     }
 
-    /// Writes every file, reads each back and compares it byte for byte.
-    pub async fn write_verified(self, op: &Operator) -> Result<(), JobError> {
-        stream::iter(self.0.into_iter().map(|(key, mut body)| async move {
-            body.push(b']');
-            op.write(&key, body.clone())
-                .await
-                .map_err(|e| export_failed(&key, &e.to_string()))?;
-            let back = op
-                .read(&key)
-                .await
-                .map_err(|e| export_failed(&key, &format!("reading it back: {e}")))?;
-            if back.to_vec() != body {
-                return Err(export_failed(
-                    &key,
-                    &format!(
-                        "read back {} bytes that differ from the {} written",
-                        back.len(),
-                        body.len()
-                    ),
-                ));
+    /// Writes every file under its name at `stamp_us`, reads each back and compares it byte
+    /// for byte.
+    pub async fn write_verified(self, op: &Operator, stamp_us: i64) -> Result<(), JobError> {
+        // Named first: a closure over the borrowed table names is not `Send` for every lifetime.
+        let named: Vec<(String, Vec<u8>)> = self
+            .0
+            .into_iter()
+            .map(|((tenant, table), body)| (export_key(tenant, table, stamp_us), body))
+            .collect();
+        stream::iter(named.into_iter().map(|(key, mut body)| {
+            async move {
+                body.push(b']');
+                // One buffer, shared by the write and the comparison (no copy).
+                let body = Bytes::from(body);
+                op.write(&key, body.clone())
+                    .await
+                    .map_err(|e| export_failed(&key, &e.to_string()))?;
+                let back = op
+                    .read(&key)
+                    .await
+                    .map_err(|e| export_failed(&key, &format!("reading it back: {e}")))?;
+                if back.len() != body.len() || back.to_bytes() != body {
+                    return Err(export_failed(
+                        &key,
+                        &format!(
+                            "read back {} bytes that differ from the {} written",
+                            back.len(),
+                            body.len()
+                        ),
+                    ));
+                }
+                Ok(())
             }
-            Ok(())
         }))
         .buffer_unordered(PARALLEL_WRITES)
         .try_collect::<Vec<()>>()
@@ -117,10 +145,12 @@ mod tests {
     fn one_json_array_per_tenant_and_table() {
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let mut files = Files::default();
-        files.push(a, "messages", 1, r#"{"id":1}"#);
-        files.push(a, "messages", 1, r#"{"id":"é"}"#);
-        files.push(b, "messages", 1, r#"{"id":3}"#);
-        assert_eq!(files.keys().len(), 2);
+        files.push(a, "messages", r#"{"id":1}"#);
+        let mut other = Files::default();
+        other.push(a, "messages", r#"{"id":"é"}"#);
+        other.push(b, "messages", r#"{"id":3}"#);
+        files.merge(other);
+        assert_eq!(files.keys(1).len(), 2);
         let first = files.0.values().next().expect("a file");
         assert_eq!(first, br#"[{"id":1}, {"id":"\u00e9"}"#);
     }

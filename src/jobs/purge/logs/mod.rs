@@ -2,10 +2,11 @@
 //! plus the workflow tables of Dify's newer retention commands, done safely. Per batch: the
 //! rows and everything that depends on them are read, exported to storage in Dify's layout
 //! and read back, and only then deleted, dependents first, in one short transaction that
-//! also commits the checkpoint. A batch killed after its export is redone under the same file
-//! names, so no batch is ever exported twice under two names.
+//! also commits the checkpoint. Batches overlap (`pipeline`): one is deleted while the next is
+//! exported and the one after is read. A batch killed after its export is redone under the
+//! same file names, so no batch is ever exported twice under two names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
@@ -19,15 +20,18 @@ use crate::config::Settings;
 use crate::dify::access_paths::{self, Choice, Path};
 use crate::dify::log_tables::{self, Dependent, Fate, Keyset, UNITS, Unit};
 use crate::dify::shape::{self, Fit, Shape};
+use crate::jobs::purge::log_export::{self, Files};
 use crate::jobs::{JobCtx, JobError, JobKind, JobSpec, Progress, SpecError, storage_param};
 use crate::queue::{self, NewJob};
 
 mod batch;
 mod paths;
+mod pipeline;
 mod statements;
 
 use batch::*;
 use paths::*;
+use pipeline::*;
 use statements::*;
 
 /// A batch whose rows changed between export and delete is redone this many times.
@@ -111,11 +115,26 @@ impl Cursor {
     }
 }
 
-/// The names of the batch exported but not yet deleted: a rerun writes the same ones.
+/// The names of a batch exported but not yet deleted: a rerun writes the same ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     stamp_us: i64,
     keys: Vec<String>,
+}
+
+/// Older checkpoints held at most one pending batch (`null` or an object); newer ones a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Pending>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(Pending),
+        Many(Vec<Pending>),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Either::One(p)) => vec![p],
+        Some(Either::Many(v)) => v,
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -131,7 +150,10 @@ struct Checkpoint {
     unit: usize,
     cursor: Cursor,
     protected_runs: Option<Vec<Uuid>>,
-    pending: Option<Pending>,
+    /// Batches whose files may be written but whose rows are not deleted yet, in walk order:
+    /// the first is the batch right after `cursor`. A rerun gives each the same names.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pending: Vec<Pending>,
     last_stamp_us: i64,
     /// Rows per table the purge expected to remove when it started.
     totals: BTreeMap<String, u64>,
@@ -150,18 +172,18 @@ struct Checkpoint {
     cursor_by_id: Option<bool>,
 }
 
-/// A row read for a batch: its id, its workspace, and its export JSON.
-struct Row {
-    id: Uuid,
-    tenant: Uuid,
-    json: String,
+/// A batch read: its parents' ids, where the walk stands after it, and with an export its
+/// files and the dependents they hold.
+struct Batch {
+    ids: Vec<Uuid>,
+    last: Cursor,
+    export: Option<Exported>,
 }
 
-struct Batch {
-    parents: Vec<Row>,
-    /// Per dependent of the unit, in its order.
-    dependents: Vec<Vec<Row>>,
-    last: Cursor,
+struct Exported {
+    files: Files,
+    /// Per dependent of the unit, in its order, the ids of the rows in the files.
+    copied: Vec<HashSet<Uuid>>,
 }
 
 /// Statements built once per job from the live catalog (the export has every column).
@@ -291,7 +313,7 @@ impl JobKind for PurgeLogs {
         } else {
             None
         };
-        let sql = statements(&ctx.pool, &fit, &paths).await?;
+        let sql = statements(&ctx.pool, &fit, &paths, params.export).await?;
         let mut cp = match ctx.checkpoint::<Checkpoint>()? {
             Some(cp) => cp,
             None => start(&params, ctx, &fit).await?,
@@ -308,18 +330,14 @@ impl JobKind for PurgeLogs {
                 cp.protected_runs = Some(protected_runs(&ctx.pool, cp.cutoff).await?);
                 ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
             }
-            loop {
-                ctx.check_stop()?;
-                if !purge_batch(&params, ctx, &sql, op.as_ref(), &mut cp).await? {
-                    break;
-                }
-                ctx.partial_result(done_so_far(&params, &cp));
-                report(ctx, &cp, unit, &mut meter).await?;
-            }
+            purge_unit(&params, ctx, &sql, op.as_ref(), &mut cp, &mut meter).await?;
             cp.unit += 1;
             cp.cursor = Cursor::start();
             cp.cursor_by_id = None;
             ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
+        }
+        if let Some(op) = &op {
+            forget_pending(ctx, op, &mut cp).await?;
         }
         drop_temporary(ctx, &paths).await?;
         let mut result = finish(&params, ctx, &cp, &fit).await?;
@@ -462,4 +480,32 @@ fn done_so_far(params: &PurgeLogsParams, cp: &Checkpoint) -> Value {
         "files_left_for_orphan_records": offloads,
         "vacuum": Value::Null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Held {
+        #[serde(default, deserialize_with = "one_or_many")]
+        pending: Vec<Pending>,
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_the_pipeline_keeps_its_pending_batch() {
+        let one: Held = serde_json::from_value(json!({"pending": {"stamp_us": 7, "keys": ["a"]}}))
+            .expect("one");
+        assert_eq!(one.pending.len(), 1);
+        assert_eq!((one.pending[0].stamp_us, one.pending[0].keys.len()), (7, 1));
+        let none: Held = serde_json::from_value(json!({"pending": null})).expect("null");
+        assert!(none.pending.is_empty());
+        let absent: Held = serde_json::from_value(json!({})).expect("absent");
+        assert!(absent.pending.is_empty());
+        let many: Held = serde_json::from_value(
+            json!({"pending": [{"stamp_us": 1, "keys": []}, {"stamp_us": 2, "keys": []}]}),
+        )
+        .expect("many");
+        assert_eq!(many.pending.len(), 2);
+    }
 }

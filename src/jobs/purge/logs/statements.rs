@@ -1,6 +1,7 @@
 //! What a purge selects and counts: the cutoff, the protected runs, the batch statements for
 //! this release's shape, and one batch's rows read.
 
+use futures_util::TryStreamExt;
 use sqlx::Postgres;
 
 use super::*;
@@ -105,10 +106,12 @@ pub(super) async fn count(
     Ok(counts)
 }
 
+/// The batch statements; without an export the parents are read without their JSON.
 pub(super) async fn statements(
     pool: &PgPool,
     fit: &Fit,
     paths: &[Choice],
+    export: bool,
 ) -> Result<Sql, JobError> {
     // Parents are `p` and dependents `t` in the statements: one expression per table and alias.
     let mut json_of: HashMap<(&str, &str), String> = HashMap::new();
@@ -152,7 +155,14 @@ pub(super) async fn statements(
         select_parents: UNITS
             .iter()
             .zip(&keysets)
-            .map(|(u, k)| u.select_batch_by(*k, &json(u.table, "p")))
+            .map(|(u, k)| {
+                let row = if export {
+                    json(u.table, "p")
+                } else {
+                    "NULL::text".to_string()
+                };
+                u.select_batch_by(*k, &row)
+            })
             .collect(),
         keysets,
         select_dependents: dependents
@@ -196,7 +206,7 @@ pub(super) async fn start(
         unit: 0,
         cursor: Cursor::start(),
         protected_runs: None,
-        pending: None,
+        pending: Vec::new(),
         last_stamp_us: 0,
         totals: counts
             .totals()
@@ -215,67 +225,94 @@ pub(super) async fn start(
     Ok(cp)
 }
 
-pub(super) async fn read_batch(
-    params: &PurgeLogsParams,
-    ctx: &JobCtx,
-    sql: &Sql,
-    cp: &Checkpoint,
-) -> Result<Option<Batch>, JobError> {
+/// What a batch's reads share: the unit's statements and the job's selection.
+pub(super) struct Walk<'a> {
+    pub(super) pool: &'a PgPool,
+    pub(super) sql: &'a Sql,
+    pub(super) unit: usize,
+    pub(super) tenants: Option<&'a [Uuid]>,
+    pub(super) cutoff: NaiveDateTime,
+    pub(super) batch: i64,
+    pub(super) protected: &'a [Uuid],
+    pub(super) export: bool,
+}
+
+/// The next batch after `after`, or `None` when the unit has no rows left. Without an export
+/// only the parents' ids are read: the deletes find the dependents themselves.
+pub(super) async fn read_batch(w: &Walk<'_>, after: Cursor) -> Result<Option<Batch>, JobError> {
     use sqlx::Row as _;
-    let protected = cp.protected_runs.as_deref().unwrap_or_default();
+    let unit = &UNITS[w.unit];
     let rows = bind_unit(
-        &sql.select_parents[cp.unit],
-        params.tenant_ids.as_deref(),
-        cp.cutoff,
-        cp.cursor,
-        i64::from(params.batch),
-        protected,
+        &w.sql.select_parents[w.unit],
+        w.tenants,
+        w.cutoff,
+        after,
+        w.batch,
+        w.protected,
     )
-    .fetch_all(&ctx.pool)
+    .fetch_all(w.pool)
     .await?;
     let Some(last) = rows.last() else {
         return Ok(None);
     };
     let last = Cursor {
-        time: match sql.keysets[cp.unit] {
+        time: match w.sql.keysets[w.unit] {
             Keyset::CreatedAtId => last.try_get(2)?,
-            Keyset::Id => cp.cursor.time,
+            Keyset::Id => after.time,
         },
         id: last.try_get(0)?,
     };
-    let mut parents = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut tenant_of: HashMap<Uuid, Uuid> = HashMap::with_capacity(rows.len());
+    let mut files = Files::default();
     for row in rows {
+        let id: Uuid = row.try_get(0)?;
         let tenant: Option<Uuid> = row.try_get(1)?;
-        parents.push(Row {
-            id: row.try_get(0)?,
-            tenant: tenant.unwrap_or_default(),
-            json: row.try_get(3)?,
-        });
-    }
-    let tenant_of: HashMap<Uuid, Uuid> = parents.iter().map(|r| (r.id, r.tenant)).collect();
-    let ids: Vec<Uuid> = parents.iter().map(|r| r.id).collect();
-    // Each dependent table on its own connection, at once: the reads are independent.
-    let reads = sql.select_dependents[cp.unit].iter().map(|select| {
-        sqlx::query(sqlx::AssertSqlSafe(select.clone()))
-            .bind(&ids)
-            .fetch_all(&ctx.pool)
-    });
-    let mut dependents = Vec::with_capacity(sql.dependents[cp.unit].len());
-    for rows in futures_util::future::try_join_all(reads).await? {
-        let mut found = Vec::with_capacity(rows.len());
-        for row in rows {
-            let parent: Uuid = row.try_get(1)?;
-            found.push(Row {
-                id: row.try_get(0)?,
-                tenant: tenant_of.get(&parent).copied().unwrap_or_default(),
-                json: row.try_get(2)?,
-            });
+        let tenant = tenant.unwrap_or_default();
+        if w.export {
+            let json: &str = row.try_get(3)?;
+            files.push(tenant, unit.table, json);
+            tenant_of.insert(id, tenant);
         }
-        dependents.push(found);
+        ids.push(id);
+    }
+    if !w.export {
+        return Ok(Some(Batch {
+            ids,
+            last,
+            export: None,
+        }));
+    }
+    // Each dependent table on its own connection, at once: the reads are independent. Rows
+    // are streamed into the files, so a batch is held once, as the bytes to write.
+    let reads = w.sql.dependents[w.unit]
+        .iter()
+        .zip(&w.sql.select_dependents[w.unit])
+        .map(|(d, select)| {
+            let (ids, tenant_of) = (&ids, &tenant_of);
+            async move {
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+                    .bind(ids)
+                    .fetch(w.pool);
+                let (mut copied, mut files) = (HashSet::new(), Files::default());
+                while let Some(row) = rows.try_next().await? {
+                    let parent: Uuid = row.try_get(1)?;
+                    let json: &str = row.try_get(2)?;
+                    let tenant = tenant_of.get(&parent).copied().unwrap_or_default();
+                    files.push(tenant, d.table, json);
+                    copied.insert(row.try_get(0)?);
+                }
+                Ok::<_, JobError>((copied, files))
+            }
+        });
+    let mut copied = Vec::with_capacity(w.sql.dependents[w.unit].len());
+    for (ids, more) in futures_util::future::try_join_all(reads).await? {
+        copied.push(ids);
+        files.merge(more);
     }
     Ok(Some(Batch {
-        parents,
-        dependents,
+        ids,
         last,
+        export: Some(Exported { files, copied }),
     }))
 }
