@@ -2,9 +2,9 @@
 # Orphan scan benchmark: Upkeep's `orphan_records` plan over N `upload_files` rows (a third
 # referenced from message answers, a third from message_files, a third orphaned) beside a
 # hand-written ceiling on the same database: one psql session that gathers the same reference
-# sources (the script is generated from Upkeep's own source list, bench/orphans_sql.rs) into an
-# indexed temporary table, anti-joins and counts. The ceiling runs before and after Upkeep;
-# the ratio is to the faster of the two. Both must find the same rows.
+# sources (the script is generated from Upkeep's own source list, bench/orphans_sql.rs) into
+# an indexed, analyzed temporary table, anti-joins and counts. The ceiling runs before and
+# after Upkeep; the ratio is to the faster of the two. Both must find the same rows.
 # Usage: bench/orphans.sh [--files N]   (default 1000000; release build; prints Markdown)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,7 +110,7 @@ ratio=$(python3 -c "import sys; print(round(float(sys.argv[1]) / float(sys.argv[
 echo "| tool | seconds | ratio to the ceiling | orphans found | peak RSS MB |"
 echo "|---|---|---|---|---|"
 echo "| Upkeep \`orphan_records\` plan ($up_sources reference sources, plan recorded) | $up_s | $ratio | $up_orphans | $up_rss |"
-echo "| ceiling: one psql session, the same $sources sources gathered + indexed + anti-joined + counted (before Upkeep) | $sql1_s | | $sql1_orphans | — |"
+echo "| ceiling: one psql session, the same $sources sources gathered + indexed + analyzed + anti-joined + counted (before Upkeep) | $sql1_s | | $sql1_orphans | — |"
 echo "| the same ceiling, after Upkeep | $sql2_s | | $sql2_orphans | — |"
 echo
 echo "Load average (1, 5, 15 min) at the start: $load_start; at the end: $load_end."
