@@ -169,37 +169,47 @@ async fn select_of(pool: &PgPool, s: &IdSource) -> Result<Option<String>, sqlx::
     }))
 }
 
-/// Gathers every referenced id into `upkeep.orphan_refs` under `job_id`, one statement per
-/// source; returns the sources read and those skipped (absent in this Dify).
-pub async fn gather(
-    pool: &PgPool,
-    job_id: Uuid,
-) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
-    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
-        .bind(job_id)
-        .execute(pool)
-        .await?;
-    let (mut read, mut skipped) = (Vec::new(), Vec::new());
+/// The reference sources this Dify has, read in one statement.
+pub struct Gather {
+    /// `SELECT id FROM (...) UNION ALL ...`: every id every present source holds (nulls and
+    /// duplicates included; whoever uses it anti-joins, so neither matters).
+    pub select: String,
+    /// The sources read, as `table (id)` or `table.column`.
+    pub read: Vec<String>,
+    /// The sources this Dify lacks (an older release), in the same form.
+    pub skipped: Vec<String>,
+}
+
+/// The one statement that reads every reference source present here. `orphan_records` and the
+/// benchmark's hand-written ceiling (`bench/orphans_sql.rs`) both gather with it, so the two
+/// always read the same sources.
+pub async fn gather(pool: &PgPool) -> Result<Gather, sqlx::Error> {
+    let (mut selects, mut read, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for s in ID_SOURCES {
         let label = match s.holds {
             Holds::Id(_) => format!("{} (id)", s.table),
             Holds::Text(c) => format!("{}.{c}", s.table),
         };
-        let Some(select) = select_of(pool, s).await? else {
-            skipped.push(label);
-            continue;
-        };
-        let sql = format!(
-            "INSERT INTO upkeep.orphan_refs (job_id, id) SELECT DISTINCT $1::uuid, x FROM ({select}) AS q(x) \
-             WHERE x IS NOT NULL ON CONFLICT DO NOTHING"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(job_id)
-            .execute(pool)
-            .await?;
-        read.push(label);
+        match select_of(pool, s).await? {
+            Some(select) => {
+                selects.push(format!("SELECT x FROM ({select}) AS q(x)"));
+                read.push(label);
+            }
+            None => skipped.push(label),
+        }
     }
-    Ok((read, skipped))
+    if selects.is_empty() {
+        selects.push("SELECT NULL::uuid".into());
+    }
+    let select = format!(
+        "SELECT x AS id FROM ({}) AS g(x) WHERE x IS NOT NULL",
+        selects.join(" UNION ALL ")
+    );
+    Ok(Gather {
+        select,
+        read,
+        skipped,
+    })
 }
 
 /// The `SELECT`s of the id-column sources this Dify has, found once per run.

@@ -412,3 +412,49 @@ async fn a_confirm_run_killed_mid_way_resumes_and_deletes_each_row_once() {
     rescuer.stop().await;
     client.stop().await;
 }
+
+#[tokio::test]
+async fn a_plan_run_killed_mid_way_starts_over_and_records_each_row_once() {
+    let db = pg::dify_database().await;
+    let tree = TempTree::new("records");
+    let kept = orphans_and_a_kept_row(&db).await;
+    let storage = tree.config();
+    // The planning daemon dies right after upload_files' plan commits, as under kill -9: its
+    // session (and temporary table) goes with it, the rows it recorded stay.
+    let (client, id) = submit_to_a_doomed_daemon(
+        &db,
+        "orphan_records.table_planned=abort@1",
+        json!({"kind": "orphan_records", "params": {"storage": storage}}),
+    )
+    .await;
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1")
+            .bind(Uuid::parse_str(&id).unwrap())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 2500, "upload_files was planned before the kill");
+
+    let rescuer = rescuer(&db).await;
+    let done = rescuer.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(
+        done["result"]["tables"]["upload_files"],
+        json!({"orphans": 2500, "too_young": 0}),
+        "{done}"
+    );
+    // The same plan as one clean run: every orphan once, the referenced row not at all.
+    let (rows, distinct, with_kept): (i64, i64, bool) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT item), bool_or(item = 'upload_files:' || $2) \
+         FROM upkeep.orphan_plan WHERE job_id = $1",
+    )
+    .bind(Uuid::parse_str(&id).unwrap())
+    .bind(kept)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, distinct, with_kept), (2500, 2500, false));
+    rescuer.stop().await;
+    client.stop().await;
+}

@@ -4,3 +4,4 @@
 pub mod files;
 mod plan;
 pub mod records;
+mod refs;

@@ -1,8 +1,10 @@
 //! `orphan_records`: `upload_files` and `tool_files` rows nothing references any more, and
-//! `message_files` rows whose message is gone. The references are gathered in the database
-//! (`upkeep.orphan_refs`), a superset of what Dify's command scans. Like `orphan_files`, a run
-//! without `confirm` records a plan; a run with `confirm` deletes exactly the planned rows
-//! still unreferenced, re-checked, in short transactions. Objects are left to `orphan_files`.
+//! `message_files` rows whose message is gone. The references, a superset of what Dify's
+//! command scans, are gathered in the database, in one statement, into a temporary table of
+//! the run's own session (`refs`). Like `orphan_files`, a run without `confirm` records a plan
+//! (one `INSERT ... SELECT` per table, never an id through the daemon); a run with `confirm`
+//! deletes exactly the planned rows still unreferenced, re-checked against references gathered
+//! afresh, in short transactions. Objects are left to `orphan_files`.
 
 use chrono::{DateTime, Utc};
 use opendal::{ErrorKind, Operator};
@@ -13,6 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::plan;
+use super::refs::{self, Refs};
 use crate::config::Settings;
 use crate::dify::file_refs;
 use crate::dify::shape;
@@ -116,13 +119,6 @@ impl JobKind for OrphanRecords {
     }
 }
 
-/// Gathers the references (the shape check at the start made sure every table needed to
-/// decide is there).
-async fn gather(ctx: &mut JobCtx) -> Result<(Vec<String>, Vec<String>), JobError> {
-    ctx.progress(phase("gather references"), true).await?;
-    Ok(file_refs::gather(&ctx.pool, ctx.job_id).await?)
-}
-
 fn phase(name: &str) -> Progress {
     Progress {
         phase: name.into(),
@@ -131,73 +127,46 @@ fn phase(name: &str) -> Progress {
     }
 }
 
+/// Opens the run's session and gathers the references there (the shape check at the start made
+/// sure every table needed to decide is there).
+async fn gather(ctx: &mut JobCtx) -> Result<Refs, JobError> {
+    ctx.progress(phase("gather references"), true).await?;
+    Refs::gather(ctx).await
+}
+
+/// What one table's plan found: rows planned, rows spared as too young, the first planned ids.
+struct Found {
+    planned: u64,
+    too_young: u64,
+    sample: Vec<Uuid>,
+}
+
 async fn make_plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
     let config = storage_param::resolve(params.storage.as_ref(), "storage", &ctx.settings)
         .map_err(storage_param::invalid)?;
     let op = storage_param::open(&config, "storage").map_err(storage_param::invalid)?;
-    let (read, skipped) = gather(ctx).await?;
+    // A rerun after a kill starts over: the plan is only usable once its run has succeeded.
     sqlx::query("DELETE FROM upkeep.orphan_plan WHERE job_id = $1")
         .bind(ctx.job_id)
         .execute(&ctx.pool)
         .await?;
-    let hours = i32::try_from(params.min_age_hours).unwrap_or(i32::MAX);
-    let cutoff = Utc::now() - chrono::Duration::hours(i64::from(hours));
+    let mut refs = gather(ctx).await?;
+    let found = plan_tables(&params, ctx, &op, &mut refs).await;
+    let (read, skipped) = (
+        std::mem::take(&mut refs.read),
+        std::mem::take(&mut refs.skipped),
+    );
+    refs.close().await;
     let mut counts = serde_json::Map::new();
     let mut sample = Vec::new();
-    for table in TABLES {
-        let mut after = Uuid::nil();
-        let (mut planned, mut too_young) = (0u64, 0u64);
-        loop {
-            ctx.check_stop()?;
-            let rows = candidates(&ctx.pool, table, ctx.job_id, after).await?;
-            let Some((last, _, _)) = rows.last() else {
-                break;
-            };
-            after = *last;
-            let mut items = Vec::new();
-            for (id, key, created) in rows {
-                // tool_files has no timestamp: its object's age stands in.
-                let created = match (created, key) {
-                    (Some(t), _) => Some(t),
-                    (None, Some(key)) => object_time(&op, &key).await?,
-                    (None, None) => None,
-                };
-                if created.is_some_and(|t| t > cutoff) {
-                    too_young += 1;
-                    continue;
-                }
-                planned += 1;
-                if sample.len() < SAMPLE {
-                    sample.push(item(table, id));
-                }
-                items.push(plan::Planned {
-                    item: item(table, id),
-                    size: None,
-                    last_modified: created,
-                });
-            }
-            if !ctx.dry_run {
-                plan::record(ctx, &items).await?;
-            }
-            ctx.progress(
-                Progress {
-                    done: planned,
-                    detail: Some(json!({"table": table})),
-                    ..phase(&format!("find orphaned {table}"))
-                },
-                false,
-            )
-            .await?;
-        }
+    for (table, found) in TABLES.iter().zip(found?) {
         counts.insert(
             table.to_string(),
-            json!({"orphans": planned, "too_young": too_young}),
+            json!({"orphans": found.planned, "too_young": found.too_young}),
         );
+        let room = SAMPLE.saturating_sub(sample.len());
+        sample.extend(found.sample.iter().take(room).map(|id| item(table, *id)));
     }
-    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
-        .bind(ctx.job_id)
-        .execute(&ctx.pool)
-        .await?;
     Ok(json!({
         "plan_job_id": (!ctx.dry_run).then_some(ctx.job_id),
         "min_age_hours": params.min_age_hours,
@@ -208,37 +177,166 @@ async fn make_plan(params: OrphanRecordsParams, ctx: &mut JobCtx) -> Result<Valu
     }))
 }
 
-/// Unreferenced rows of `table` after `after`, with a key (tool_files) or a creation time.
-async fn candidates(
-    pool: &PgPool,
-    table: &str,
-    job: Uuid,
-    after: Uuid,
-) -> Result<Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)>, sqlx::Error> {
-    // Dify writes naive UTC. Young rows come back too, to be counted, not planned.
-    let query = match table {
-        "upload_files" => sqlx::query_as(
-            "SELECT u.id, NULL::text, (u.created_at AT TIME ZONE 'UTC') FROM public.upload_files u \
-             WHERE u.id > $2 \
-             AND NOT EXISTS (SELECT 1 FROM upkeep.orphan_refs r WHERE r.job_id = $1 AND r.id = u.id) \
-             ORDER BY u.id LIMIT $3",
+/// Plans each of `TABLES`, in that order.
+async fn plan_tables(
+    params: &OrphanRecordsParams,
+    ctx: &mut JobCtx,
+    op: &Operator,
+    refs: &mut Refs,
+) -> Result<Vec<Found>, JobError> {
+    let hours = i32::try_from(params.min_age_hours).unwrap_or(i32::MAX);
+    let cutoff = Utc::now() - chrono::Duration::hours(i64::from(hours));
+    let mut found = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        ctx.check_stop()?;
+        ctx.progress(
+            Progress {
+                detail: Some(json!({"table": table})),
+                ..phase(&format!("find orphaned {table}"))
+            },
+            false,
         )
-        .bind(job),
-        "tool_files" => sqlx::query_as(
-            "SELECT t.id, t.file_key::text, NULL::timestamptz FROM public.tool_files t \
-             WHERE t.id > $2 \
-             AND NOT EXISTS (SELECT 1 FROM upkeep.orphan_refs r WHERE r.job_id = $1 AND r.id = t.id) \
-             ORDER BY t.id LIMIT $3",
+        .await?;
+        let f = match *table {
+            "tool_files" => plan_tool_files(ctx, op, refs, cutoff).await?,
+            _ => plan_in_db(ctx, refs, table, cutoff).await?,
+        };
+        ctx.failpoint("orphan_records.table_planned").await?;
+        ctx.progress(
+            Progress {
+                done: f.planned,
+                detail: Some(json!({"table": table})),
+                ..phase(&format!("find orphaned {table}"))
+            },
+            true,
         )
-        .bind(job),
-        // No reference to gather: a message_files row is an orphan when its message is gone.
-        _ => sqlx::query_as(
-            "SELECT mf.id, NULL::text, (mf.created_at AT TIME ZONE 'UTC') FROM public.message_files mf \
-             WHERE mf.id > $1 AND NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = mf.message_id) \
-             ORDER BY mf.id LIMIT $2",
+        .await?;
+        found.push(f);
+    }
+    Ok(found)
+}
+
+/// The unreferenced rows of a table whose age is a column, as `(id, created)`: upload_files
+/// rows no gathered reference names, message_files rows whose message is gone. Dify writes
+/// naive UTC.
+fn unreferenced(table: &str) -> String {
+    match table {
+        "upload_files" => format!(
+            "SELECT u.id, u.created_at AT TIME ZONE 'UTC' FROM public.upload_files u \
+             WHERE NOT EXISTS (SELECT 1 FROM {} r WHERE r.id = u.id)",
+            refs::TABLE
         ),
+        // No reference to gather: a message_files row is an orphan when its message is gone.
+        _ => "SELECT mf.id, mf.created_at AT TIME ZONE 'UTC' FROM public.message_files mf \
+              WHERE NOT EXISTS (SELECT 1 FROM public.messages m WHERE m.id = mf.message_id)"
+            .into(),
+    }
+}
+
+/// Plans one table in one statement on the run's session: the anti-join, the plan recorded
+/// (unless a dry run) with one `INSERT ... SELECT`, the counts and a sample, no id passing
+/// through the daemon. Rows go in in id order, so the plan's index grows at its end.
+async fn plan_in_db(
+    ctx: &JobCtx,
+    refs: &mut Refs,
+    table: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<Found, JobError> {
+    let sql = format!(
+        "WITH c (id, created) AS MATERIALIZED ({}), \
+         planned AS (SELECT id, created FROM c WHERE created IS NULL OR created <= $2), \
+         ins AS (INSERT INTO upkeep.orphan_plan (job_id, item, last_modified) \
+                 SELECT $1, $3 || ':' || id, created FROM planned WHERE $5 ORDER BY id) \
+         SELECT (SELECT count(*) FROM planned), (SELECT count(*) FROM c WHERE created > $2), \
+                ARRAY(SELECT id FROM planned ORDER BY id LIMIT $4)",
+        unreferenced(table)
+    );
+    let (job, record) = (ctx.job_id, !ctx.dry_run);
+    let (planned, too_young, sample): (i64, i64, Vec<Uuid>) = refs
+        .run(ctx, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(job)
+                .bind(cutoff)
+                .bind(table)
+                .bind(SAMPLE as i64)
+                .bind(record)
+                .fetch_one(conn)
+        })
+        .await?;
+    Ok(Found {
+        planned: planned as u64,
+        too_young: too_young as u64,
+        sample,
+    })
+}
+
+/// tool_files has no timestamp: its object's age stands in, so its unreferenced rows come to
+/// the daemon a page at a time, to be looked up in storage.
+async fn plan_tool_files(
+    ctx: &mut JobCtx,
+    op: &Operator,
+    refs: &mut Refs,
+    cutoff: DateTime<Utc>,
+) -> Result<Found, JobError> {
+    let sql = format!(
+        "SELECT t.id, t.file_key::text FROM public.tool_files t WHERE t.id > $1 \
+         AND NOT EXISTS (SELECT 1 FROM {} r WHERE r.id = t.id) ORDER BY t.id LIMIT $2",
+        refs::TABLE
+    );
+    let mut after = Uuid::nil();
+    let mut found = Found {
+        planned: 0,
+        too_young: 0,
+        sample: Vec::new(),
     };
-    query.bind(after).bind(BATCH).fetch_all(pool).await
+    loop {
+        ctx.check_stop()?;
+        let rows: Vec<(Uuid, Option<String>)> = refs
+            .run(ctx, |conn| {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(after)
+                    .bind(BATCH)
+                    .fetch_all(conn)
+            })
+            .await?;
+        let Some((last, _)) = rows.last() else {
+            break;
+        };
+        after = *last;
+        let mut items = Vec::new();
+        for (id, key) in rows {
+            let created = match key {
+                Some(key) => object_time(op, &key).await?,
+                None => None,
+            };
+            if created.is_some_and(|t| t > cutoff) {
+                found.too_young += 1;
+                continue;
+            }
+            found.planned += 1;
+            if found.sample.len() < SAMPLE {
+                found.sample.push(id);
+            }
+            items.push(plan::Planned {
+                item: item("tool_files", id),
+                size: None,
+                last_modified: created,
+            });
+        }
+        if !ctx.dry_run {
+            plan::record(ctx, &items).await?;
+        }
+        ctx.progress(
+            Progress {
+                done: found.planned,
+                detail: Some(json!({"table": "tool_files"})),
+                ..phase("find orphaned tool_files")
+            },
+            false,
+        )
+        .await?;
+    }
+    Ok(found)
 }
 
 async fn object_time(op: &Operator, key: &str) -> Result<Option<DateTime<Utc>>, JobError> {
@@ -258,6 +356,7 @@ async fn object_time(op: &Operator, key: &str) -> Result<Option<DateTime<Utc>>, 
 /// A page of planned rows, checked against the references gathered afresh and the live id
 /// columns, deleted in the transaction that records the outcomes.
 struct Rows {
+    refs: Refs,
     id_selects: Vec<String>,
 }
 
@@ -275,13 +374,7 @@ impl plan::Decide for Rows {
     > {
         let parsed: Vec<Option<(&str, Uuid)>> = page.iter().map(|p| parse_item(&p.item)).collect();
         let ids: Vec<Uuid> = parsed.iter().flatten().map(|(_, id)| *id).collect();
-        let gathered: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM upkeep.orphan_refs WHERE job_id = $1 AND id = ANY($2)",
-        )
-        .bind(ctx.job_id)
-        .bind(&ids)
-        .fetch_all(&ctx.pool)
-        .await?;
+        let gathered = self.refs.gathered(&ids).await?;
         let live = file_refs::live_id_refs(&ctx.pool, &self.id_selects, &ids).await?;
         let mut tx = ctx.pool.begin().await?;
         sqlx::query("SET LOCAL lock_timeout = '5s'")
@@ -328,9 +421,10 @@ impl plan::Decide for Rows {
 
 /// Gathers the references afresh, then deletes the plan's rows page by page.
 async fn apply_plan(plan_id: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> {
-    gather(ctx).await?;
+    let id_selects = file_refs::id_column_selects(&ctx.pool).await?;
     let mut rows = Rows {
-        id_selects: file_refs::id_column_selects(&ctx.pool).await?,
+        refs: gather(ctx).await?,
+        id_selects,
     };
     let total = plan::confirm(
         ctx,
@@ -340,11 +434,9 @@ async fn apply_plan(plan_id: Uuid, ctx: &mut JobCtx) -> Result<Value, JobError> 
         "orphan_records.batch_committed",
         &mut rows,
     )
-    .await?;
-    sqlx::query("DELETE FROM upkeep.orphan_refs WHERE job_id = $1")
-        .bind(ctx.job_id)
-        .execute(&ctx.pool)
-        .await?;
+    .await;
+    rows.refs.close().await;
+    let total = total?;
     let counts = plan::outcomes(ctx, plan_id).await?;
     let deleted: i64 = counts
         .iter()
