@@ -51,14 +51,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Quotes a Postgres identifier (table, schema) so names from configuration or requests can
-/// never be read as SQL. Every identifier that is not a literal in our code goes through here.
+/// The server's version as it reports it (`SHOW server_version`).
 pub async fn server_version(pool: &PgPool) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SHOW server_version")
         .fetch_one(pool)
         .await
 }
 
+/// Quotes a Postgres identifier (table, schema) so names from configuration or requests can
+/// never be read as SQL. Every identifier that is not a literal in our code goes through here.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
