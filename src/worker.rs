@@ -217,7 +217,7 @@ impl Workers {
                 "the database connection was lost ({}); requeued at its last checkpoint",
                 crate::secrets::scrub(&e.to_string())
             );
-            match lease.requeue_after_fault(&message).await {
+            match requeue_after_fault(lease, &message).await {
                 Ok(true) => {
                     tracing::warn!(error = %e, "database connection lost; requeued at its checkpoint");
                     return;
@@ -330,4 +330,21 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     format!("the job panicked: {text}")
+}
+
+/// Gives the job back after its connection was lost. The pool may still hold other
+/// connections the same fault cut (a job with several statements in flight used several), so
+/// a write that meets one of them is tried again on the next, a few times, before the job is
+/// left to its lease.
+async fn requeue_after_fault(lease: &Lease, message: &str) -> Result<bool, FenceError> {
+    let mut tries = 0;
+    loop {
+        match lease.requeue_after_fault(message).await {
+            Err(FenceError::Db(e)) if tries < 3 && crate::db::connection_lost(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, "requeue met a cut connection; trying again");
+            }
+            other => return other,
+        }
+    }
 }
