@@ -44,6 +44,8 @@ upkeep_bin="$PWD/target/release/upkeep"
 py=$(python3 -c 'import sys; print(sys.executable)')
 
 token="bench-token-0123456789abcdef"
+# The S3 keys in the job params are secrets, sealed at rest under this key.
+secret_key="bench-secret-key-0123456789abcdef"
 db_name=upkeep_bench_storage
 db_url="${UPKEEP_TEST_PG_URL%/*}/$db_name"
 work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-bench-storage.XXXXXX")
@@ -200,7 +202,7 @@ run_upkeep() { # SRC BUCKET VERIFY
   local src=$1 bucket=$2 verify=$3 port body resp id job t0 t1 i
   port=$(free_port)
   UPKEEP_DATABASE_URL="$db_url" UPKEEP_LISTEN="127.0.0.1:$port" UPKEEP_ADMIN_TOKEN="$token" \
-    UPKEEP_WORKERS=1 UPKEEP_LOG=warn \
+    UPKEEP_WORKERS=1 UPKEEP_LOG=warn UPKEEP_SECRET_KEY="$secret_key" \
     /usr/bin/time -v -o "$work/time.txt" "$upkeep_bin" serve >"$work/daemon.log" 2>&1 &
   time_pid=$!
   wait_http "http://127.0.0.1:$port/readyz"

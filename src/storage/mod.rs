@@ -3,6 +3,7 @@
 //! verified object transfers.
 
 pub mod config;
+pub mod digest;
 pub mod listing;
 pub mod operator;
 pub mod transfer;

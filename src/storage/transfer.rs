@@ -1,29 +1,27 @@
-//! Moving one object between two operators: streamed in chunks, hashed on the way, written as a
-//! multipart upload when large, and checked on the target before anyone calls it done.
+//! Moving one object between two operators: streamed in chunks, hashed on the way (see
+//! `digest`), written as a multipart upload when large, and checked on the target before anyone
+//! calls it done.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::TryStreamExt;
-use md5::Md5;
 use opendal::{ErrorKind, Operator};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+
+use super::digest::{self, Digests, Hasher, HashingFailed, PART, SINGLE_PUT_MAX, Wanted};
+pub use super::digest::{Sha256Sum, hex};
 
 /// The most a streaming read holds at once (OpenDAL's positioned reads of local files).
 const READ_BUFFER: usize = 2 << 20;
-/// Bytes per multipart part (S3 needs at least 5 MiB, except for the last one).
-const PART: usize = 8 << 20;
 /// Parts uploaded at once per object.
 const PARTS_IN_FLIGHT: usize = 2;
-/// The most one transfer holds in memory: a read chunk, the part being filled, the parts in flight.
-const MIB_PER_TRANSFER: u32 = ((READ_BUFFER + PART * (PARTS_IN_FLIGHT + 1)) >> 20) as u32;
-/// Objects up to this size go up in one request, read into memory first (under the budget):
-/// one PUT is far cheaper for a server than a multipart upload's create, parts and complete.
-const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// The most one streamed transfer holds in memory: a read chunk, the chunks queued for hashing,
+/// the part being filled, the parts in flight.
+const MIB_PER_TRANSFER: u32 =
+    ((READ_BUFFER * (1 + digest::QUEUED_CHUNKS) + PART * (PARTS_IN_FLIGHT + 1)) >> 20) as u32;
 /// Memory all transfers of a job may hold at once, in MiB.
 pub const MEMORY_BUDGET_MIB: u32 = 128;
-
-pub type Sha256Sum = [u8; 32];
 
 /// Which end of a transfer failed: a target failure stops a migration, a source one skips the
 /// object.
@@ -138,21 +136,25 @@ pub async fn hash_object(
     size: u64,
     budget: &MemoryBudget,
 ) -> Result<(u64, Sha256Sum), TransferError> {
-    let _memory = budget.reserve(size.min(READ_BUFFER as u64)).await;
+    let queued = READ_BUFFER as u64 * (1 + digest::QUEUED_CHUNKS as u64);
+    let _memory = budget.reserve(size.min(queued)).await;
     let fail = |e| TransferError::from_opendal(side, "reading", key, e);
     let reader = op.reader(key).await.map_err(fail)?;
     let mut stream = reader.into_bytes_stream(..).await.map_err(fail)?;
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| TransferError::new(side, "reading", key, e))?
-    {
-        len += chunk.len() as u64;
-        hasher.update(&chunk);
+    let wanted = Wanted {
+        sha256: true,
+        etag_of_size: None,
+    };
+    let failed = |e| TransferError::new(side, "hashing", key, e);
+    let mut hasher = Hasher::streaming(wanted, size);
+    while let Some(chunk) = next_chunk(&mut stream, side, key).await? {
+        hasher.update(&chunk).await.map_err(failed)?;
     }
-    Ok((len, hasher.finalize().into()))
+    let digests = hasher.finish().await.map_err(failed)?;
+    match digests.sha256 {
+        Some(sha) => Ok((digests.len, sha)),
+        None => Err(failed(HashingFailed::new("no SHA-256 was computed"))),
+    }
 }
 
 /// What a copy wrote.
@@ -164,61 +166,42 @@ pub struct Written {
     pub server_verified: bool,
 }
 
-/// MD5s the way S3 computes an ETag: of the whole object, or of each part for a multipart
-/// upload (`md5(md5(part1) || md5(part2) ...)-N`), parts being exactly `PART` bytes.
-struct EtagDigest {
-    whole: Md5,
-    part: Md5,
-    in_part: usize,
-    parts: Vec<[u8; 16]>,
+impl Written {
+    fn new(key: &str, digests: Digests, etag: Option<&str>) -> Result<Self, TransferError> {
+        let Some(sha256) = digests.sha256 else {
+            return Err(TransferError::new(
+                Side::Source,
+                "hashing",
+                key,
+                "no SHA-256 was computed",
+            ));
+        };
+        let server_verified = match (digests.etag, etag) {
+            (Some(ours), Some(theirs)) => ours.matches(theirs),
+            _ => false,
+        };
+        Ok(Written {
+            len: digests.len,
+            sha256,
+            server_verified,
+        })
+    }
 }
 
-impl EtagDigest {
-    fn new() -> Self {
-        EtagDigest {
-            whole: Md5::new(),
-            part: Md5::new(),
-            in_part: 0,
-            parts: Vec::new(),
-        }
-    }
+/// The next chunk of a source stream.
+async fn next_chunk(
+    stream: &mut (impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin),
+    side: Side,
+    key: &str,
+) -> Result<Option<Bytes>, TransferError> {
+    stream
+        .try_next()
+        .await
+        .map_err(|e| TransferError::new(side, "reading", key, e))
+}
 
-    fn update(&mut self, mut bytes: &[u8]) {
-        self.whole.update(bytes);
-        while !bytes.is_empty() {
-            let take = bytes.len().min(PART - self.in_part);
-            self.part.update(&bytes[..take]);
-            self.in_part += take;
-            bytes = &bytes[take..];
-            if self.in_part == PART {
-                let done = std::mem::replace(&mut self.part, Md5::new());
-                self.parts.push(done.finalize().into());
-                self.in_part = 0;
-            }
-        }
-    }
-
-    /// Whether `etag` (as a server returned it) is this content's.
-    fn matches(self, etag: &str, len: u64) -> bool {
-        let etag = etag.trim_matches('"').to_ascii_lowercase();
-        let whole: [u8; 16] = self.whole.finalize().into();
-        if etag == hex(&whole) {
-            return true;
-        }
-        if len <= SINGLE_PUT_MAX {
-            return false;
-        }
-        let mut parts = self.parts;
-        if self.in_part > 0 {
-            parts.push(self.part.finalize().into());
-        }
-        let mut of_parts = Md5::new();
-        for p in &parts {
-            of_parts.update(p);
-        }
-        let combined: [u8; 16] = of_parts.finalize().into();
-        etag == format!("{}-{}", hex(&combined), parts.len())
-    }
+fn hashing_failed(key: &str) -> impl Fn(HashingFailed) -> TransferError + '_ {
+    move |e| TransferError::new(Side::Source, "hashing", key, e)
 }
 
 /// Streams `object` from `src` to `dst`, hashing the bytes on the way. A failed write is
@@ -252,16 +235,18 @@ pub async fn copy_to(
         .content_type
         .as_deref()
         .unwrap_or("application/octet-stream");
-    let mut hasher = Sha256::new();
-    let mut etag = EtagDigest::new();
+    let wanted = Wanted {
+        sha256: true,
+        etag_of_size: Some(object.size),
+    };
+    let failed = hashing_failed(key);
     let mut len = 0u64;
     if object.size <= SINGLE_PUT_MAX {
+        // The whole object is read first and goes up in one request; it is hashed meanwhile,
+        // beside the read and the upload, while the memory it takes is reserved anyway.
+        let mut hasher = Hasher::holding(wanted, object.size);
         let mut chunks = Vec::new();
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| TransferError::new(Side::Source, "reading", key, e))?
-        {
+        while let Some(chunk) = next_chunk(&mut stream, Side::Source, key).await? {
             len += chunk.len() as u64;
             if len > object.size {
                 return Err(TransferError::new(
@@ -271,8 +256,7 @@ pub async fn copy_to(
                     "the object grew while it was read",
                 ));
             }
-            hasher.update(&chunk);
-            etag.update(&chunk);
+            hasher.update(&chunk).await.map_err(&failed)?;
             chunks.push(chunk);
         }
         let meta = dst
@@ -280,12 +264,10 @@ pub async fn copy_to(
             .content_type(content_type)
             .await
             .map_err(target_err)?;
-        return Ok(Written {
-            len,
-            sha256: hasher.finalize().into(),
-            server_verified: meta.etag().is_some_and(|t| etag.matches(t, len)),
-        });
+        let digests = hasher.finish().await.map_err(&failed)?;
+        return Written::new(key, digests, meta.etag());
     }
+    let mut hasher = Hasher::streaming(wanted, object.size);
     let mut writer = dst
         .writer_with(dst_key)
         .chunk(PART)
@@ -294,14 +276,8 @@ pub async fn copy_to(
         .await
         .map_err(target_err)?;
     let written: Result<opendal::Metadata, TransferError> = async {
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| TransferError::new(Side::Source, "reading", key, e))?
-        {
-            len += chunk.len() as u64;
-            hasher.update(&chunk);
-            etag.update(&chunk);
+        while let Some(chunk) = next_chunk(&mut stream, Side::Source, key).await? {
+            hasher.update(&chunk).await.map_err(&failed)?;
             writer.write(chunk).await.map_err(target_err)?;
         }
         writer.close().await.map_err(target_err)
@@ -314,12 +290,8 @@ pub async fn copy_to(
             return Err(e);
         }
     };
-    let server_verified = meta.etag().is_some_and(|t| etag.matches(t, len));
-    Ok(Written {
-        len,
-        sha256: hasher.finalize().into(),
-        server_verified,
-    })
+    let digests = hasher.finish().await.map_err(&failed)?;
+    Written::new(key, digests, meta.etag())
 }
 
 /// Checks the target's copy: with `expected_sha`, by reading it back (which also gives its
@@ -359,35 +331,4 @@ pub async fn verify(
         },
     }
     Ok(())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// S3's ETags for these contents, as moto and AWS compute them.
-    #[test]
-    fn etags_of_single_and_multipart_uploads() {
-        let mut d = EtagDigest::new();
-        d.update(b"hello");
-        assert!(d.matches("\"5d41402abc4b2a76b9719d911017c592\"", 5));
-        let data = vec![7u8; SINGLE_PUT_MAX as usize + 10];
-        let mut d = EtagDigest::new();
-        d.update(&data[..100]);
-        d.update(&data[100..]);
-        let mut digests = Vec::new();
-        for part in data.chunks(PART) {
-            digests.extend_from_slice(&<[u8; 16]>::from(Md5::digest(part)));
-        }
-        let parts = data.len().div_ceil(PART);
-        let expected = format!("{}-{parts}", hex(&<[u8; 16]>::from(Md5::digest(&digests))));
-        assert!(d.matches(&expected, data.len() as u64));
-        let mut d = EtagDigest::new();
-        d.update(b"hello");
-        assert!(!d.matches("\"opaque-azure-etag\"", 5));
-    }
 }
