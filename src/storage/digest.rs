@@ -168,7 +168,7 @@ impl HashingFailed {
 pub struct Hasher(Inner);
 
 enum Inner {
-    Inline(State),
+    Inline(Box<State>),
     Offloaded {
         chunks: Queue,
         task: JoinHandle<State>,
@@ -190,7 +190,7 @@ impl Hasher {
     pub fn holding(wanted: Wanted, size: u64) -> Self {
         let state = State::new(wanted);
         if size <= INLINE_MAX {
-            return Hasher(Inner::Inline(state));
+            return Hasher(Inner::Inline(Box::new(state)));
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let task = offload(state, move || rx.blocking_recv());
@@ -204,7 +204,7 @@ impl Hasher {
     pub fn streaming(wanted: Wanted, size: u64) -> Self {
         let state = State::new(wanted);
         if size <= INLINE_MAX {
-            return Hasher(Inner::Inline(state));
+            return Hasher(Inner::Inline(Box::new(state)));
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUED_CHUNKS);
         let task = offload(state, move || rx.blocking_recv());
