@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use super::{JobCtx, JobError, JobKind, Progress, SpecError};
 use crate::config::Settings;
+use crate::jobs::contract::vacuum::{VacuumPlan, VacuumResult, VacuumTableNow};
 use stats::{peak_space, table_names, table_stats};
 use table::vacuum_table;
 
@@ -140,35 +141,32 @@ impl JobKind for Vacuum {
 
     async fn plan(params: VacuumParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         let (stats, exact) = table_stats(&ctx.pool, params.tables.as_ref()).await?;
-        let tables: Vec<Value> = stats
+        let tables = stats
             .iter()
             .map(|t| {
                 let rows = (t.live_tuples + t.dead_tuples).max(1) as f64;
-                json!({
-                    "table": t.table,
-                    "total_bytes": t.total_bytes,
-                    "table_bytes": t.table_bytes,
-                    "index_bytes": t.index_bytes,
-                    "live_tuples": t.live_tuples,
-                    "dead_tuples": t.dead_tuples,
-                    "dead_ratio": ((t.dead_tuples as f64 / rows) * 1000.0).round() / 1000.0,
-                    "last_vacuum": t.last_vacuum,
-                    "last_autovacuum": t.last_autovacuum,
-                })
+                VacuumTableNow {
+                    table: t.table.clone(),
+                    total_bytes: t.total_bytes,
+                    table_bytes: t.table_bytes,
+                    index_bytes: t.index_bytes,
+                    live_tuples: t.live_tuples,
+                    dead_tuples: t.dead_tuples,
+                    dead_ratio: ((t.dead_tuples as f64 / rows) * 1000.0).round() / 1000.0,
+                    last_vacuum: t.last_vacuum,
+                    last_autovacuum: t.last_autovacuum,
+                }
             })
             .collect();
-        let mut result = json!({
-            "mode": params.mode,
-            "tables": tables,
-            "total_bytes": stats.iter().map(|t| t.total_bytes).sum::<i64>(),
-            "dead_tuples": stats.iter().map(|t| t.dead_tuples).sum::<i64>(),
-            // Estimated (from the catalogue) when a table was locked and could not be measured.
-            "sizes": if exact { "exact" } else { "estimated" },
-        });
-        if params.mode == VacuumMode::Full {
-            result["full_peak_free_space_bytes"] = json!(peak_space(&stats));
-        }
-        Ok(result)
+        Ok(value(VacuumPlan {
+            mode: params.mode,
+            tables,
+            total_bytes: stats.iter().map(|t| t.total_bytes).sum(),
+            dead_tuples: stats.iter().map(|t| t.dead_tuples).sum(),
+            sizes: if exact { "exact" } else { "estimated" }.into(),
+            full_peak_free_space_bytes: (params.mode == VacuumMode::Full)
+                .then(|| peak_space(&stats)),
+        }))
     }
 
     async fn run(params: VacuumParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -263,21 +261,28 @@ fn summary(params: &VacuumParams, cp: &Checkpoint, failures: &[TableOutcome]) ->
         .iter()
         .map(|o| o.size_after_bytes.unwrap_or(o.size_before_bytes))
         .sum();
-    let not_reached: Vec<&String> = cp
+    let not_reached: Vec<String> = cp
         .tables
         .iter()
         .filter(|t| !outcomes.iter().any(|o| &o.table == *t))
+        .cloned()
         .collect();
-    json!({
-        "mode": params.mode,
-        "tables": outcomes,
-        "vacuumed": cp.outcomes.len(),
-        "failed": failures.len(),
-        "not_reached": not_reached,
-        "size_before_bytes": before,
-        "size_after_bytes": after,
-        "reclaimed_bytes": before - after,
-    })
+    let result = VacuumResult {
+        mode: params.mode,
+        vacuumed: cp.outcomes.len() as u64,
+        failed: failures.len() as u64,
+        not_reached,
+        size_before_bytes: before,
+        size_after_bytes: after,
+        reclaimed_bytes: before - after,
+        tables: outcomes,
+    };
+    value(result)
+}
+
+/// A contract struct as JSON: plain numbers, strings and times always serialise.
+fn value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 async fn warn_full_space(ctx: &JobCtx, cp: &Checkpoint) -> Result<(), JobError> {

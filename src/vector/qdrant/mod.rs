@@ -155,6 +155,29 @@ fn point_of(
 }
 
 impl QdrantStore {
+    /// One page of a group's points, in id order after `cursor`.
+    async fn scroll_group(
+        &self,
+        at: &Location,
+        cursor: Option<&str>,
+        limit: usize,
+        payload: bool,
+        vectors: bool,
+    ) -> Result<qdrant_client::qdrant::ScrollResponse, VectorError> {
+        self.client
+            .scroll(ScrollPoints {
+                collection_name: at.collection.clone(),
+                filter: Some(group_filter(&at.group)),
+                offset: cursor.map(uuid_id),
+                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+                with_payload: Some(payload.into()),
+                with_vectors: Some(vectors.into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("scroll", e))
+    }
+
     /// Connects and asks the server's version once (it decides the vector wire form).
     pub async fn connect(
         grpc_url: &str,
@@ -372,19 +395,7 @@ impl VectorSource for QdrantStore {
         limit: usize,
         vectors: bool,
     ) -> Result<Page, VectorError> {
-        let page = self
-            .client
-            .scroll(ScrollPoints {
-                collection_name: at.collection.clone(),
-                filter: Some(group_filter(&at.group)),
-                offset: cursor.map(uuid_id),
-                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
-                with_payload: Some(true.into()),
-                with_vectors: Some(vectors.into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed("scroll", e))?;
+        let page = self.scroll_group(at, cursor, limit, true, vectors).await?;
         Ok(Page {
             points: page
                 .result

@@ -158,19 +158,7 @@ impl VectorTarget for QdrantStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), VectorError> {
-        let page = self
-            .client
-            .scroll(ScrollPoints {
-                collection_name: at.collection.clone(),
-                filter: Some(group_filter(&at.group)),
-                offset: cursor.map(uuid_id),
-                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
-                with_payload: Some(false.into()),
-                with_vectors: Some(false.into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed("scroll", e))?;
+        let page = self.scroll_group(at, cursor, limit, false, false).await?;
         let ids = page
             .result
             .iter()
