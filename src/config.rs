@@ -1,7 +1,7 @@
 //! Settings, read the way Dify reads its `.env` (same variable names, same defaults), plus
 //! Upkeep's own `UPKEEP_*` variables. Everything is validated before the daemon starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub admin_token: Option<String>,
     pub workers: usize,
+    /// `UPKEEP_KIND_LIMITS`: at most this many jobs of a kind run at once on this daemon
+    /// (`storage_migrate=1,vector_migrate=2`), so one daemon does not take every child job.
+    pub kind_limits: BTreeMap<String, usize>,
     pub job_ttl_days: u32,
     pub log_format: LogFormat,
     pub lease: Duration,
@@ -224,6 +227,7 @@ impl Settings {
         }
         // 0 serves the API only (workers run in other daemons on the same database).
         let workers = env.parse("UPKEEP_WORKERS", 4usize, |n| *n <= 64, "0..=64")?;
+        let kind_limits = kind_limits(env.get("UPKEEP_KIND_LIMITS"))?;
         let job_ttl_days = env.parse(
             "UPKEEP_JOB_TTL_DAYS",
             30u32,
@@ -278,6 +282,7 @@ impl Settings {
             listen,
             admin_token,
             workers,
+            kind_limits,
             job_ttl_days,
             log_format,
             lease: Duration::from_secs(lease),
@@ -294,6 +299,37 @@ impl Settings {
             ),
         })
     }
+}
+
+/// `kind=n,kind=n`: each kind one this daemon runs, each n in 1..=64.
+fn kind_limits(raw: Option<&str>) -> Result<BTreeMap<String, usize>, ConfigError> {
+    const VAR: &str = "UPKEEP_KIND_LIMITS";
+    let mut limits = BTreeMap::new();
+    for item in raw.unwrap_or_default().split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let Some((kind, n)) = item.split_once('=') else {
+            return Err(invalid(VAR, format!("expected kind=n, got {item:?}")));
+        };
+        let kind = kind.trim();
+        if !crate::jobs::KINDS.contains(&kind) {
+            return Err(invalid(
+                VAR,
+                format!(
+                    "{kind:?} is not a job kind (one of {})",
+                    crate::jobs::KINDS.join(", ")
+                ),
+            ));
+        }
+        match n.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => {
+                limits.insert(kind.to_string(), n);
+            }
+            _ => return Err(invalid(VAR, format!("{kind}: expected 1..=64, got {n:?}"))),
+        }
+    }
+    Ok(limits)
 }
 
 fn backup_env(env: &Env<'_>) -> Result<BackupEnv, ConfigError> {
@@ -445,6 +481,21 @@ mod tests {
     fn refuses_public_listen_without_token() {
         let err = Settings::from_env(&env(&[("UPKEEP_LISTEN", "0.0.0.0:8090")])).unwrap_err();
         assert_eq!(err.variable, "UPKEEP_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn kind_limits_name_real_kinds() {
+        let ok = Settings::from_env(&env(&[(
+            "UPKEEP_KIND_LIMITS",
+            "storage_migrate=1, vector_migrate=2",
+        )]))
+        .unwrap();
+        assert_eq!(ok.kind_limits["storage_migrate"], 1);
+        assert_eq!(ok.kind_limits["vector_migrate"], 2);
+        for bad in ["storage=1", "vacuum", "vacuum=0", "vacuum=x"] {
+            let err = Settings::from_env(&env(&[("UPKEEP_KIND_LIMITS", bad)])).unwrap_err();
+            assert_eq!(err.variable, "UPKEEP_KIND_LIMITS", "{bad}");
+        }
     }
 
     #[test]

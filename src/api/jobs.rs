@@ -108,6 +108,8 @@ pub struct ListQuery {
     pub state: Option<JobState>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only the child jobs of this job (`fan_out`).
+    pub parent_id: Option<Uuid>,
     /// 1..=200, default 50.
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -144,6 +146,7 @@ pub async fn list(
     let filter = JobFilter {
         state: q.state,
         kind: q.kind,
+        parent_id: q.parent_id,
         before: q.cursor,
         limit,
     };

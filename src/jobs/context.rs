@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::failpoint::{FailAction, FailPoints};
 use crate::metrics::Metrics;
 use crate::queue::{EventType, FenceError, Lease};
+use crate::worker::Slot;
 
 /// How often progress reaches the database (and the event log) at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -29,6 +30,10 @@ pub struct JobCtx {
     pub pool: PgPool,
     /// The daemon's configuration (Dify's env), for jobs whose params default to it.
     pub settings: Arc<Settings>,
+    /// Set for a child job (see `fanout`).
+    pub parent_id: Option<Uuid>,
+    /// The worker slot this job holds; a parent gives it back while its children run.
+    slot: Option<Slot>,
     lease: Lease,
     checkpoint: Option<serde_json::Value>,
     /// Fired by a cancel request or a lost lease.
@@ -54,6 +59,8 @@ pub struct CtxParts {
     pub metrics: Arc<Metrics>,
     pub failpoints: Arc<FailPoints>,
     pub settings: Arc<Settings>,
+    pub parent_id: Option<Uuid>,
+    pub slot: Option<Slot>,
 }
 
 impl JobCtx {
@@ -65,6 +72,8 @@ impl JobCtx {
             dry_run: parts.dry_run,
             pool: parts.lease.pool().clone(),
             settings: parts.settings,
+            parent_id: parts.parent_id,
+            slot: parts.slot,
             lease: parts.lease,
             checkpoint: parts.checkpoint,
             cancel: parts.cancel,
@@ -88,6 +97,25 @@ impl JobCtx {
     /// The last [`JobCtx::partial_result`], for the worker once the job has returned.
     pub fn take_partial_result(&mut self) -> Option<serde_json::Value> {
         self.partial.take()
+    }
+
+    /// Gives the worker slot back while the job waits for others (its children).
+    pub fn release_slot(&mut self) {
+        if let Some(slot) = self.slot.as_mut() {
+            slot.release();
+        }
+    }
+
+    /// Takes a worker slot again after [`JobCtx::release_slot`].
+    pub async fn reacquire_slot(&mut self) {
+        if let Some(slot) = self.slot.as_mut() {
+            slot.reacquire().await;
+        }
+    }
+
+    /// Whether a cancel was requested (rather than a shutdown or a lost lease).
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.is_cancelled() && !self.lost.load(Ordering::SeqCst)
     }
 
     /// The checkpoint the previous attempt committed, if any.

@@ -38,6 +38,16 @@ pub const FAILURES: &[Failure] = &[
         "a backup set's vector file is damaged",
     ),
     f(
+        "children_failed",
+        true,
+        "some child jobs of a fanned-out job (`fan_out`) did not succeed; a retry of the parent retries them",
+    ),
+    f(
+        "children_missing",
+        false,
+        "a fanned-out job's child jobs are gone (deleted), so it cannot finish",
+    ),
+    f(
         "counts_differ",
         false,
         "after a restore, the rows per table differ from the manifest's",

@@ -5,6 +5,7 @@ pub mod backup;
 mod context;
 pub mod contract;
 pub mod failure;
+pub mod fanout;
 pub mod orphans;
 pub mod progress;
 pub mod purge;

@@ -1,4 +1,5 @@
-//! Operator actions on a job: cancel and retry.
+//! Operator actions on a job: cancel and retry. Both reach a fanned-out job's children (its
+//! child jobs of its own kind) in the same transaction.
 
 use serde_json::json;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ pub async fn cancel(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError>
             json!({"state": "cancelled", "message": "cancelled before it started"}),
         )
         .await?;
+        cancel_children(&mut tx, id).await?;
         tx.commit().await?;
         return Ok(row);
     }
@@ -45,6 +47,7 @@ pub async fn cancel(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError>
             json!({"message": "cancel requested; the job stops at its next batch boundary"}),
         )
         .await?;
+        cancel_children(&mut tx, id).await?;
         tx.commit().await?;
         return Ok(row);
     }
@@ -96,6 +99,68 @@ pub async fn retry(pool: &sqlx::PgPool, id: Uuid) -> Result<JobRow, QueueError> 
         json!({"state": "queued", "message": "retry requested; resumes from its checkpoint"}),
     )
     .await?;
+    let children: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE upkeep.jobs c SET state = 'queued', error = NULL, finished_at = NULL, \
+         cancel_requested_at = NULL, run_after = now(), max_attempts = c.attempts + 5, \
+         updated_at = now() FROM upkeep.jobs p \
+         WHERE p.id = $1 AND c.parent_id = p.id AND c.kind = p.kind \
+           AND c.state IN ('failed', 'cancelled') RETURNING c.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for child in children {
+        append_event(
+            &mut *tx,
+            child,
+            EventType::State,
+            None,
+            json!({"state": "queued", "message": format!("retried with its parent {id}")}),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(row)
+}
+
+/// Cancels the active child jobs of a fanned-out job: queued ones at once, running ones at
+/// their next batch boundary.
+async fn cancel_children(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<(), QueueError> {
+    let children: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "UPDATE upkeep.jobs c SET \
+             state = CASE WHEN c.state = 'queued' THEN 'cancelled' ELSE c.state END, \
+             finished_at = CASE WHEN c.state = 'queued' THEN now() ELSE c.finished_at END, \
+             cancel_requested_at = coalesce(c.cancel_requested_at, now()), updated_at = now() \
+         FROM upkeep.jobs p \
+         WHERE p.id = $1 AND c.parent_id = p.id AND c.kind = p.kind \
+           AND c.state IN ('queued', 'running') \
+         RETURNING c.id, c.state, c.attempts",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (child, state, attempts) in children {
+        if state == "cancelled" {
+            let message = format!("cancelled with its parent {id} before it started");
+            append_event(
+                &mut *tx,
+                child,
+                EventType::State,
+                None,
+                json!({"state": "cancelled", "message": message}),
+            )
+            .await?;
+        } else {
+            let message = format!("cancel requested with its parent {id}");
+            append_event(
+                &mut *tx,
+                child,
+                EventType::Log,
+                Some(attempts),
+                json!({"message": message}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

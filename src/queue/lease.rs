@@ -34,11 +34,21 @@ pub async fn claim(
     worker: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>, sqlx::Error> {
+    claim_except(pool, worker, lease, &[]).await
+}
+
+/// [`claim`], passing over jobs of the kinds in `skip` (this daemon runs its limit of them).
+pub async fn claim_except(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    skip: &[&str],
+) -> Result<Option<Claimed>, sqlx::Error> {
     let sql = "WITH next AS ( \
             SELECT id, state AS prev_state, locked_by AS prev_owner FROM upkeep.jobs \
             WHERE ((state = 'queued' AND run_after <= now()) \
                 OR (state = 'running' AND lease_expires_at < now())) \
-              AND attempts < max_attempts \
+              AND attempts < max_attempts AND NOT (kind = ANY($3)) \
             ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
          UPDATE upkeep.jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
             lease_expires_at = now() + make_interval(secs => $2), heartbeat_at = now(), \
@@ -49,6 +59,7 @@ pub async fn claim(
     let claimed = sqlx::query(sql)
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(skip)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(pg_row) = claimed else {

@@ -11,10 +11,10 @@ mod submit;
 
 pub use control::{cancel, retry};
 pub use events::{EventType, JobEvent, append_event, events_after};
-pub use lease::{Claimed, FenceError, Lease, claim};
+pub use lease::{Claimed, FenceError, Lease, claim, claim_except};
 pub use maintenance::{fail_exhausted, prune_finished};
 pub use read::{JobFilter, counts, get, list, ready, state_of};
-pub use submit::{NewJob, Submitted, submit};
+pub use submit::{NewJob, Submitted, submit, submit_child};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

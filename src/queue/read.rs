@@ -8,6 +8,8 @@ use super::{JobRow, JobState, QueueError};
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub kind: Option<String>,
+    /// Only the child jobs of this job.
+    pub parent_id: Option<Uuid>,
     /// Return jobs older than this one (ids are UUIDv7, so id order is creation order).
     pub before: Option<Uuid>,
     pub limit: i64,
@@ -46,6 +48,9 @@ pub async fn list(
     }
     if let Some(kind) = &filter.kind {
         query.push(" AND kind = ").push_bind(kind);
+    }
+    if let Some(parent) = filter.parent_id {
+        query.push(" AND parent_id = ").push_bind(parent);
     }
     if let Some(before) = filter.before {
         query.push(" AND id < ").push_bind(before);

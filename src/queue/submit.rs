@@ -147,3 +147,34 @@ fn same_request(sealer: &Sealer, existing: JobRow, job: &NewJob) -> Result<Submi
         })
     }
 }
+
+/// Queues a child job of `parent` (of the parent's kind, params already sealed) inside the
+/// caller's transaction, so the parent's checkpoint naming it commits with it (`jobs::fanout`).
+/// No resource key: the parent holds it for the whole family.
+pub async fn submit_child(
+    tx: &mut sqlx::PgConnection,
+    parent: Uuid,
+    kind: &str,
+    sealed_params: &serde_json::Value,
+) -> Result<Uuid, QueueError> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO upkeep.jobs (id, kind, params, parent_id, max_attempts) \
+         VALUES ($1, $2, $3, $4, 5)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(sealed_params)
+    .bind(parent)
+    .execute(&mut *tx)
+    .await?;
+    append_event(
+        &mut *tx,
+        id,
+        EventType::State,
+        None,
+        json!({"state": "queued", "message": format!("queued by its parent {parent}")}),
+    )
+    .await?;
+    Ok(id)
+}

@@ -79,3 +79,58 @@ impl<'a> Listing<'a> {
         JobError::failed(code, format!("{code}: listing {path:?}: {e}"))
     }
 }
+
+/// The units a copy is split into for child jobs: every path `depth` segments deep under the
+/// root (Dify keeps files under `<kind>/<tenant_id>/`, so depth 2 is one tenant's files of one
+/// kind), and every file found above that depth. `prefixes` deeper than `depth` stay whole.
+pub async fn units(
+    op: &Operator,
+    prefixes: &[String],
+    depth: usize,
+) -> Result<Vec<String>, JobError> {
+    let mut units = Vec::new();
+    let mut pending: Vec<String> = prefixes.to_vec();
+    while let Some(path) = pending.pop() {
+        let segments = path.split('/').filter(|s| !s.is_empty()).count();
+        if segments >= depth {
+            units.push(path);
+            continue;
+        }
+        let dir = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        // A prefix may name a root-level file as well as a directory.
+        if !path.is_empty()
+            && let Ok(meta) = op.stat(&path).await
+            && meta.mode() == EntryMode::FILE
+        {
+            units.push(path.clone());
+        }
+        let entries = match op.list(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(JobError::failed(
+                    "source_failed",
+                    format!("source_failed: listing {dir:?}: {e}"),
+                ));
+            }
+        };
+        for entry in entries {
+            let p = entry.path();
+            // Some services list the directory itself (`/` for the root).
+            if p == dir || p.is_empty() || p == "/" {
+                continue;
+            }
+            match p.strip_suffix('/') {
+                Some(sub) => pending.push(sub.to_string()),
+                None => units.push(p.to_string()),
+            }
+        }
+    }
+    units.sort();
+    units.dedup();
+    Ok(units)
+}

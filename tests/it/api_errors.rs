@@ -365,7 +365,7 @@ async fn paths_and_queries_are_checked() {
             err(
                 "unknown_field",
                 Some("page"),
-                "unknown field \"page\"; accepted: state, kind, limit, cursor",
+                "unknown field \"page\"; accepted: state, kind, parent_id, limit, cursor",
             ),
         ),
         (

@@ -11,6 +11,7 @@ mod console;
 mod demo;
 mod dify_shape;
 mod events;
+mod fan_out;
 mod faults;
 mod fixture_conformance;
 mod jobs_api;

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod backup_verify;
+pub mod fanout;
 pub mod orphan_files;
 pub mod orphan_records;
 pub mod purge_exports;

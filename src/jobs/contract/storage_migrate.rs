@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::fanout::{ChildJob, FanOutDetail, children};
 use super::{Phase, phase};
 use crate::jobs::storage_migrate::Verify;
 
@@ -25,6 +26,12 @@ pub const PHASES: &[Phase] = &[
         "objects",
         "listing the target once, to skip what is already there",
     ),
+    phase(
+        "split into child jobs",
+        "prefixes",
+        "with `fan_out`: the source's tenant prefixes found, to share among the child jobs",
+    ),
+    children("objects"),
     phase("copy", "objects", "copying and verifying every object"),
     phase(
         "update upload_files.storage_type",
@@ -61,6 +68,17 @@ pub struct StorageMigratePlan {
     pub db_references: DbReferences,
     /// The `storage_type` the file rows would get (`null` without `update_db`).
     pub update_db: Option<String>,
+    /// With `fan_out`: how the copy would be split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<SplitPlan>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitPlan {
+    pub children: u64,
+    /// Tenant prefixes (and top-level files) shared among them.
+    pub prefixes: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -94,7 +112,31 @@ pub struct MissingKey {
     pub why: Option<String>,
 }
 
-/// The result of `storage_migrate`.
+/// The result of `storage_migrate`: the whole migration's, or a child job's share of the copy.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum StorageMigrateOutcome {
+    Whole(Box<StorageMigrateResult>),
+    Share(StorageShareResult),
+}
+
+/// A child job's share of a fanned-out copy (`fan_out`); its parent does the rest.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageShareResult {
+    /// Prefixes it was given.
+    pub prefixes: u64,
+    pub copied: i64,
+    pub replaced: i64,
+    pub already_there: i64,
+    pub failed: u64,
+    pub vanished_from_source: u64,
+    pub bytes_copied: i64,
+    pub bytes_verified: i64,
+    pub failures: Vec<CopyFailure>,
+}
+
+/// The result of a whole `storage_migrate`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageMigrateResult {
@@ -120,6 +162,9 @@ pub struct StorageMigrateResult {
     pub safe_to_switch: bool,
     /// In words: whether Dify can be switched, and if not why.
     pub summary: String,
+    /// With `fan_out`: the child jobs that copied, and who ran them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<ChildJob>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -156,6 +201,7 @@ pub struct CrossCheck {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum StorageMigrateDetail {
+    Children(FanOutDetail),
     Copy(CopyDetail),
     UpdateDb(UpdateDbDetail),
     Finished(FinishedDetail),

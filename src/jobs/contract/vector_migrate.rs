@@ -5,14 +5,18 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::fanout::{ChildJob, FanOutDetail, children};
 use super::{Phase, phase};
 use crate::jobs::vector_migrate::unit::Outcome;
 
-pub const PHASES: &[Phase] = &[phase(
-    "copy",
-    "points",
-    "copying, verifying and switching datasets, several at once",
-)];
+pub const PHASES: &[Phase] = &[
+    phase(
+        "copy",
+        "points",
+        "copying, verifying and switching datasets, several at once",
+    ),
+    children("points"),
+];
 
 /// A dry run of `vector_migrate`: per dataset, what the source holds against what Dify
 /// expects, and the target's layout.
@@ -79,11 +83,22 @@ pub struct VectorMigrateResult {
     /// Where Dify reads the annotation replies from, when some were moved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<String>,
+    /// With `fan_out`: the child jobs, who ran them; `datasets` gathers theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<ChildJob>>,
+}
+
+/// Progress detail: the datasets' while this job copies, its children's with `fan_out`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum VectorMigrateDetail {
+    Copy(VectorCopyDetail),
+    Children(FanOutDetail),
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct VectorMigrateDetail {
+pub struct VectorCopyDetail {
     pub datasets_done: u64,
     pub datasets_running: u64,
     pub datasets_verifying: u64,

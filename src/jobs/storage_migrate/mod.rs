@@ -17,17 +17,20 @@ use tokio::task::JoinSet;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobCtx, JobError, JobKind, Progress, SpecError, storage_param};
+use super::{JobCtx, JobError, JobKind, Progress, SpecError, fanout, storage_param};
 use crate::config::Settings;
 use crate::dify::{shape, storage_refs};
 use crate::storage::listing::Listing;
 use crate::storage::transfer::{self, MemoryBudget, Sha256Sum, Side, TransferError};
 use crate::storage::{self, StorageConfig};
 
+mod children;
 mod copy;
 mod database;
+mod plan;
 mod source_delete;
 
+use children::*;
 use copy::*;
 use database::*;
 use source_delete::*;
@@ -78,6 +81,17 @@ pub struct StorageMigrateParams {
     /// Delete source objects once the whole migration is verified and safe to switch.
     #[serde(default)]
     pub delete_source: bool,
+    /// Split the copy into this many child jobs (1..=64), by tenant prefix
+    /// (`upload_files/<tenant_id>` and the like), that any daemon on this database claims.
+    /// This job waits for them, then updates the database, cross-checks and deletes once.
+    /// 1: the copy runs in this job.
+    #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, maximum = 64)]
+    pub fan_out: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_concurrency() -> u32 {
@@ -198,6 +212,9 @@ struct Checkpoint {
     db_after: Option<Uuid>,
     rows_updated: u64,
     cross_check: Option<Value>,
+    /// With `fan_out`: the child jobs that copy, queued with this checkpoint.
+    #[serde(default)]
+    children: Option<Children>,
 }
 
 impl Default for Checkpoint {
@@ -210,6 +227,7 @@ impl Default for Checkpoint {
             db_after: None,
             rows_updated: 0,
             cross_check: None,
+            children: None,
         }
     }
 }
@@ -218,7 +236,7 @@ impl JobKind for StorageMigrate {
     const KIND: &'static str = "storage_migrate";
     type Params = StorageMigrateParams;
     type Plan = crate::jobs::contract::storage_migrate::StorageMigratePlan;
-    type Outcome = crate::jobs::contract::storage_migrate::StorageMigrateResult;
+    type Outcome = crate::jobs::contract::storage_migrate::StorageMigrateOutcome;
     type Detail = crate::jobs::contract::storage_migrate::StorageMigrateDetail;
     const PHASES: &'static [crate::jobs::contract::Phase] =
         crate::jobs::contract::storage_migrate::PHASES;
@@ -234,6 +252,12 @@ impl JobKind for StorageMigrate {
         settings: &Settings,
     ) -> Result<(), SpecError> {
         storage_param::check_concurrency(params.concurrency)?;
+        if !(1..=fanout::MAX_CHILDREN).contains(&params.fan_out) {
+            return Err(SpecError::invalid(
+                "params.fan_out",
+                format!("must be between 1 and {}", fanout::MAX_CHILDREN),
+            ));
+        }
         shape::require(pool, Self::KIND, storage_refs::KEY_NEEDS).await?;
         if params.delete_source && params.verify != Verify::Checksum {
             return Err(SpecError::invalid(
@@ -250,82 +274,7 @@ impl JobKind for StorageMigrate {
 
     async fn plan(params: StorageMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         shape::require(&ctx.pool, Self::KIND, storage_refs::KEY_NEEDS).await?;
-        let (ends, src, dst) = open(&params, ctx)?;
-        let prefixes = prefix_paths(&params).map_err(invalid)?;
-        ctx.progress(phase_progress("scan source and target"), true)
-            .await?;
-        #[derive(Default, Serialize)]
-        struct Tally {
-            objects: u64,
-            bytes: u64,
-            absent_on_target: u64,
-            same_size_on_target: u64,
-            different_on_target: u64,
-        }
-        let mut per_prefix: BTreeMap<String, Tally> = BTreeMap::new();
-        let mut listing = Listing::new(&src, Side::Source, prefixes.clone());
-        let mut scanned = 0u64;
-        while let Some(batch) = listing.next_batch(256).await? {
-            ctx.check_stop()?;
-            let checks = futures_util::stream::iter(batch)
-                .map(|(key, _)| {
-                    let (src, dst) = (&src, &dst);
-                    async move {
-                        let object = transfer::stat_source(src, &key).await;
-                        let there = transfer::target_size(dst, &key).await;
-                        (key, object, there)
-                    }
-                })
-                .buffer_unordered(params.concurrency as usize)
-                .collect::<Vec<_>>()
-                .await;
-            for (key, object, there) in checks {
-                let object = match object {
-                    Ok(o) => o,
-                    Err(e) if e.not_found => continue,
-                    Err(e) => return Err(source_failed(e)),
-                };
-                let there = there.map_err(target_failed)?;
-                let tally = per_prefix.entry(top_prefix(&key)).or_default();
-                tally.objects += 1;
-                tally.bytes += object.size;
-                match there {
-                    None => tally.absent_on_target += 1,
-                    Some(size) if size == object.size => tally.same_size_on_target += 1,
-                    Some(_) => tally.different_on_target += 1,
-                }
-                scanned += 1;
-            }
-            ctx.progress(
-                Progress {
-                    done: scanned,
-                    ..phase_progress("scan source and target")
-                },
-                false,
-            )
-            .await?;
-        }
-        let refs = collect_refs(ctx).await?;
-        let (missing_on_source, missing_sample) = refs_missing_on_source(ctx, &src).await?;
-        clear_refs(ctx).await?;
-        let objects: u64 = per_prefix.values().map(|t| t.objects).sum();
-        let bytes: u64 = per_prefix.values().map(|t| t.bytes).sum();
-        let same: u64 = per_prefix.values().map(|t| t.same_size_on_target).sum();
-        Ok(json!({
-            "source": ends.source.describe(),
-            "target": ends.target.describe(),
-            "objects": objects,
-            "bytes": bytes,
-            "prefixes": per_prefix,
-            "would_skip_if_identical": same,
-            "note": "objects of the same size on the target are skipped only if their SHA-256 matches; the run checks that",
-            "db_references": {
-                "total": refs,
-                "missing_on_source": missing_on_source,
-                "missing_sample": missing_sample,
-            },
-            "update_db": params.update_db.then(|| ends.target.dify_type()),
-        }))
+        plan::plan(params, ctx).await
     }
 
     async fn run(params: StorageMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
@@ -353,9 +302,19 @@ impl JobKind for StorageMigrate {
             .await?;
         }
         let mut cp: Checkpoint = ctx.checkpoint()?.unwrap_or_default();
+        let child = ctx.parent_id.is_some();
         if cp.phase == Phase::Copy {
-            cp = Checkpoint::default();
-            copy_all(&params, ctx, &src, &dst, &mut cp).await?;
+            if params.fan_out > 1 && !child {
+                copy_in_children(&params, ctx, &src, &mut cp).await?;
+            } else {
+                cp = Checkpoint::default();
+                copy_all(&params, ctx, &src, &dst, &mut cp).await?;
+            }
+            // A child copies its share (again on a retry, for what failed); its parent does
+            // the rest, once.
+            if child {
+                return child_result(ctx, &params, &cp).await;
+            }
             cp.phase = Phase::UpdateDb;
             ctx.save_checkpoint(&ctx.pool.clone(), &cp).await?;
         }
@@ -489,7 +448,7 @@ async fn summary(
             check["unsafe"]
         )
     };
-    Ok(json!({
+    let mut result = json!({
         "source": ends.source.describe(),
         "target": ends.target.describe(),
         "copied": copied,
@@ -509,5 +468,9 @@ async fn summary(
         "source_deleted": deleted,
         "safe_to_switch": safe,
         "summary": verdict,
-    }))
+    });
+    if let Some(children) = &cp.children {
+        result["children"] = json!(children.ends);
+    }
+    Ok(result)
 }

@@ -10,6 +10,7 @@
 //! apps, from where to where); `copy` (one unit), `fill` (records the source lacks, changes
 //! made meanwhile), `verify`; `plan` (the dry run). None imports another both ways.
 
+mod children;
 mod copy;
 mod fill;
 mod params;
@@ -20,6 +21,8 @@ pub mod units;
 mod verify;
 
 pub use params::{MissingVectors, Scope, VectorMigrateParams};
+
+use super::fanout;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -74,6 +77,12 @@ impl JobKind for VectorMigrate {
         }
         if !(1..=32).contains(&params.concurrency) {
             return Err(SpecError::invalid("params.concurrency", "must be 1 to 32"));
+        }
+        if !(1..=fanout::MAX_CHILDREN).contains(&params.fan_out) {
+            return Err(SpecError::invalid(
+                "params.fan_out",
+                format!("must be 1 to {}", fanout::MAX_CHILDREN),
+            ));
         }
         match (params.missing_vectors, &params.embedding_endpoint) {
             (MissingVectors::Reembed, None) => {
@@ -154,6 +163,9 @@ impl JobKind for VectorMigrate {
     async fn run(params: VectorMigrateParams, ctx: &mut JobCtx) -> Result<Value, JobError> {
         shape::require(&ctx.pool, Self::KIND, vector_records::NEEDS).await?;
         let target_cfg = target_config(&params, &ctx.settings).map_err(invalid)?;
+        if params.fan_out > 1 && ctx.parent_id.is_none() {
+            return children::run_children(params, ctx, &target_cfg).await;
+        }
         let revision = crate::dify::revision(&ctx.pool).await?;
         let target = target_cfg
             .open_target(revision.as_deref())
@@ -346,6 +358,9 @@ async fn finish(
     // The switch commits with the checkpoint that records it.
     let switched = cp.done[cp.done.len() - 1].switched
         && switch(ctx, cp, &unit.ds, target.index_struct(&unit.at)).await?;
+    if switched {
+        ctx.failpoint("vector_migrate.switched").await?;
+    }
     let last = cp.done.len() - 1;
     if cp.done[last].switched && !switched {
         cp.done[last].switched = false;

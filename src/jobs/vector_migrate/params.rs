@@ -72,6 +72,15 @@ pub struct VectorMigrateParams {
     /// Point each verified dataset at the target; false copies and verifies only.
     #[serde(default = "yes")]
     pub switch_over: bool,
+    /// Share the datasets among this many child jobs (1..=64) that any daemon on this database
+    /// claims; each copies, verifies and switches its own. 1: this job does them all.
+    #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, maximum = 64)]
+    pub fan_out: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_batch() -> u32 {

@@ -20,6 +20,10 @@ use crate::queue::listener::Signals;
 use crate::queue::{self, Claimed, FenceError, JobState, Lease};
 use crate::secrets::SealError;
 
+mod slots;
+
+pub use slots::{Slot, Slots};
+
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub name: String,
@@ -40,14 +44,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Runs `config.workers` claim loops and the housekeeping loop until `shutdown` fires, then
-    /// waits for running jobs to stop (they requeue themselves at their next batch boundary).
+    /// Runs the claim loop (`config.workers` slots) and the housekeeping loop until `shutdown`
+    /// fires, then waits for running jobs to stop (they requeue themselves at their next batch
+    /// boundary).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut set = JoinSet::new();
-        for i in 0..self.config.workers {
+        if self.config.workers > 0 {
             let w = self.clone();
             let s = shutdown.clone();
-            set.spawn(async move { w.claim_loop(i, s).await });
+            set.spawn(async move { w.claim_loop(s).await });
         }
         let w = self.clone();
         let s = shutdown.clone();
@@ -55,31 +60,53 @@ impl Workers {
         while set.join_next().await.is_some() {}
     }
 
-    async fn claim_loop(&self, index: usize, shutdown: CancellationToken) {
-        let worker = format!("{}/{index}", self.config.name);
+    /// Takes a free slot, then claims a job for it; each job runs in a task of its own. The
+    /// slot is not held while nothing is claimable, so a parent that waited for its children
+    /// can take one back.
+    async fn claim_loop(&self, shutdown: CancellationToken) {
+        let slots = Slots::new(
+            self.config.workers,
+            self.config.settings.kind_limits.clone(),
+        );
+        let mut running = JoinSet::new();
         loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
             // Register for the wake-up before looking, so a job queued in between is not missed.
             let notified = self.signals.job_queued.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match queue::claim(&self.pool, &worker, self.config.lease).await {
+            let released = slots.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let permit = tokio::select! {
+                p = slots.free_slot() => p,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(permit) = permit else { break };
+            let worker = format!("{}/{}", self.config.name, permit.index);
+            let full = slots.full_kinds();
+            let skip: Vec<&str> = full.iter().map(String::as_str).collect();
+            match queue::claim_except(&self.pool, &worker, self.config.lease, &skip).await {
                 Ok(Some(claimed)) => {
-                    self.execute(&worker, claimed, shutdown.clone()).await;
+                    let slot = slots.hold(permit, &claimed.row.kind);
+                    let (w, s) = (self.clone(), shutdown.clone());
+                    running.spawn(async move { w.execute(&worker, claimed, s, slot).await });
+                    while running.try_join_next().is_some() {}
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(worker, error = %e, "claim failed"),
             }
+            drop(permit);
+            while running.try_join_next().is_some() {}
             let jitter = Duration::from_millis(fastrand::u64(0..=250));
             tokio::select! {
                 _ = &mut notified => {}
+                _ = &mut released => {}
                 _ = tokio::time::sleep(self.config.poll_interval + jitter) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
         }
+        while running.join_next().await.is_some() {}
     }
 
     async fn housekeeping(&self, shutdown: CancellationToken) {
@@ -100,7 +127,13 @@ impl Workers {
         }
     }
 
-    async fn execute(&self, worker: &str, claimed: Claimed, shutdown: CancellationToken) {
+    async fn execute(
+        &self,
+        worker: &str,
+        claimed: Claimed,
+        shutdown: CancellationToken,
+        slot: Slot,
+    ) {
         let row = claimed.row;
         let span = tracing::info_span!("job", job.id = %row.id, job.kind = %row.kind, attempt = row.attempts);
         async move {
@@ -111,7 +144,12 @@ impl Workers {
                 }
                 None => tracing::info!(worker, "starting the job"),
             }
-            if row.cancel_requested_at.is_some() {
+            // A parent cancelled while no daemon ran it still waits out its children.
+            let waits_for_children = row.cancel_requested_at.is_some()
+                && crate::jobs::fanout::has_active_children(&self.pool, row.id)
+                    .await
+                    .unwrap_or(false);
+            if row.cancel_requested_at.is_some() && !waits_for_children {
                 self.finish(
                     &lease,
                     &row.kind,
@@ -153,6 +191,9 @@ impl Workers {
                 }
             };
             let cancel = CancellationToken::new();
+            if waits_for_children {
+                cancel.cancel();
+            }
             let lost = Arc::new(AtomicBool::new(false));
             self.signals.running.insert(row.id, cancel.clone());
             let mut ctx = JobCtx::new(CtxParts {
@@ -166,6 +207,8 @@ impl Workers {
                 metrics: self.metrics.clone(),
                 failpoints: self.config.failpoints.clone(),
                 settings: self.config.settings.clone(),
+                parent_id: row.parent_id,
+                slot: Some(slot),
             });
             let heartbeat = tokio::spawn(
                 heartbeat(lease.clone(), cancel.clone(), lost.clone()).in_current_span(),
