@@ -80,7 +80,7 @@ wait_http() {
 }
 time_field() { awk -F': ' -v k="$2" '$1 ~ k {print $2}' "$1" | tail -1; }
 # "count bytes" under a directory.
-tree_size() { find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %d", n, b }'; }
+tree_size() { find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %d\n", n, b }'; }
 
 fresh_db() {
   psql "$UPKEEP_TEST_PG_URL" -qc "drop database if exists $db_name with (force)" >/dev/null
@@ -121,8 +121,11 @@ run_upkeep() { # DAEMONS
       UPKEEP_LOG=warn UPKEEP_SECRET_KEY="$secret_key" UPKEEP_POLL_MS=200 \
       taskset -c "$i" /usr/bin/time -v -o "$work/time-$i.txt" "$upkeep_bin" serve \
       >"$work/daemon-$i.log" 2>&1 &
-    pids+=($!)
+    times+=($!)
     wait_http "http://127.0.0.1:$port/readyz"
+    # taskset execs /usr/bin/time, whose child is the daemon: it gets the SIGTERM, so time
+    # can report.
+    pids+=("$(ps --ppid "$!" -o pid= | tr -d ' ')")
   done
   body=$("$py" -c '
 import json, sys
@@ -142,7 +145,7 @@ print(json.dumps({"kind": "storage_migrate", "params": {
     sleep 0.2
   done
   for p in "${pids[@]}"; do kill -TERM "$p"; done
-  for p in "${pids[@]}"; do wait "$p" || true; done
+  for p in "${times[@]}"; do wait "$p" || true; done
   pids=()
   printf '%s\n' "$job" >"$work/job.json"
   {

@@ -47,6 +47,9 @@ pub enum JobsCommand {
         state: Option<String>,
         #[arg(long)]
         kind: Option<String>,
+        /// Only the child jobs of this job (`fan_out`).
+        #[arg(long)]
+        parent: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -213,10 +216,16 @@ async fn dispatch(client: &Client, command: JobsCommand) -> Result<ExitCode, Str
             }
             print(&job);
         }
-        JobsCommand::List { state, kind, limit } => {
+        JobsCommand::List {
+            state,
+            kind,
+            parent,
+            limit,
+        } => {
             let mut q = vec![("limit", limit.to_string())];
             q.extend(state.map(|s| ("state", s)));
             q.extend(kind.map(|k| ("kind", k)));
+            q.extend(parent.map(|p| ("parent_id", p)));
             let page = client
                 .json(client.request(Method::GET, "/v1/jobs").query(&q))
                 .await?;
