@@ -113,11 +113,6 @@ impl JobCtx {
         }
     }
 
-    /// Whether a cancel was requested (rather than a shutdown or a lost lease).
-    pub fn cancel_requested(&self) -> bool {
-        self.cancel.is_cancelled() && !self.lost.load(Ordering::SeqCst)
-    }
-
     /// The checkpoint the previous attempt committed, if any.
     pub fn checkpoint<T: DeserializeOwned>(&self) -> Result<Option<T>, JobError> {
         match &self.checkpoint {

@@ -118,21 +118,14 @@ pub(super) async fn child_result(
     params: &StorageMigrateParams,
     cp: &Checkpoint,
 ) -> Result<Value, JobError> {
-    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT outcome, count(*), sum(size)::bigint FROM upkeep.storage_objects \
-         WHERE job_id = $1 GROUP BY outcome",
-    )
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
-    .await?;
-    let get = |o: &str| {
-        rows.iter()
-            .find(|(k, _, _)| k == o)
-            .map_or((0, 0), |(_, n, b)| (*n, b.unwrap_or(0)))
-    };
-    let (copied, copied_bytes) = get("copied");
-    let (replaced, replaced_bytes) = get("replaced");
-    let (already, already_bytes) = get("already_there");
+    let Ledger {
+        copied,
+        copied_bytes,
+        replaced,
+        replaced_bytes,
+        already,
+        already_bytes,
+    } = Ledger::of(ctx).await?;
     let result = json!({
         "prefixes": params.prefixes.as_ref().map_or(0, Vec::len),
         "copied": copied,

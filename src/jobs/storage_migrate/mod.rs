@@ -407,6 +407,44 @@ fn top_prefix(key: &str) -> String {
     }
 }
 
+/// The job's ledger by outcome: objects and bytes.
+struct Ledger {
+    copied: i64,
+    copied_bytes: i64,
+    replaced: i64,
+    replaced_bytes: i64,
+    already: i64,
+    already_bytes: i64,
+}
+
+impl Ledger {
+    async fn of(ctx: &JobCtx) -> Result<Ledger, JobError> {
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT outcome, count(*), sum(size)::bigint FROM upkeep.storage_objects \
+             WHERE job_id = $1 GROUP BY outcome",
+        )
+        .bind(ctx.job_id)
+        .fetch_all(&ctx.pool)
+        .await?;
+        let get = |o: &str| {
+            rows.iter()
+                .find(|(k, _, _)| k == o)
+                .map_or((0, 0), |(_, n, b)| (*n, b.unwrap_or(0)))
+        };
+        let (copied, copied_bytes) = get("copied");
+        let (replaced, replaced_bytes) = get("replaced");
+        let (already, already_bytes) = get("already_there");
+        Ok(Ledger {
+            copied,
+            copied_bytes,
+            replaced,
+            replaced_bytes,
+            already,
+            already_bytes,
+        })
+    }
+}
+
 async fn summary(
     ctx: &JobCtx,
     ends: &Ends,
@@ -416,21 +454,14 @@ async fn summary(
     safe: bool,
     deleted: u64,
 ) -> Result<Value, JobError> {
-    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT outcome, count(*), sum(size)::bigint FROM upkeep.storage_objects \
-         WHERE job_id = $1 GROUP BY outcome",
-    )
-    .bind(ctx.job_id)
-    .fetch_all(&ctx.pool)
-    .await?;
-    let get = |o: &str| {
-        rows.iter()
-            .find(|(k, _, _)| k == o)
-            .map_or((0, 0), |(_, n, b)| (*n, b.unwrap_or(0)))
-    };
-    let (copied, copied_bytes) = get("copied");
-    let (replaced, replaced_bytes) = get("replaced");
-    let (already, already_bytes) = get("already_there");
+    let Ledger {
+        copied,
+        copied_bytes,
+        replaced,
+        replaced_bytes,
+        already,
+        already_bytes,
+    } = Ledger::of(ctx).await?;
     let target_type = ends.target.dify_type();
     let verdict = if safe {
         format!(
