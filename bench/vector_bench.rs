@@ -3,8 +3,10 @@
 //! on milvus-lite; both in `tests/servers/`), beside the ceiling, in one run: a tight loop that
 //! only writes the same points (payloads, vectors, batch size) into the same server, with no
 //! reading (Qdrant: upserts; Milvus: plain inserts, without the doc_id look-up Upkeep's
-//! idempotent writes make), once sequentially and once with Upkeep's parallelism. Every run's
-//! points are counted afterwards, so a broken run cannot look fast.
+//! idempotent writes make), once sequentially, once with Upkeep's parallelism (a stream per
+//! dataset) and once with two batches in flight per stream as well (Upkeep writes two pages
+//! of a dataset at once). Every run's points are counted afterwards, so a broken run cannot
+//! look fast.
 //! The target server gets core 0 to itself and everything else (this program, pinned by
 //! `bench/vectors.sh`, the Weaviate server and the daemon) shares core 1, as if the stores ran
 //! on machines of their own: on two shared cores the single-threaded server would otherwise be
@@ -17,6 +19,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -278,14 +281,15 @@ async fn copy_batch(pool: &sqlx::PgPool, at: &Location, points: &[Point]) {
     copy.finish().await.expect("copy end");
 }
 
-/// The ceiling: only writes, `streams` at once (one per dataset), batches of `batch`.
+/// The ceiling: only writes, `streams` at once (one per dataset), batches of `batch`, each
+/// stream with `depth` batches in flight (Upkeep writes two pages of a dataset at once).
 async fn ceiling(
     copy_into: Option<&sqlx::PgPool>,
     store: &AnyStore,
     places: &[Location],
     data: &[(Uuid, Vec<Point>)],
     batch: usize,
-    streams: usize,
+    (streams, depth): (usize, usize),
 ) -> Duration {
     for at in places {
         store
@@ -300,17 +304,21 @@ async fn ceiling(
             .zip(places.chunks(per_stream))
             .map(|(part, places)| async move {
                 for ((_, points), at) in part.iter().zip(places) {
-                    for chunk in points.chunks(batch) {
+                    let writes = points.chunks(batch).map(|chunk| async move {
                         if let Some(pool) = copy_into {
                             copy_batch(pool, at, chunk).await;
-                            continue;
+                            return;
                         }
                         match store {
                             AnyStore::Milvus(m) => m.insert_only(at, chunk).await,
                             other => other.write(at, chunk).await,
                         }
                         .expect("write");
-                    }
+                    });
+                    futures_util::stream::iter(writes)
+                        .buffered(depth)
+                        .collect::<Vec<()>>()
+                        .await;
                 }
             });
     futures_util::future::join_all(work).await;
@@ -490,13 +498,15 @@ async fn main() {
     let mut rows = Vec::new();
     let target_cpu = |s: &Option<Child>| s.as_ref().map_or(f64::NAN, cpu);
     let cpus = |client: f64| [target_cpu(&target_server), cpu(&weaviate), client];
-    for streams in [1, a.concurrency] {
+    let shapes = [(1, 1), (a.concurrency, 1), (a.concurrency, 2)];
+    for (run, (streams, depth)) in shapes.into_iter().enumerate() {
         let places: Vec<Location> = data
             .iter()
-            .map(|(ds, _)| place(&target, *ds, &collection, Some(streams)))
+            .map(|(ds, _)| place(&target, *ds, &collection, Some(run)))
             .collect();
         let before = cpus(own_cpu());
-        let took = ceiling(copy_pool.as_ref(), &store, &places, &data, a.batch, streams).await;
+        let shape = (streams, depth);
+        let took = ceiling(copy_pool.as_ref(), &store, &places, &data, a.batch, shape).await;
         let after = cpus(own_cpu());
         assert_eq!(
             count_all(&store, &places).await,
@@ -508,8 +518,13 @@ async fn main() {
         } else {
             "upsert loop"
         };
+        let in_flight = if depth > 1 {
+            format!(", {depth} batches in flight each")
+        } else {
+            String::new()
+        };
         rows.push((
-            format!("{name}, {streams} stream(s) (ceiling)"),
+            format!("{name}, {streams} stream(s){in_flight} (ceiling)"),
             took.as_secs_f64(),
             [0, 1, 2].map(|i| after[i] - before[i]),
             "—".to_string(),
@@ -563,7 +578,10 @@ async fn main() {
         rss,
     ));
 
-    let best = rows[..2].iter().map(|r| n as f64 / r.1).fold(0.0, f64::max);
+    let best = rows[..shapes.len()]
+        .iter()
+        .map(|r| n as f64 / r.1)
+        .fold(0.0, f64::max);
     let into = match a.target.as_str() {
         "qdrant" => "the Qdrant stand-in answering as 1.8.3 (datasets sharing one collection)",
         "milvus" => "the Milvus test server on milvus-lite (a collection per dataset)",

@@ -2,8 +2,9 @@
 # Vector migration benchmark: Upkeep's `vector_migrate` from the Weaviate test server to a
 # target test server (tests/servers/: the Qdrant stand-in answering as Qdrant 1.8.3, or the
 # Milvus server on milvus-lite), beside the ceiling: a loop that only writes the same points
-# into the same server (Qdrant upserts, Milvus plain inserts), sequentially and with Upkeep's
-# parallelism, in the same run. Every run's points are counted afterwards.
+# into the same server (Qdrant upserts, Milvus plain inserts), sequentially, with Upkeep's
+# parallelism, and with two batches in flight per dataset as Upkeep writes them, in the same
+# run. Every run's points are counted afterwards.
 # --target pgvector writes into the PostgreSQL 16 + pgvector server of scripts/lib/pgvector.sh;
 # its ceiling is a COPY loop into the same tables.
 # Usage: bench/vectors.sh [--target qdrant|milvus|pgvector] [--points N] [--datasets N] [--dim N]

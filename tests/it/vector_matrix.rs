@@ -479,6 +479,51 @@ async fn a_record_twice_in_the_source_lands_once_in_milvus() {
     d.stop().await;
 }
 
+/// The same record twice in the source, in two pages written at once (pages of one object,
+/// the copy's id right after the original's): the second page waits for the first, so
+/// Milvus's look-up finds the first row and replaces it; the record lands once.
+#[tokio::test]
+async fn a_record_twice_in_pages_in_flight_together_lands_once_in_milvus() {
+    let s = Scenario::new("weaviate", "milvus").await;
+    let TestStore::Weaviate(w) = &s.source else {
+        panic!("the source is Weaviate")
+    };
+    let unit = &s.units[1];
+    let (doc_id, rec) = unit.records.iter().nth(3).expect("a record");
+    let class = crate::support::dify_vectors::class_name(unit.id);
+    let listed = w
+        .get(&format!("/v1/objects?class={class}&limit=1000"))
+        .await;
+    let original = listed["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["properties"]["doc_id"] == json!(doc_id))
+        .and_then(|o| o["id"].as_str())
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .expect("the record's object");
+    let next = Uuid::from_u128(original.as_u128() + 1);
+    let mut props = rec.metadata.clone();
+    props.insert("text".into(), json!(rec.text));
+    let object = json!({"class": class, "id": next, "properties": props,
+                        "vectors": {"default": rec.vector}});
+    w.send(
+        reqwest::Method::POST,
+        "/v1/batch/objects",
+        json!({"objects": [object]}),
+    )
+    .await;
+    let d = s.daemon().await;
+    let job = run(
+        &d,
+        json!({"kind": "vector_migrate", "params": {"batch_size": 1}}),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    s.assert_moved().await;
+    d.stop().await;
+}
+
 /// Milvus writes a page of the fast first pass but its answer is lost (UNAVAILABLE after the
 /// insert landed): the retry looks the page's `doc_id`s up and replaces what landed, so each
 /// record is there once.

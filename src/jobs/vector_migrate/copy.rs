@@ -1,14 +1,17 @@
 //! One knowledge base (or one app's annotation replies) of a `vector_migrate`, from source to
-//! target: copy the stored points page by page (the next page is read while the current one
-//! is written), take what the source lacks from Dify's `embeddings` cache or an embeddings
+//! target: copy the stored points page by page (the next page is read while up to two are
+//! being written), take what the source lacks from Dify's `embeddings` cache or an embeddings
 //! endpoint, bring it along with what Dify changed meanwhile (`fill`), then verify.
 //! Runs as its own task; each written page is reported to the job, which checkpoints it.
 //! Store failures end this unit, not the job; database failures end both.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::JobError;
@@ -18,7 +21,11 @@ use super::unit::{
 };
 use super::verify::{Check, verify};
 use crate::dify::vector_records::{self, Record};
-use crate::vector::store::{Point, VectorError, VectorStore, VectorTarget};
+use crate::vector::store::{Page, Point, VectorError, VectorStore, VectorTarget};
+
+/// Pages of one unit being written at once: while the target takes one, the next is on its
+/// way, so a slow read or a busy client never leaves the target idle.
+const IN_FLIGHT: usize = 2;
 
 /// Times a unit re-reads Dify's tables to bring the copy along with changes before it gives up.
 const CATCH_UP_ROUNDS: usize = 4;
@@ -149,8 +156,10 @@ impl Copy<'_> {
         ))))
     }
 
-    /// Source pages to the target under Dify's `doc_id`s; the read of the next page overlaps
-    /// the write of this one. Each written page is reported before the next is written.
+    /// Source pages to the target under Dify's `doc_id`s, up to `IN_FLIGHT` pages written at
+    /// once while the next is read, so the target never waits on this side (the read, the
+    /// parse, the request). Pages are reported in source order, each once it and every page
+    /// before it are written: a checkpoint never covers a page still in flight.
     /// Returns the doc_ids written when the copy was fresh (see `UnitState::fresh`): then
     /// nothing else is in its place.
     async fn copy(
@@ -173,49 +182,75 @@ impl Copy<'_> {
         state.fresh = untouched && self.target_is_empty().await?;
         // A doc_id the source holds twice is written over itself, not added twice.
         let mut copied: HashSet<String> = HashSet::new();
-        let mut page = self.read(state.cursor.as_deref()).await?;
+        // The state once every page read so far is written.
+        let mut ahead = state.clone();
+        let mut writes = FuturesOrdered::new();
+        // The doc_ids of each page in flight, in the order of `writes`.
+        let mut flying: VecDeque<HashSet<String>> = VecDeque::new();
+        let read_from =
+            |cursor: Option<String>| Box::pin(async move { self.read(cursor.as_deref()).await });
+        let mut reading = Some(read_from(state.cursor.clone()));
         loop {
-            let mut batch = Vec::with_capacity(page.points.len());
-            let mut new = state.fresh;
-            for p in page.points {
-                match p
-                    .doc_id()
-                    .filter(|d| wanted.contains(d))
-                    .map(str::to_string)
-                {
-                    Some(doc_id) => {
-                        if state.fresh {
-                            new &= copied.insert(doc_id.clone());
-                        }
-                        state.sample.push(Sampled {
-                            doc_id: doc_id.clone(),
-                            source_id: p.id.clone(),
-                        });
-                        batch.push(Point { id: doc_id, ..p });
+            // Until a page is read and a write slot is free, or every page is written.
+            let mut page = None;
+            while !(page.is_some() && writes.len() < IN_FLIGHT)
+                && (page.is_some() || reading.is_some() || !writes.is_empty())
+            {
+                tokio::select! {
+                    Some(done) = writes.next(), if !writes.is_empty() => {
+                        flying.pop_front();
+                        *state = done?;
+                        self.report(reports, state).await;
                     }
-                    None => state.strays += 1,
+                    read = some(&mut reading), if reading.is_some() => {
+                        reading = None;
+                        match read {
+                            Ok(read) => page = Some(read),
+                            Err(e) => {
+                                // What is in flight lands first: a retry resumes after it.
+                                self.drain(&mut writes, &mut flying, state, reports).await?;
+                                return Err(e);
+                            }
+                        }
+                    }
                 }
             }
-            state.sample.sort();
-            state.sample.dedup();
-            state.sample.truncate(VECTOR_SAMPLE);
-            let next = page.next.take();
-            let (written, next_page) = tokio::join!(self.write_page(&batch, new), async {
-                match &next {
-                    Some(cursor) => Some(self.read(Some(cursor)).await),
-                    None => None,
-                }
-            });
-            written?;
-            state.copied += batch.len() as u64;
-            state.read_all = next.is_none();
-            state.cursor = next;
-            self.report(reports, state).await;
-            match next_page {
-                None => return Ok(state.fresh.then_some(copied)),
-                Some(p) => page = p?,
+            let Some(Page { points, next }) = page else {
+                return Ok(state.fresh.then_some(copied));
+            };
+            let (batch, new) = take_page(points, &wanted, &mut ahead, &mut copied);
+            ahead.copied += batch.len() as u64;
+            ahead.read_all = next.is_none();
+            ahead.cursor = next;
+            // A doc_id already in flight is written after it, as the source orders them.
+            let ids: HashSet<String> = batch.iter().map(|p| p.id.clone()).collect();
+            if flying.iter().any(|f| !f.is_disjoint(&ids)) {
+                self.drain(&mut writes, &mut flying, state, reports).await?;
             }
+            let snapshot = ahead.clone();
+            writes.push_back(async move { self.write_page(&batch, new).await.map(|()| snapshot) });
+            flying.push_back(ids);
+            reading = ahead.cursor.clone().map(|c| read_from(Some(c)));
         }
+    }
+
+    /// Waits for every page in flight, reporting each as it lands.
+    async fn drain<F>(
+        &self,
+        writes: &mut FuturesOrdered<F>,
+        flying: &mut VecDeque<HashSet<String>>,
+        state: &mut UnitState,
+        reports: &mpsc::Sender<Report>,
+    ) -> Result<(), VectorError>
+    where
+        F: Future<Output = Result<UnitState, VectorError>>,
+    {
+        while let Some(done) = writes.next().await {
+            flying.pop_front();
+            *state = done?;
+            self.report(reports, state).await;
+        }
+        Ok(())
     }
 
     /// Whether the unit's place in the target holds nothing (or does not exist yet).
@@ -279,5 +314,48 @@ impl Copy<'_> {
             .write_all(&rebuilt.points)
             .await
             .map(|()| rebuilt.points))
+    }
+}
+
+/// A page's points under their `doc_id`s, those no record names counted as strays, the
+/// sample kept; and whether none was met before in a fresh copy (see `UnitState::fresh`).
+fn take_page(
+    points: Vec<Point>,
+    wanted: &HashSet<&str>,
+    state: &mut UnitState,
+    copied: &mut HashSet<String>,
+) -> (Vec<Point>, bool) {
+    let mut batch = Vec::with_capacity(points.len());
+    let mut new = state.fresh;
+    for p in points {
+        match p
+            .doc_id()
+            .filter(|d| wanted.contains(d))
+            .map(str::to_string)
+        {
+            Some(doc_id) => {
+                if state.fresh {
+                    new &= copied.insert(doc_id.clone());
+                }
+                state.sample.push(Sampled {
+                    doc_id: doc_id.clone(),
+                    source_id: p.id.clone(),
+                });
+                batch.push(Point { id: doc_id, ..p });
+            }
+            None => state.strays += 1,
+        }
+    }
+    state.sample.sort();
+    state.sample.dedup();
+    state.sample.truncate(VECTOR_SAMPLE);
+    (batch, new)
+}
+
+/// The future in `slot`, if any (a `select!` branch guarded by `slot.is_some()`).
+async fn some<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }

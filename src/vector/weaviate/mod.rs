@@ -105,7 +105,7 @@ impl Weaviate {
     }
 
     /// A request answered 2xx with a `T` (None: 404), else an error with the answer's text.
-    async fn typed<T: DeserializeOwned>(
+    async fn typed<T: DeserializeOwned + Send + 'static>(
         &self,
         call: &'static str,
         path: &str,
@@ -113,7 +113,12 @@ impl Weaviate {
         let (status, bytes) = self.send(call, Method::GET, path, None).await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => parse(call, status, &bytes).map(Some),
+            // Off the reactor: a page of vectors is megabytes of decimal floats, and the
+            // writes of other datasets must not wait while it is parsed.
+            s if s.is_success() => tokio::task::spawn_blocking(move || parse(call, status, &bytes))
+                .await
+                .map_err(|e| VectorError::store(NAME, call, e))?
+                .map(Some),
             s => {
                 let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
                 Err(VectorError::store(NAME, call, format!("{s} {text}")))
