@@ -458,3 +458,53 @@ async fn a_plan_run_killed_mid_way_starts_over_and_records_each_row_once() {
     rescuer.stop().await;
     client.stop().await;
 }
+
+#[tokio::test]
+async fn pruning_a_plan_job_removes_its_plan_in_batches() {
+    let db = pg::dify_database().await;
+    let tree = TempTree::new("records");
+    orphans_and_a_kept_row(&db).await;
+    let storage = tree.config();
+    let d = TestDaemon::start(&db, Options::default()).await;
+    let old = finished(&d, json!({"storage": storage})).await;
+    let recent = finished(&d, json!({"storage": storage})).await;
+    d.stop().await;
+    let (old, recent) = (
+        Uuid::parse_str(old["id"].as_str().unwrap()).unwrap(),
+        Uuid::parse_str(recent["id"].as_str().unwrap()).unwrap(),
+    );
+    // More items than one pruning delete takes (5000), so the rows go in several batches.
+    exec(
+        &db,
+        "INSERT INTO upkeep.orphan_plan (job_id, item) \
+         SELECT $1, 'upload_files:' || gen_random_uuid() FROM generate_series(1, 12000)",
+        &[old],
+    )
+    .await;
+    exec(
+        &db,
+        "UPDATE upkeep.jobs SET finished_at = now() - make_interval(days => \
+         CASE WHEN id = $1 THEN 31 ELSE 29 END) WHERE id IN ($1, $2)",
+        &[old, recent],
+    )
+    .await;
+    let items = |job: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM upkeep.orphan_plan WHERE job_id = $1",
+            )
+            .bind(job)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(items(old).await, 14500);
+    assert_eq!(
+        upkeep::queue::prune_finished(&db.pool, 30).await.unwrap(),
+        1
+    );
+    assert_eq!(items(old).await, 0, "the pruned job's plan went with it");
+    assert_eq!(items(recent).await, 2500, "a plan within the TTL stays");
+}

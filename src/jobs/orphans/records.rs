@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::plan;
-use super::refs::{self, Refs};
+use super::refs::{self, Refs, Session};
 use crate::config::Settings;
 use crate::dify::file_refs;
 use crate::dify::shape;
@@ -187,6 +187,9 @@ async fn plan_tables(
     let hours = i32::try_from(params.min_age_hours).unwrap_or(i32::MAX);
     let cutoff = Utc::now() - chrono::Duration::hours(i64::from(hours));
     let mut found = Vec::with_capacity(TABLES.len());
+    // message_files' plan reads no gathered reference: it runs beside upload_files' (one
+    // statement on one core) on a session of its own, and is reported in its turn.
+    let mut dangling = None;
     for table in TABLES {
         ctx.check_stop()?;
         ctx.progress(
@@ -198,8 +201,22 @@ async fn plan_tables(
         )
         .await?;
         let f = match *table {
+            "upload_files" => {
+                let mut beside = Session::open(ctx).await?;
+                let both = tokio::try_join!(
+                    plan_in_db(ctx, &mut refs.session, table, cutoff),
+                    plan_in_db(ctx, &mut beside, "message_files", cutoff),
+                );
+                beside.close().await;
+                let (f, d) = both?;
+                dangling = Some(d);
+                f
+            }
             "tool_files" => plan_tool_files(ctx, op, refs, cutoff).await?,
-            _ => plan_in_db(ctx, refs, table, cutoff).await?,
+            _ => match dangling.take() {
+                Some(d) => d,
+                None => plan_in_db(ctx, &mut refs.session, table, cutoff).await?,
+            },
         };
         ctx.failpoint("orphan_records.table_planned").await?;
         ctx.progress(
@@ -233,26 +250,29 @@ fn unreferenced(table: &str) -> String {
     }
 }
 
-/// Plans one table in one statement on the run's session: the anti-join, the plan recorded
+/// Plans one table in one statement on `session`: the anti-join, the plan recorded
 /// (unless a dry run) with one `INSERT ... SELECT`, the counts and a sample, no id passing
 /// through the daemon. Rows go in in id order, so the plan's index grows at its end.
 async fn plan_in_db(
     ctx: &JobCtx,
-    refs: &mut Refs,
+    session: &mut Session,
     table: &str,
     cutoff: DateTime<Utc>,
 ) -> Result<Found, JobError> {
+    // The candidates are read once; both counts come from one pass over them.
     let sql = format!(
         "WITH c (id, created) AS MATERIALIZED ({}), \
-         planned AS (SELECT id, created FROM c WHERE created IS NULL OR created <= $2), \
          ins AS (INSERT INTO upkeep.orphan_plan (job_id, item, last_modified) \
-                 SELECT $1, $3 || ':' || id, created FROM planned WHERE $5 ORDER BY id) \
-         SELECT (SELECT count(*) FROM planned), (SELECT count(*) FROM c WHERE created > $2), \
-                ARRAY(SELECT id FROM planned ORDER BY id LIMIT $4)",
+                 SELECT $1, $3 || ':' || id, created FROM c \
+                 WHERE $5 AND (created IS NULL OR created <= $2) ORDER BY id) \
+         SELECT count(*) FILTER (WHERE created IS NULL OR created <= $2), \
+                count(*) FILTER (WHERE created > $2), \
+                ARRAY(SELECT id FROM c WHERE created IS NULL OR created <= $2 ORDER BY id LIMIT $4) \
+         FROM c",
         unreferenced(table)
     );
     let (job, record) = (ctx.job_id, !ctx.dry_run);
-    let (planned, too_young, sample): (i64, i64, Vec<Uuid>) = refs
+    let (planned, too_young, sample): (i64, i64, Vec<Uuid>) = session
         .run(ctx, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(job)
@@ -292,6 +312,7 @@ async fn plan_tool_files(
     loop {
         ctx.check_stop()?;
         let rows: Vec<(Uuid, Option<String>)> = refs
+            .session
             .run(ctx, |conn| {
                 sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(after)

@@ -22,40 +22,23 @@ use crate::jobs::{JobCtx, JobError};
 /// Where the gathered ids are, in this session.
 pub const TABLE: &str = "pg_temp.orphan_refs";
 
-pub struct Refs {
+/// A connection of the run's own, out of the pool for good (its temporary tables and settings
+/// must not outlive the run), whose statement in flight a stop request cancels.
+pub struct Session {
     conn: PgConnection,
     pid: i32,
-    /// The sources read, and those absent in this Dify (see `file_refs::Gather`).
-    pub read: Vec<String>,
-    pub skipped: Vec<String>,
 }
 
-impl Refs {
-    /// Opens the run's session and gathers every reference source present into [`TABLE`].
-    pub async fn gather(ctx: &JobCtx) -> Result<Refs, JobError> {
-        let gather = file_refs::gather(&ctx.pool).await?;
-        // Out of the pool for good: its temporary table and settings must not outlive the run.
+impl Session {
+    pub async fn open(ctx: &JobCtx) -> Result<Session, JobError> {
         let mut conn = ctx.pool.acquire().await?.detach();
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut conn)
             .await?;
-        let mut refs = Refs {
-            conn,
-            pid,
-            read: gather.read,
-            skipped: gather.skipped,
-        };
-        // CREATE TABLE AS (unlike INSERT ... SELECT) may read the sources with parallel workers.
-        let create = format!("CREATE TEMP TABLE orphan_refs AS {}", gather.select);
-        refs.statement(ctx, create).await?;
-        refs.statement(ctx, format!("CREATE INDEX ON {TABLE} (id)"))
-            .await?;
-        // Autovacuum never analyzes a temporary table: without this the planner guesses its size.
-        refs.statement(ctx, format!("ANALYZE {TABLE}")).await?;
-        Ok(refs)
+        Ok(Session { conn, pid })
     }
 
-    /// Runs one statement of our own making (no bound values) on the session.
+    /// Runs one statement of our own making (no bound values).
     async fn statement(&mut self, ctx: &JobCtx, sql: String) -> Result<(), JobError> {
         let pid = self.pid;
         let run = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut self.conn);
@@ -63,8 +46,8 @@ impl Refs {
         Ok(())
     }
 
-    /// The session, and a wrapper that cancels what runs on it when the job is asked to stop:
-    /// `refs.run(ctx, |conn| query.fetch_one(conn))`.
+    /// The connection, and a wrapper that cancels what runs on it when the job is asked to
+    /// stop: `session.run(ctx, |conn| query.fetch_one(conn))`.
     pub async fn run<'c, T, F, Fut>(&'c mut self, ctx: &JobCtx, work: F) -> Result<T, JobError>
     where
         F: FnOnce(&'c mut PgConnection) -> Fut,
@@ -74,20 +57,54 @@ impl Refs {
         cancellable(ctx, pid, work(&mut self.conn)).await
     }
 
+    /// Ends the session (and with it its temporary tables).
+    pub async fn close(self) {
+        // Nothing to keep: a close that fails has dropped the session all the same.
+        let _ = self.conn.close().await;
+    }
+}
+
+pub struct Refs {
+    /// The session that holds [`TABLE`]: whatever reads it runs here.
+    pub session: Session,
+    /// The sources read, and those absent in this Dify (see `file_refs::Gather`).
+    pub read: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+impl Refs {
+    /// Opens the run's session and gathers every reference source present into [`TABLE`].
+    pub async fn gather(ctx: &JobCtx) -> Result<Refs, JobError> {
+        let gather = file_refs::gather(&ctx.pool).await?;
+        let mut session = Session::open(ctx).await?;
+        // CREATE TABLE AS (unlike INSERT ... SELECT) may read the sources with parallel workers.
+        let create = format!("CREATE TEMP TABLE orphan_refs AS {}", gather.select);
+        session.statement(ctx, create).await?;
+        session
+            .statement(ctx, format!("CREATE INDEX ON {TABLE} (id)"))
+            .await?;
+        // Autovacuum never analyzes a temporary table: without this the planner guesses its size.
+        session.statement(ctx, format!("ANALYZE {TABLE}")).await?;
+        Ok(Refs {
+            session,
+            read: gather.read,
+            skipped: gather.skipped,
+        })
+    }
+
     /// Which of `ids` were gathered.
     pub async fn gathered(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
         let sql = format!("SELECT DISTINCT id FROM {TABLE} WHERE id = ANY($1)");
         let found: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(ids)
-            .fetch_all(&mut self.conn)
+            .fetch_all(&mut self.session.conn)
             .await?;
         Ok(found.into_iter().collect())
     }
 
     /// Ends the session (and with it the temporary table).
     pub async fn close(self) {
-        // Nothing to keep: a close that fails has dropped the session all the same.
-        let _ = self.conn.close().await;
+        self.session.close().await;
     }
 }
 

@@ -242,7 +242,9 @@ pub(super) struct Walk<'a> {
 pub(super) async fn read_batch(w: &Walk<'_>, after: Cursor) -> Result<Option<Batch>, JobError> {
     use sqlx::Row as _;
     let unit = &UNITS[w.unit];
-    let rows = bind_unit(
+    // Streamed: each parent's JSON goes into the files as it arrives, so a batch of large rows
+    // is held once, as the bytes to write, not also as the rows read.
+    let mut rows = bind_unit(
         &w.sql.select_parents[w.unit],
         w.tenants,
         w.cutoff,
@@ -250,25 +252,19 @@ pub(super) async fn read_batch(w: &Walk<'_>, after: Cursor) -> Result<Option<Bat
         w.batch,
         w.protected,
     )
-    .fetch_all(w.pool)
-    .await?;
-    let Some(last) = rows.last() else {
-        return Ok(None);
-    };
-    let last = Cursor {
-        time: match w.sql.keysets[w.unit] {
-            Keyset::CreatedAtId => last.try_get(2)?,
-            Keyset::Id => after.time,
-        },
-        id: last.try_get(0)?,
-    };
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut tenant_of: HashMap<Uuid, Uuid> = HashMap::with_capacity(rows.len());
+    .fetch(w.pool);
+    let capacity = usize::try_from(w.batch).unwrap_or_default();
+    let mut ids = Vec::with_capacity(capacity);
+    let mut tenant_of: HashMap<Uuid, Uuid> = HashMap::with_capacity(capacity);
     let mut files = Files::default();
-    for row in rows {
+    let mut last_time = after.time;
+    while let Some(row) = rows.try_next().await? {
         let id: Uuid = row.try_get(0)?;
         let tenant: Option<Uuid> = row.try_get(1)?;
         let tenant = tenant.unwrap_or_default();
+        if w.sql.keysets[w.unit] == Keyset::CreatedAtId {
+            last_time = row.try_get(2)?;
+        }
         if w.export {
             let json: &str = row.try_get(3)?;
             files.push(tenant, unit.table, json);
@@ -276,6 +272,14 @@ pub(super) async fn read_batch(w: &Walk<'_>, after: Cursor) -> Result<Option<Bat
         }
         ids.push(id);
     }
+    drop(rows);
+    let Some(&last_id) = ids.last() else {
+        return Ok(None);
+    };
+    let last = Cursor {
+        time: last_time,
+        id: last_id,
+    };
     if !w.export {
         return Ok(Some(Batch {
             ids,
