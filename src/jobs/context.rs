@@ -32,8 +32,9 @@ pub struct JobCtx {
     pub settings: Arc<Settings>,
     /// Set for a child job (see `fanout`).
     pub parent_id: Option<Uuid>,
-    /// The worker slot this job holds; a parent gives it back while its children run.
-    slot: Option<Slot>,
+    /// The worker slot this job holds; a parent gives it back while its children run. The
+    /// worker holds it too, until the job's end is recorded.
+    slot: Option<Arc<tokio::sync::Mutex<Slot>>>,
     lease: Lease,
     checkpoint: Option<serde_json::Value>,
     /// Fired by a cancel request or a lost lease.
@@ -43,6 +44,8 @@ pub struct JobCtx {
     progress: Progress,
     meter: RateMeter,
     last_write: Option<Instant>,
+    /// The last report was held back by the once-a-second limit.
+    unwritten: bool,
     metrics: Arc<Metrics>,
     failpoints: Arc<FailPoints>,
     partial: Option<serde_json::Value>,
@@ -60,7 +63,7 @@ pub struct CtxParts {
     pub failpoints: Arc<FailPoints>,
     pub settings: Arc<Settings>,
     pub parent_id: Option<Uuid>,
-    pub slot: Option<Slot>,
+    pub slot: Option<Arc<tokio::sync::Mutex<Slot>>>,
 }
 
 impl JobCtx {
@@ -82,6 +85,7 @@ impl JobCtx {
             progress: Progress::default(),
             meter: RateMeter::default(),
             last_write: None,
+            unwritten: false,
             metrics: parts.metrics,
             failpoints: parts.failpoints,
             partial: None,
@@ -100,16 +104,16 @@ impl JobCtx {
     }
 
     /// Gives the worker slot back while the job waits for others (its children).
-    pub fn release_slot(&mut self) {
-        if let Some(slot) = self.slot.as_mut() {
-            slot.release();
+    pub async fn release_slot(&self) {
+        if let Some(slot) = &self.slot {
+            slot.lock().await.release();
         }
     }
 
     /// Takes a worker slot again after [`JobCtx::release_slot`].
-    pub async fn reacquire_slot(&mut self) {
-        if let Some(slot) = self.slot.as_mut() {
-            slot.reacquire().await;
+    pub async fn reacquire_slot(&self) {
+        if let Some(slot) = &self.slot {
+            slot.lock().await.reacquire().await;
         }
     }
 
@@ -153,9 +157,24 @@ impl JobCtx {
             .last_write
             .is_none_or(|t| now.duration_since(t) >= PROGRESS_EVERY);
         if !(force || phase_changed || due) {
+            self.unwritten = true;
             return Ok(());
         }
         self.last_write = Some(now);
+        self.write_progress().await
+    }
+
+    /// Writes the last report if the once-a-second limit held it back: called when the job
+    /// ends, so its stored progress (which a parent adds up) is its last, not a second old.
+    pub async fn flush_progress(&mut self) -> Result<(), JobError> {
+        if !self.unwritten {
+            return Ok(());
+        }
+        self.write_progress().await
+    }
+
+    async fn write_progress(&mut self) -> Result<(), JobError> {
+        self.unwritten = false;
         let value = serde_json::to_value(&self.progress)
             .map_err(|e| JobError::failed("internal", e.to_string()))?;
         let cancel = self.fenced(self.lease.save(&self.pool, Some(&value), None).await)?;

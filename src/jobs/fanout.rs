@@ -81,7 +81,7 @@ pub async fn wait(
     units: &[u64],
     unit: &str,
 ) -> Result<Vec<ChildEnd>, JobError> {
-    ctx.release_slot();
+    ctx.release_slot().await;
     let mut passed_on = false;
     loop {
         let rows = children(ctx, ids).await?;

@@ -135,6 +135,7 @@ impl Workers {
         slot: Slot,
     ) {
         let row = claimed.row;
+        let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let span = tracing::info_span!("job", job.id = %row.id, job.kind = %row.kind, attempt = row.attempts);
         async move {
             let lease = Lease::new(self.pool.clone(), row.id, row.attempts, self.config.lease);
@@ -208,7 +209,7 @@ impl Workers {
                 failpoints: self.config.failpoints.clone(),
                 settings: self.config.settings.clone(),
                 parent_id: row.parent_id,
-                slot: Some(slot),
+                slot: Some(slot.clone()),
             });
             let heartbeat = tokio::spawn(
                 heartbeat(lease.clone(), cancel.clone(), lost.clone()).in_current_span(),
@@ -217,6 +218,11 @@ impl Workers {
             let task = tokio::spawn(
                 async move {
                     let outcome = spec.execute(&mut ctx).await;
+                    // Best effort: a failure here is a lost lease or database, which the
+                    // end below meets and handles again.
+                    if let Err(e) = ctx.flush_progress().await {
+                        tracing::debug!(error = %e, "could not write the last progress");
+                    }
                     (outcome, ctx.take_partial_result())
                 }
                 .in_current_span(),
@@ -238,6 +244,8 @@ impl Workers {
             };
             self.finish(&lease, &row.kind, started, outcome, partial)
                 .await;
+            // Only now is the slot free: the next job it takes starts after this one's end.
+            drop(slot);
         }
         .instrument(span)
         .await

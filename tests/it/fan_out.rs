@@ -248,6 +248,24 @@ async fn storage_children_spread_over_three_daemons_one_killed_mid_child_and_the
     .unwrap();
     assert_eq!((parent_rows, child_rows), (objects as i64, 0));
     let parent_id: Uuid = id.parse().unwrap();
+    // The parent's last progress over its children adds theirs up, with a rate and an ETA.
+    let last: Value = sqlx::query_scalar(
+        "SELECT data FROM upkeep.job_events WHERE job_id = $1 AND type = 'progress' \
+         AND data->>'phase' = 'child jobs' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(parent_id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("a child jobs progress");
+    assert_eq!(last["done"], objects as u64, "{last}");
+    assert_eq!(last["total"], objects as u64, "{last}");
+    assert_eq!(last["unit"], "objects", "{last}");
+    assert!(
+        last["rate_per_s"].as_f64().is_some_and(|r| r > 0.0),
+        "{last}"
+    );
+    assert_eq!(last["eta_s"], 0.0, "{last}");
+    assert_eq!(last["detail"]["succeeded"], 4, "{last}");
     let parent_phases = phases(&db, parent_id).await;
     for p in [
         "child jobs",
