@@ -85,21 +85,7 @@ impl Files {
                 op.write(&key, body.clone())
                     .await
                     .map_err(|e| export_failed(&key, &e.to_string()))?;
-                let back = op
-                    .read(&key)
-                    .await
-                    .map_err(|e| export_failed(&key, &format!("reading it back: {e}")))?;
-                if back.len() != body.len() || back.to_bytes() != body {
-                    return Err(export_failed(
-                        &key,
-                        &format!(
-                            "read back {} bytes that differ from the {} written",
-                            back.len(),
-                            body.len()
-                        ),
-                    ));
-                }
-                Ok(())
+                read_back_equal(op, &key, &body).await
             }
         }))
         .buffer_unordered(PARALLEL_WRITES)
@@ -107,6 +93,36 @@ impl Files {
         .await?;
         Ok(())
     }
+}
+
+/// Reads `key` back as a stream (OpenDAL's local reads come in chunks of at most 2 MiB) and
+/// compares it with `body`: a file whole beside its own bytes would double what a batch in
+/// flight holds.
+async fn read_back_equal(op: &Operator, key: &str, body: &[u8]) -> Result<(), JobError> {
+    let failed = |e: opendal::Error| export_failed(key, &format!("reading it back: {e}"));
+    let reader = op.reader(key).await.map_err(failed)?;
+    let mut chunks = reader.into_bytes_stream(..).await.map_err(failed)?;
+    let mut at = 0usize;
+    let mut same = true;
+    while let Some(chunk) = chunks
+        .try_next()
+        .await
+        .map_err(|e| export_failed(key, &format!("reading it back: {e}")))?
+    {
+        let end = at + chunk.len();
+        same = same && body.get(at..end) == Some(&chunk[..]);
+        at = end;
+    }
+    if !same || at != body.len() {
+        return Err(export_failed(
+            key,
+            &format!(
+                "read back {at} bytes that differ from the {} written",
+                body.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Removes files an earlier attempt of the same batch wrote that this attempt did not (the
@@ -139,6 +155,30 @@ mod tests {
             key,
             "free_plan_tenant_expired_logs/3f8a2b1c-1d2e-4f5a-8b9c-0d1e2f3a4b5c/messages/2026-01-02-1767312000.012345.json"
         );
+    }
+
+    #[tokio::test]
+    async fn the_read_back_catches_any_difference_across_chunks() {
+        let dir = std::env::temp_dir().join(format!("upkeep-readback-{}", Uuid::new_v4()));
+        let op = Operator::new(opendal::services::Fs::default().root(&dir.to_string_lossy()))
+            .expect("fs operator");
+        let body: Vec<u8> = (0..(5 << 20) + 1000).map(|i| i as u8).collect();
+        op.write("f.json", body.clone()).await.expect("write");
+        assert!(read_back_equal(&op, "f.json", &body).await.is_ok());
+        // A byte changed in the second chunk, a file cut short, a file longer than written.
+        let mut changed = body.clone();
+        changed[(4 << 20) + 7] ^= 1;
+        assert!(read_back_equal(&op, "f.json", &changed).await.is_err());
+        assert!(
+            read_back_equal(&op, "f.json", &body[..body.len() - 1])
+                .await
+                .is_err()
+        );
+        let mut longer = body.clone();
+        longer.push(b']');
+        assert!(read_back_equal(&op, "f.json", &longer).await.is_err());
+        assert!(read_back_equal(&op, "missing.json", &body).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
