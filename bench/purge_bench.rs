@@ -171,7 +171,16 @@ fn plpgsql(phases: &[Phase], days: u32, batch: u32) -> String {
 /// The same loop as a client would run it over the wire: one psql session, a block per batch
 /// (ids read into a variable, then the statements, each batch its own transaction). psql has
 /// no loops, so the script holds as many blocks as there are batches, plus one.
-fn psql_script(phases: &[Phase], days: u32, batch: u32, batches: [i64; 3]) -> String {
+/// With `export`, each batch's rows are first written to files there (one `COPY` of
+/// `row_to_json` per table into one file per batch and table) and synced, before its delete:
+/// the work an export adds, done the cheapest way a script can (no read-back, fewer files).
+fn psql_script(
+    phases: &[Phase],
+    days: u32,
+    batch: u32,
+    batches: [i64; 3],
+    export: Option<&std::path::Path>,
+) -> String {
     let fill = |s: &str| {
         s.replace("{cutoff}", ":'cutoff'")
             .replace("{keep}", ":'keep'")
@@ -180,6 +189,7 @@ fn psql_script(phases: &[Phase], days: u32, batch: u32, batches: [i64; 3]) -> St
             .replace("{n}", &batch.to_string())
     };
     let mut out = String::from("\\set ON_ERROR_STOP 1\n");
+    let mut file_no = 0u64;
     out.push_str(&format!(
         "SELECT (now() AT TIME ZONE 'UTC') - interval '{days} days' AS cutoff, '{ZERO_ID}' AS last \\gset\n"
     ));
@@ -194,11 +204,28 @@ fn psql_script(phases: &[Phase], days: u32, batch: u32, batches: [i64; 3]) -> St
             ""
         };
         for _ in 0..=n {
-            out.push_str("BEGIN;\n");
-            out.push_str(&format!(
+            let ids = format!(
                 "SELECT coalesce(array_agg(id)::text, '{{}}') AS ids{last} FROM ({}) b \\gset\n",
                 fill(&p.parents)
-            ));
+            );
+            if let Some(dir) = export {
+                file_no += 1;
+                out.push_str(&ids);
+                for (table, st) in &p.statements {
+                    if let Some(select) = export_select(table, st) {
+                        out.push_str(&format!(
+                            "COPY ({}) TO STDOUT \\g '{}/b{file_no}-{table}.json'\n",
+                            fill(&select),
+                            dir.display()
+                        ));
+                    }
+                }
+                out.push_str(&format!("\\! sync {}/b{file_no}-*\n", dir.display()));
+                out.push_str("BEGIN;\n");
+            } else {
+                out.push_str("BEGIN;\n");
+                out.push_str(&ids);
+            }
             for (_, st) in &p.statements {
                 out.push_str(&fill(st));
                 out.push_str(";\n");
@@ -207,6 +234,17 @@ fn psql_script(phases: &[Phase], days: u32, batch: u32, batches: [i64; 3]) -> St
         }
     }
     out
+}
+
+/// The rows a `DELETE FROM public.<table> [x] WHERE ..` removes, as JSON; `None` for an update.
+fn export_select(table: &str, delete: &str) -> Option<String> {
+    let rest = delete.strip_prefix("DELETE FROM ")?;
+    let alias = if rest.starts_with(&format!("public.{table} x ")) {
+        "x"
+    } else {
+        table
+    };
+    Some(format!("SELECT row_to_json({alias}) FROM {rest}"))
 }
 
 struct Outcome {
@@ -306,11 +344,23 @@ async fn main() {
     };
     if older {
         let url = db("naive").await;
-        let o = measured(&url, "psql", &before, run_psql(&url, &naive, days, batch)).await;
+        let o = measured(
+            &url,
+            "psql",
+            &before,
+            run_psql(&url, &naive, days, batch, None),
+        )
+        .await;
         runs.push(("plain SQL loop by 1.15's lookups (link columns, runs by `created_at`): one psql session, no export".into(), o));
     }
     let url = db("plain").await;
-    let o = measured(&url, "psql", &before, run_psql(&url, &adapted, days, batch)).await;
+    let o = measured(
+        &url,
+        "psql",
+        &before,
+        run_psql(&url, &adapted, days, batch, None),
+    )
+    .await;
     runs.push((
         if older {
             "the same loop by Upkeep's access paths (see the dry run below)"
@@ -330,6 +380,25 @@ async fn main() {
     .await;
     runs.push((
         "the same loop server-side (PL/pgSQL, COMMIT per batch, no export)".into(),
+        o,
+    ));
+    let url = db("psql_export").await;
+    let loop_exports = exports.join("psql");
+    std::fs::create_dir_all(&loop_exports).expect("loop's export dir");
+    let o = measured(
+        &url,
+        "psql",
+        &before,
+        run_psql(&url, &adapted, days, batch, Some(&loop_exports)),
+    )
+    .await;
+    let size = dir_bytes(&loop_exports);
+    let _ = std::fs::remove_dir_all(&loop_exports);
+    runs.push((
+        format!(
+            "the psql loop exporting first: per batch, one `COPY (SELECT row_to_json ..)` per table to a file, `sync`, then the delete ({:.0} MiB, no read-back)",
+            size as f64 / (1 << 20) as f64
+        ),
         o,
     ));
     // (name, temporary indexes, export)
@@ -420,6 +489,15 @@ async fn main() {
             diffs.join("; ")
         );
     }
+}
+
+/// Bytes of the files directly under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read the loop's exports")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Rows the result says were exported, every table.
@@ -545,7 +623,13 @@ async fn measured(
     }
 }
 
-async fn run_psql(db: &str, phases: &[Phase], days: u32, batch: u32) -> (String, String) {
+async fn run_psql(
+    db: &str,
+    phases: &[Phase],
+    days: u32,
+    batch: u32,
+    export: Option<&std::path::Path>,
+) -> (String, String) {
     let mut c = PgConnection::connect(db).await.expect("connect");
     let mut batches = [0i64; 3];
     for (i, sql) in [
@@ -563,7 +647,7 @@ async fn run_psql(db: &str, phases: &[Phase], days: u32, batch: u32) -> (String,
             .expect("count");
         batches[i] = n / i64::from(batch) + 1;
     }
-    let script = psql_script(phases, days, batch, batches);
+    let script = psql_script(phases, days, batch, batches, export);
     let mut psql = tokio::process::Command::new("psql")
         .args([db, "-q", "-X"])
         .env("PGAPPNAME", "psql")
