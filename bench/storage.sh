@@ -5,28 +5,32 @@
 # Data sets: (A) many small files, (B) a few large ones. Per data set: Upkeep at its defaults
 # (concurrency 8, verify checksum), Upkeep with verify size, rclone at its defaults, and rclone
 # at Upkeep's parallelism (--transfers 8 --checkers 8). After each run the bucket is listed and
-# its object count and bytes checked, so a broken run cannot look fast.
-# Usage: bench/storage.sh [--small N] [--large N] [--large-mb M]   (release build; prints Markdown)
+# its object count and bytes checked, so a broken run cannot look fast. The four runs are made
+# in rounds, each round starting one run later in the list, and each row shows its median run.
+# Usage: bench/storage.sh [--small N] [--large N] [--large-mb M] [--rounds R]
+#   (release build; prints Markdown)
 #   --small N     files in set A, 10 KB each (default 10000)
 #   --large N     files in set B (default 20)
 #   --large-mb M  size of each file in set B, in MB of 10^6 bytes (default 50)
-# Smoke test: bench/storage.sh --small 500 --large 2 --large-mb 10
+#   --rounds R    rounds per data set (default 3)
+# Smoke test: bench/storage.sh --small 500 --large 2 --large-mb 10 --rounds 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmdline="bench/storage.sh $*"
 
-small=10000 large=20 large_mb=50
+small=10000 large=20 large_mb=50 rounds=3
 small_bytes=10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --small) small=${2:?--small needs a number}; shift 2 ;;
     --large) large=${2:?--large needs a number}; shift 2 ;;
     --large-mb) large_mb=${2:?--large-mb needs a number}; shift 2 ;;
+    --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "bench/storage.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for n in "$small" "$large" "$large_mb"; do
+for n in "$small" "$large" "$large_mb" "$rounds"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench/storage.sh: $n is not a positive integer" >&2; exit 2; }
 done
 
@@ -121,9 +125,8 @@ moto_requests_since() {
     }'
 }
 
-# A new moto process with one empty bucket: every run meets the same cold server. (With one
-# moto process reset between runs, the first run into it paid for growing its memory: on
-# 2026-12-04 moto spent 6.3 CPU s on Upkeep's first run and 4.4 s on the same PUTs of its second.)
+# A new moto process with one empty bucket: every run meets the same fresh server, whatever
+# the runs before it left in moto's memory.
 fresh_bucket() {
   stop_moto
   start_moto
@@ -182,6 +185,12 @@ make_set "$work/small" "$small" "$small_bytes" "$small_tenants"
 make_set "$work/large" "$large" "$large_bytes" "$large_tenants"
 gen_secs=$(calc "$(now) - $t" 1)
 log "generated the data sets in ${gen_secs}s under $work"
+# Written back to disk and read once, so that no run pays for the write-back of freshly written
+# files or reads them cold: every run then reads the same cached, clean source. (Without this,
+# the first run of set B was the slowest whichever tool or mode it was: 4.58 s for Upkeep with
+# verify size run first, 3.78 s for the same run third, on 2026-12-05.)
+sync
+find "$work/small" "$work/large" -type f -exec cat {} + >/dev/null
 
 # ---- One run of each tool --------------------------------------------------------------------
 # Each run sets: secs (the copy itself), wall (as the client sees it), rss_kb, cpu (user + sys of
@@ -284,15 +293,19 @@ bench_set() {
     "rclone copy, defaults (--transfers 4 --checkers 8)|rclone|"
     "rclone copy --transfers 8 --checkers 8|rclone|--transfers 8 --checkers 8"
   )
-  for r in "${runs[@]}"; do
-    IFS='|' read -r label kind arg <<<"$r"
+  # Every run as "index|seconds|row"; round r starts with run r of the list.
+  local results=() n=${#runs[@]} round i idx
+  for round in $(seq "$rounds"); do
+  for i in $(seq 0 $((n - 1))); do
+    idx=$(((i + round - 1) % n))
+    IFS='|' read -r label kind arg <<<"${runs[$idx]}"
     run_no=$((run_no + 1))
     local bucket="bench-storage-$run_no"
     fresh_bucket "$bucket"
     moto_reset_peak
     m0=$(moto_cpu)
     l0=$(moto_log_lines)
-    log "set $name: $label into $bucket"
+    log "set $name, round $round: $label into $bucket"
     if [ "$kind" = upkeep ]; then
       run_upkeep "$src" "$bucket" "$arg"
     else
@@ -316,13 +329,28 @@ bench_set() {
     mbs=$(calc "$exp_bytes / 1000000 / $secs" 1)
     client=$(calc "$wall" 2)
     log "  $(calc "$secs") s (client $client s), $check; rss ${rss_kb} kB, cpu $cpu s, moto cpu $(calc "$m1 - $m0") s, moto requests $reqs; load $(cut -d" " -f1-3 /proc/loadavg)"
-    rows+=("| $label | $(calc "$secs") | $client | $rate | $mbs | $(calc "$rss_kb * 1024 / 1000000" 1) | $(calc "$cpu" 1) | $(calc "$m1 - $m0" 1) | $moto_mb | $reqs | $check |")
+    results+=("$idx|$secs|| $label | $(calc "$secs") | $client | $rate | $mbs | $(calc "$rss_kb * 1024 / 1000000" 1) | $(calc "$cpu" 1) | $(calc "$m1 - $m0" 1) | $moto_mb | $reqs | $check |")
+  done
+  done
+  # Per run of the list, its median round (the upper one of an even count), with every round's
+  # seconds in the order they ran.
+  local mine median every line
+  for idx in $(seq 0 $((n - 1))); do
+    mapfile -t mine < <(printf '%s\n' "${results[@]}" | awk -F'|' -v i="$idx" '$1 == i')
+    median=$(printf '%s\n' "${mine[@]}" | sort -t'|' -k2,2g | sed -n "$((${#mine[@]} / 2 + 1))p")
+    every=""
+    for line in "${mine[@]}"; do
+      line=${line#*|}
+      every="$every${every:+, }$(calc "${line%%|*}")"
+    done
+    line=${median#*|}
+    rows+=("${line#*|} $every |")
   done
   {
     echo "### $name"
     echo
-    echo "| tool / settings | seconds | client wall s | objects/s | MB/s | peak RSS MB | tool CPU s | moto CPU s | moto peak RSS MB | moto requests | bucket after the run |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| tool / settings | seconds | client wall s | objects/s | MB/s | peak RSS MB | tool CPU s | moto CPU s | moto peak RSS MB | moto requests | bucket after the run | seconds, every round |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
     echo
   } >"$out"
@@ -340,7 +368,7 @@ echo "\`$cmdline\`"
 echo
 echo "Source: a local directory of random bytes, \`upload_files/<tenant>/<uuid>.bin\` (generated in $gen_secs s)."
 echo "Target: moto's S3 on 127.0.0.1 (one Python process, bound by its GIL; objects held in memory), a fresh moto process with an empty bucket per run."
-echo "Highest 1-minute load average seen at the end of a run: $max_load."
+echo "Highest 1-minute load average seen at the end of a run: $max_load. Rounds: $rounds; each row is its median round."
 echo
 cat "$work/table_a.md" "$work/table_b.md"
 cat <<EOF
