@@ -342,6 +342,17 @@ async fn reset(http: &reqwest::Client, control: u16) {
     assert!(r.status().is_success());
 }
 
+/// The Qdrant stand-in's calls per method since its last reset.
+async fn target_calls(http: &reqwest::Client, control: u16) -> Value {
+    http.get(format!("http://127.0.0.1:{control}/__calls"))
+        .send()
+        .await
+        .expect("calls")
+        .json()
+        .await
+        .expect("calls as JSON")
+}
+
 /// CPU seconds (user + system) a process has used so far.
 fn cpu(c: &Child) -> f64 {
     cpu_of(&c.id().unwrap_or(0).to_string())
@@ -520,6 +531,8 @@ async fn main() {
     let target_cpu = |s: &Option<Child>| s.as_ref().map_or(f64::NAN, cpu);
     let cpus = |client: f64| [target_cpu(&target_server), cpu(&weaviate), client];
     let shapes = [(1, 1), (a.concurrency, 1), (a.concurrency, 2)];
+    // The stand-in's calls per method, per run (the last one Upkeep's whole job).
+    let mut calls: Vec<(usize, Value)> = Vec::new();
     for (run, (streams, depth)) in shapes.into_iter().enumerate() {
         let places: Vec<Location> = data
             .iter()
@@ -551,6 +564,7 @@ async fn main() {
             "—".to_string(),
         ));
         if a.target == "qdrant" {
+            calls.push((run, target_calls(&http, tports[1]).await));
             reset(&http, tports[1]).await;
         }
     }
@@ -575,6 +589,9 @@ async fn main() {
     let after = cpus(cpu(&daemon));
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
+    if a.target == "qdrant" {
+        calls.push((shapes.len(), target_calls(&http, tports[1]).await));
+    }
     assert_eq!(job["result"]["switched"], a.datasets, "{job}");
     assert_eq!(
         count_all(&store, &job_places).await,
@@ -639,6 +656,10 @@ async fn main() {
         "Upkeep's first point was written {:.1} s after the job was submitted (the copy-phase row counts from the submission; the ceilings' clocks start once their collections exist).",
         first_written
     );
+    for (run, seen) in &calls {
+        println!();
+        println!("Calls the target received in row {}: {seen}", run + 1);
+    }
     stop(&mut weaviate).await;
     if let Some(target_server) = &mut target_server {
         drop(target_server.stdin.take());
