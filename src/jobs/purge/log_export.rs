@@ -99,16 +99,12 @@ impl Files {
 /// compares it with `body`: a file whole beside its own bytes would double what a batch in
 /// flight holds.
 async fn read_back_equal(op: &Operator, key: &str, body: &[u8]) -> Result<(), JobError> {
-    let failed = |e: opendal::Error| export_failed(key, &format!("reading it back: {e}"));
-    let reader = op.reader(key).await.map_err(failed)?;
-    let mut chunks = reader.into_bytes_stream(..).await.map_err(failed)?;
+    let failed = |e: &dyn std::fmt::Display| export_failed(key, &format!("reading it back: {e}"));
+    let reader = op.reader(key).await.map_err(|e| failed(&e))?;
+    let mut chunks = reader.into_bytes_stream(..).await.map_err(|e| failed(&e))?;
     let mut at = 0usize;
     let mut same = true;
-    while let Some(chunk) = chunks
-        .try_next()
-        .await
-        .map_err(|e| export_failed(key, &format!("reading it back: {e}")))?
-    {
+    while let Some(chunk) = chunks.try_next().await.map_err(|e| failed(&e))? {
         let end = at + chunk.len();
         same = same && body.get(at..end) == Some(&chunk[..]);
         at = end;
@@ -165,7 +161,7 @@ mod tests {
         let body: Vec<u8> = (0..(5 << 20) + 1000).map(|i| i as u8).collect();
         op.write("f.json", body.clone()).await.expect("write");
         assert!(read_back_equal(&op, "f.json", &body).await.is_ok());
-        // A byte changed in the second chunk, a file cut short, a file longer than written.
+        // A byte changed in a later chunk, a file cut short, a file longer than written.
         let mut changed = body.clone();
         changed[(4 << 20) + 7] ^= 1;
         assert!(read_back_equal(&op, "f.json", &changed).await.is_err());
