@@ -103,19 +103,23 @@ async fn read_back_equal(op: &Operator, key: &str, body: &[u8]) -> Result<(), Jo
     let reader = op.reader(key).await.map_err(|e| failed(&e))?;
     let mut chunks = reader.into_bytes_stream(..).await.map_err(|e| failed(&e))?;
     let mut at = 0usize;
-    let mut same = true;
     while let Some(chunk) = chunks.try_next().await.map_err(|e| failed(&e))? {
         let end = at + chunk.len();
-        same = same && body.get(at..end) == Some(&chunk[..]);
+        if body.get(at..end) != Some(&chunk[..]) {
+            return Err(export_failed(
+                key,
+                &format!(
+                    "read back, it differs from the {} bytes written within bytes {at}..{end}",
+                    body.len()
+                ),
+            ));
+        }
         at = end;
     }
-    if !same || at != body.len() {
+    if at != body.len() {
         return Err(export_failed(
             key,
-            &format!(
-                "read back {at} bytes that differ from the {} written",
-                body.len()
-            ),
+            &format!("read back {at} bytes of the {} written", body.len()),
         ));
     }
     Ok(())
