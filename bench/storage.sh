@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Storage benchmark: Upkeep's `storage_migrate` job beside `rclone copy`, in one run, on the same
 # generated files (a local directory laid out like Dify's upload_files/<tenant>/<uuid>.bin),
-# into the same S3 server (moto on a free 127.0.0.1 port, a fresh moto process with an empty bucket per run).
+# into the same S3 server (moto on a free 127.0.0.1 port; a fresh moto process with an empty
+# bucket per run).
 # Data sets: (A) many small files, (B) a few large ones. Per data set: Upkeep at its defaults
 # (concurrency 8, verify checksum), Upkeep with verify size, rclone at its defaults, and rclone
 # at Upkeep's parallelism (--transfers 8 --checkers 8). After each run the bucket is listed and
@@ -109,8 +110,7 @@ clk_tck=$(getconf CLK_TCK)
 
 # moto's CPU seconds so far (user + system).
 moto_cpu() { awk -v t="$clk_tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$moto_pid/stat"; }
-# Resets moto's peak RSS to its current RSS (clear_refs 5), so VmHWM is the peak of one run.
-moto_reset_peak() { echo 5 2>/dev/null >"/proc/$moto_pid/clear_refs" || true; }
+# moto's peak RSS: the peak of one run, as each run has a moto process of its own.
 moto_peak_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$moto_pid/status"; }
 # moto logs one line per request: the count, and the requests since line N by method.
 moto_log_lines() { wc -l <"$work/moto.log"; }
@@ -186,9 +186,9 @@ make_set "$work/large" "$large" "$large_bytes" "$large_tenants"
 gen_secs=$(calc "$(now) - $t" 1)
 log "generated the data sets in ${gen_secs}s under $work"
 # Written back to disk and read once, so that no run pays for the write-back of freshly written
-# files or reads them cold: every run then reads the same cached, clean source. (Without this,
-# the first run of set B was the slowest whichever tool or mode it was: 4.58 s for Upkeep with
-# verify size run first, 3.78 s for the same run third, on 2026-12-05.)
+# files or reads them cold: every run reads the same cached, clean source. (The first run of
+# set B is still the slowest whichever tool or mode it is; the rotated rounds below keep that
+# from deciding a row.)
 sync
 find "$work/small" "$work/large" -type f -exec cat {} + >/dev/null
 
@@ -302,7 +302,6 @@ bench_set() {
     run_no=$((run_no + 1))
     local bucket="bench-storage-$run_no"
     fresh_bucket "$bucket"
-    moto_reset_peak
     m0=$(moto_cpu)
     l0=$(moto_log_lines)
     log "set $name, round $round: $label into $bucket"

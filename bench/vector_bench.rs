@@ -376,7 +376,7 @@ fn cpu_of(pid: &str) -> f64 {
 /// When a job's progress moved, in seconds after submission, and the CPU seconds at the moment
 /// its copy was done.
 struct Watched {
-    /// The first point written.
+    /// The first point written, as the progress (written at most once a second) showed it.
     first: f64,
     /// Every point written (the copy done, verification under way).
     copied: f64,
@@ -653,7 +653,7 @@ async fn main() {
     }
     println!();
     println!(
-        "Upkeep's first point was written {:.1} s after the job was submitted (the copy-phase row counts from the submission; the ceilings' clocks start once their collections exist).",
+        "Upkeep's progress first showed a point written {:.1} s after the job was submitted (progress is written at most once a second, so this bounds the start from above; the copy-phase row counts from the submission, the ceilings' clocks start once their collections exist).",
         first_written
     );
     for (run, seen) in &calls {
