@@ -290,8 +290,9 @@ async fn qdrant_1_13_gets_vectors_in_dense() {
 }
 
 /// The test servers are strict where Weaviate, Qdrant and Milvus are: their own self-tests
-/// (64, each an answer of the real server's: `test_weaviate_server.py`,
-/// `test_qdrant_standin.py`, `test_milvus_server.py`) pass, so the tests can trust them.
+/// (65: each an answer of the real server's, or a shortcut held to the answer it replaces:
+/// `test_weaviate_server.py`, `test_qdrant_standin.py`, `test_milvus_server.py`) pass, so the
+/// tests can trust them.
 #[tokio::test]
 async fn the_vector_test_servers_pass_their_self_tests() {
     let python = std::env::var("UPKEEP_TEST_QDRANT_PY").expect("run through scripts/test");

@@ -24,6 +24,8 @@ Side channel (HTTP/1.1, JSON, on <control_port>, never behind the API key):
   GET  /__debug/collections   recorded create requests, field indexes, point counts per collection
   GET  /__debug/events        every create/delete of a collection or field index, in order
   GET  /__calls               {"Points/Upsert": 3, ...} calls received per method
+  GET  /__timeline            [["Points/Upsert", start_s, end_s], ...] when each call's handler
+                               ran (seconds on one monotonic clock; the last 100,000 calls)
   POST /__fault               {"fail_after": N, "code": "UNAVAILABLE", "stall_ms": 0,
                                "methods": ["Upsert"], "message": "...", "times": null}
   GET  /__fault               the fault rules and how often each fired
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
+import collections
 import json
 import os
 import re
@@ -61,11 +64,74 @@ from qdrant_client import grpc as pb
 from qdrant_client._pydantic_compat import construct
 from qdrant_client.conversions.conversion import GrpcToRest, grpc_to_payload, payload_to_grpc
 from qdrant_client.http import models
+from qdrant_client.local import local_collection
+from qdrant_client.local.payload_filters import calculate_payload_mask, check_match
 from qdrant_client.local.payload_value_extractor import value_by_key
 
 SC = grpc.StatusCode
 TITLE = "qdrant - vector search engine"
 DEFAULT_VERSION = "1.8.3"
+
+
+# --------------------------------------------------------------------------------------------
+# Keyword filters at index speed. Local mode checks a filter by walking its whole rule tree
+# for every point, about a second per 100,000 points for Dify's `group_id` match, which a real
+# server answers from its keyword index. Benches then counted that second against the client
+# (verifying one dataset while another is still being written). The shape Dify and Upkeep send,
+# `must` of keyword matches, is evaluated here with local mode's own `value_by_key` and
+# `check_match`, point by point, so the answer is the same; a plain string value at a top-level
+# key takes a shortcut with the same meaning. Any other filter goes to local mode unchanged.
+# --------------------------------------------------------------------------------------------
+
+
+def keyword_conditions(payload_filter) -> list[tuple[str, Any, frozenset]] | None:
+    """(key, match, wanted strings) of each condition, if the filter is only keyword matches."""
+    f = payload_filter
+    # An empty `should` or `must_not` (as every filter arrives over gRPC) constrains nothing.
+    if f is None or f.must_not or f.should or f.min_should is not None:
+        return None
+    must = f.must if isinstance(f.must, list) else [f.must] if f.must is not None else None
+    if not must:
+        return None
+    out = []
+    for c in must:
+        if not isinstance(c, models.FieldCondition) or c.match is None:
+            return None
+        others = (c.range, c.geo_bounding_box, c.geo_radius, c.geo_polygon, c.values_count, c.is_empty, c.is_null)
+        if any(o is not None for o in others):
+            return None
+        if isinstance(c.match, models.MatchValue) and type(c.match.value) is str:
+            wanted = frozenset([c.match.value])
+        elif isinstance(c.match, models.MatchAny) and all(type(v) is str for v in c.match.any):
+            wanted = frozenset(c.match.any)
+        else:
+            return None
+        out.append((c.key, c.match, wanted))
+    return out
+
+
+def keyword_mask(payloads, payload_filter, ids_inv, deleted_per_vector):
+    """`calculate_payload_mask` with the same answer, fast for filters of keyword matches."""
+    conditions = keyword_conditions(payload_filter)
+    if conditions is None:
+        return calculate_payload_mask(payloads, payload_filter, ids_inv, deleted_per_vector)
+    keep = [True] * len(payloads)
+    for key, match, wanted in conditions:
+        top = "." not in key and "[" not in key
+
+        def matches(payload) -> bool:
+            if top:
+                v = payload.get(key)
+                if type(v) is str:
+                    return v in wanted
+            values = value_by_key(payload, key)
+            return values is not None and any(check_match(match, v) for v in values)
+
+        keep = [k and matches(p) for k, p in zip(keep, payloads)]
+    return np.array(keep, dtype=bool)
+
+
+local_collection.calculate_payload_mask = keyword_mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +409,8 @@ class Control:
     def __init__(self):
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
+        # When each handler ran, for benches that ask how busy the server was and when.
+        self.timeline: collections.deque = collections.deque(maxlen=100_000)
         self.rules: list[FaultRule] = []
         self.next_rule_id = 1
 
@@ -366,6 +434,7 @@ class Control:
         with self.lock:
             self.rules = []
             self.calls = {}
+            self.timeline.clear()
 
     def fault_for(self, full_method: str) -> tuple[int, grpc.StatusCode | None, str | None] | None:
         """Returns (stall_ms, code, message) of the first rule that fires for this call."""
@@ -1210,7 +1279,12 @@ class Gate(grpc.ServerInterceptor):
                     context.abort(SC.UNAVAILABLE, "stand-in is shutting down")
                 if code is not None:
                     context.abort(code, message)
-            return inner(request, context)
+            start = time.perf_counter()
+            try:
+                return inner(request, context)
+            finally:
+                with gate.control.lock:
+                    gate.control.timeline.append((short_method(method), start, time.perf_counter()))
 
         return grpc.unary_unary_rpc_method_handler(
             behaviour,
@@ -1275,6 +1349,9 @@ def make_control_handler(store: Store, control: Control):
                 elif path == "/__calls":
                     with control.lock:
                         self.send_json(200, dict(control.calls))
+                elif path == "/__timeline":
+                    with control.lock:
+                        self.send_json(200, [list(t) for t in control.timeline])
                 elif path == "/__fault":
                     with control.lock:
                         self.send_json(200, [r.to_json() for r in control.rules])

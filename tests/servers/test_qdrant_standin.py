@@ -25,11 +25,12 @@ import uuid
 import warnings
 
 import grpc
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client import grpc as pb
 from google.protobuf.unknown_fields import UnknownFieldSet
-from qdrant_client.conversions.conversion import payload_to_grpc
+from qdrant_client.conversions.conversion import GrpcToRest, RestToGrpc, payload_to_grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "qdrant_standin.py")
@@ -180,6 +181,52 @@ def unit(v):
 # ------------------------------------------------------------------------------------------------
 # tests
 # ------------------------------------------------------------------------------------------------
+
+
+def test_keyword_filters_answer_as_local_mode():
+    """The stand-in's fast path for keyword filters gives local mode's answer, point by point."""
+    sys.path.insert(0, HERE)
+    import qdrant_standin as standin
+
+    payloads = [
+        {"group_id": "a"}, {"group_id": "b"}, {"group_id": ["a", "c"]}, {"group_id": 1},
+        {"group_id": True}, {}, {"group_id": None}, {"group_id": "A"}, {"group_id": ""},
+        {"group_id": {"a": 1}}, {"group_id": ["b", 1]},
+        {"group_id": "a", "metadata": {"doc_id": "x", "document_id": "d1"}},
+        {"group_id": "a", "metadata": [{"document_id": "d1"}, {"document_id": "d3"}]},
+        {"group_id": "a", "metadata": {"document_id": ["d2", 3]}},
+        {"group_id": "a", "metadata": {"document_id": None}},
+    ]
+    ids = list(range(len(payloads)))
+    deleted = {"": np.zeros(len(payloads), dtype=bool)}
+    fc = models.FieldCondition
+    value = lambda k, v: fc(key=k, match=models.MatchValue(value=v))  # noqa: E731
+    any_of = lambda k, v: fc(key=k, match=models.MatchAny(any=v))  # noqa: E731
+    dify = [
+        models.Filter(must=[value("group_id", "a")]),
+        models.Filter(must=value("group_id", "b")),
+        models.Filter(must=[any_of("group_id", ["a", "b"])]),
+        models.Filter(must=[value("group_id", "a"), any_of("metadata.document_id", ["d1", "d2"])]),
+        models.Filter(must=[value("metadata.doc_id", "x")]),
+        models.Filter(should=[], must=[value("group_id", "b")], must_not=[]),
+    ]
+    # As they arrive over gRPC.
+    dify += [GrpcToRest.convert_filter(RestToGrpc.convert_filter(f)) for f in dify]
+    others = [
+        models.Filter(must=[value("group_id", 1)]),
+        models.Filter(must=[value("group_id", True)]),
+        models.Filter(must=[any_of("group_id", [1, 2])]),
+        models.Filter(must_not=[value("group_id", "a")]),
+        models.Filter(must=[]),
+        models.Filter(must=[fc(key="group_id", match=models.MatchValue(value="a"), is_null=False)]),
+    ]
+    for f in dify + others:
+        fast = standin.keyword_mask(payloads, f, ids, deleted)
+        scanned = standin.calculate_payload_mask(payloads, f, ids, deleted)
+        assert fast.tolist() == scanned.tolist(), f
+    assert all(standin.keyword_conditions(f) is not None for f in dify)
+    assert all(standin.keyword_conditions(f) is None for f in others)
+    assert standin.local_collection.calculate_payload_mask is standin.keyword_mask
 
 
 def test_health(srv):
@@ -520,6 +567,7 @@ def test_fault_injection_and_call_counts(srv):
     name = coll_name()
     create_like_dify(srv, name)
     before = srv.http("GET", "/__calls")
+    timeline_before = srv.http("GET", "/__timeline")
     rule = srv.http("POST", "/__fault", {"fail_after": 2, "code": "UNAVAILABLE", "stall_ms": 0, "methods": ["Upsert"]})
     assert rule["fail_after"] == 2
     try:
@@ -559,6 +607,15 @@ def test_fault_injection_and_call_counts(srv):
     assert after["Points/Upsert"] - before.get("Points/Upsert", 0) == 5
     assert after["Points/Scroll"] - before.get("Points/Scroll", 0) == 2
     assert after["Collections/List"] - before.get("Collections/List", 0) == 2
+
+    # the timeline holds the handlers that ran (a call refused by a fault never reaches one),
+    # in order, each with its start before its end; the 300 ms stall is before the start
+    timeline = srv.http("GET", "/__timeline")[len(timeline_before):]
+    upserts = [t for t in timeline if t[0] == "Points/Upsert"]
+    scrolls = [t for t in timeline if t[0] == "Points/Scroll"]
+    assert (len(upserts), len(scrolls)) == (3, 2)
+    assert all(start <= end for _, start, end in timeline)
+    assert all(end - start < 0.3 for _, start, end in scrolls)
 
     # a bad fault spec is refused
     with pytest.raises(urllib.error.HTTPError) as exc:
