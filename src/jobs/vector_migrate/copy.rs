@@ -1,5 +1,5 @@
 //! One knowledge base (or one app's annotation replies) of a `vector_migrate`, from source to
-//! target: copy the stored points page by page (the next page is read while up to two are
+//! target: copy the stored points page by page (up to two pages are read ahead while two are
 //! being written), take what the source lacks from Dify's `embeddings` cache or an embeddings
 //! endpoint, bring it along with what Dify changed meanwhile (`fill`), then verify.
 //! Runs as its own task; each written page is reported to the job, which checkpoints it.
@@ -26,6 +26,11 @@ use crate::vector::store::{Page, Point, VectorError, VectorStore, VectorTarget};
 /// Pages of one unit being written at once: while the target takes one, the next is on its
 /// way, so a slow read or a busy client never leaves the target idle.
 const IN_FLIGHT: usize = 2;
+
+/// Pages read and waiting for a write slot. A page takes about as long to read and parse as
+/// the target takes to write one, so with a single page waiting any hiccup on this side (a
+/// slow answer, a busy core) left the target with one page instead of two.
+const READ_AHEAD: usize = 2;
 
 /// Times a unit re-reads Dify's tables to bring the copy along with changes before it gives up.
 const CATCH_UP_ROUNDS: usize = 4;
@@ -157,9 +162,10 @@ impl Copy<'_> {
     }
 
     /// Source pages to the target under Dify's `doc_id`s, up to `IN_FLIGHT` pages written at
-    /// once while the next is read, so the target never waits on this side (the read, the
-    /// parse, the request). Pages are reported in source order, each once it and every page
-    /// before it are written: a checkpoint never covers a page still in flight.
+    /// once while up to `READ_AHEAD` more are read, so the target never waits on this side
+    /// (the read, the parse, the request). Pages are reported in source order, each once it
+    /// and every page before it are written: a checkpoint never covers a page still in flight
+    /// or only read.
     /// Returns the doc_ids written when the copy was fresh (see `UnitState::fresh`): then
     /// nothing else is in its place.
     async fn copy(
@@ -190,12 +196,17 @@ impl Copy<'_> {
         let read_from =
             |cursor: Option<String>| Box::pin(async move { self.read(cursor.as_deref()).await });
         let mut reading = Some(read_from(state.cursor.clone()));
+        // Pages read, not yet handed to a write, and the cursor after the last one read.
+        let mut pages: VecDeque<Page> = VecDeque::new();
+        let mut unread: Option<String> = None;
         loop {
             // Until a page is read and a write slot is free, or every page is written.
-            let mut page = None;
-            while !(page.is_some() && writes.len() < IN_FLIGHT)
-                && (page.is_some() || reading.is_some() || !writes.is_empty())
-            {
+            loop {
+                let ready = !pages.is_empty() && writes.len() < IN_FLIGHT;
+                let finished = pages.is_empty() && reading.is_none() && writes.is_empty();
+                if ready || finished {
+                    break;
+                }
                 tokio::select! {
                     Some(done) = writes.next(), if !writes.is_empty() => {
                         flying.pop_front();
@@ -205,7 +216,13 @@ impl Copy<'_> {
                     read = some(&mut reading), if reading.is_some() => {
                         reading = None;
                         match read {
-                            Ok(read) => page = Some(read),
+                            Ok(read) => {
+                                unread = read.next.clone();
+                                pages.push_back(read);
+                                if pages.len() < READ_AHEAD {
+                                    reading = unread.take().map(|c| read_from(Some(c)));
+                                }
+                            }
                             Err(e) => {
                                 // What is in flight lands first: a retry resumes after it.
                                 self.drain(&mut writes, &mut flying, state, reports).await?;
@@ -215,9 +232,12 @@ impl Copy<'_> {
                     }
                 }
             }
-            let Some(Page { points, next }) = page else {
+            let Some(Page { points, next }) = pages.pop_front() else {
                 return Ok(state.fresh.then_some(copied));
             };
+            if reading.is_none() {
+                reading = unread.take().map(|c| read_from(Some(c)));
+            }
             let (batch, new) = take_page(points, &wanted, &mut ahead, &mut copied);
             ahead.copied += batch.len() as u64;
             ahead.read_all = next.is_none();
@@ -230,7 +250,6 @@ impl Copy<'_> {
             let snapshot = ahead.clone();
             writes.push_back(async move { self.write_page(&batch, new).await.map(|()| snapshot) });
             flying.push_back(ids);
-            reading = ahead.cursor.clone().map(|c| read_from(Some(c)));
         }
     }
 
