@@ -14,6 +14,9 @@
 //! `--target pgvector` writes into the PostgreSQL 16 + pgvector server `bench/vectors.sh`
 //! starts (not pinned: its backends are processes of their own); its ceiling is `COPY ...
 //! FROM STDIN` into the same tables Dify's layout makes (with their HNSW index).
+//! With the Qdrant stand-in, each run also shows the calls it received and its handlers'
+//! timeline (`/__timeline`): how much of the writing window the target worked, had two
+//! `Upsert`s at hand, or waited.
 //! Run it with `bench/vectors.sh`; it prints Markdown.
 
 use std::process::Stdio;
@@ -353,6 +356,74 @@ async fn target_calls(http: &reqwest::Client, control: u16) -> Value {
         .expect("calls as JSON")
 }
 
+/// How busy the Qdrant stand-in's handlers were while the points were written: from the first
+/// `Upsert` to the end of the last, the share of that time some handler ran, the share two
+/// `Upsert`s were being handled at once, and the idle gaps over 2 ms (their count and sum).
+async fn target_timeline(http: &reqwest::Client, control: u16) -> String {
+    let calls: Vec<(String, f64, f64)> = http
+        .get(format!("http://127.0.0.1:{control}/__timeline"))
+        .send()
+        .await
+        .expect("timeline")
+        .json()
+        .await
+        .expect("timeline as JSON");
+    let upserts: Vec<(f64, f64)> = calls
+        .iter()
+        .filter(|c| c.0 == "Points/Upsert")
+        .map(|c| (c.1, c.2))
+        .collect();
+    let (Some(from), Some(to)) = (
+        upserts.iter().map(|u| u.0).reduce(f64::min),
+        upserts.iter().map(|u| u.1).reduce(f64::max),
+    ) else {
+        return "no Upsert".into();
+    };
+    // Every handler's start (+1) and end (-1) inside the window, in time order.
+    let edges = |of: &mut dyn Iterator<Item = (f64, f64)>| {
+        let mut e: Vec<(f64, i32)> = of
+            .filter(|(s, e)| *e > from && *s < to)
+            .flat_map(|(s, e)| [(s.max(from), 1), (e.min(to), -1)])
+            .collect();
+        e.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        e
+    };
+    let (mut busy, mut gaps, mut gap_sum) = (0.0, 0, 0.0);
+    let (mut depth, mut since) = (0, from);
+    for (t, d) in edges(&mut calls.iter().map(|c| (c.1, c.2))) {
+        if depth == 0 && d > 0 && t - since > 0.002 {
+            gaps += 1;
+            gap_sum += t - since;
+        }
+        if depth > 0 {
+            busy += t - since;
+        }
+        depth += d;
+        since = t;
+    }
+    let (mut two, mut depth, mut since) = (0.0, 0, from);
+    for (t, d) in edges(&mut upserts.iter().copied()) {
+        if depth >= 2 {
+            two += t - since;
+        }
+        depth += d;
+        since = t;
+    }
+    // What the other calls (a finished dataset's verification) took inside the window.
+    let others = calls
+        .iter()
+        .filter(|c| c.0 != "Points/Upsert")
+        .map(|c| c.2.min(to) - c.1.max(from))
+        .filter(|d| *d > 0.0)
+        .fold(0.0, |sum, d| sum + d);
+    let window = to - from;
+    format!(
+        "{window:.1} s from the first Upsert to the end of the last; a handler running {:.0} % of it, two Upserts at once {:.0} %; {gaps} idle gaps over 2 ms, {gap_sum:.2} s in all; calls other than Upsert handled for {others:.2} s inside it",
+        100.0 * busy / window,
+        100.0 * two / window
+    )
+}
+
 /// CPU seconds (user + system) a process has used so far.
 fn cpu(c: &Child) -> f64 {
     cpu_of(&c.id().unwrap_or(0).to_string())
@@ -532,7 +603,7 @@ async fn main() {
     let cpus = |client: f64| [target_cpu(&target_server), cpu(&weaviate), client];
     let shapes = [(1, 1), (a.concurrency, 1), (a.concurrency, 2)];
     // The stand-in's calls per method, per run (the last one Upkeep's whole job).
-    let mut calls: Vec<(usize, Value)> = Vec::new();
+    let mut calls: Vec<(usize, Value, String)> = Vec::new();
     for (run, (streams, depth)) in shapes.into_iter().enumerate() {
         let places: Vec<Location> = data
             .iter()
@@ -564,7 +635,8 @@ async fn main() {
             "—".to_string(),
         ));
         if a.target == "qdrant" {
-            calls.push((run, target_calls(&http, tports[1]).await));
+            let timeline = target_timeline(&http, tports[1]).await;
+            calls.push((run, target_calls(&http, tports[1]).await, timeline));
             reset(&http, tports[1]).await;
         }
     }
@@ -590,7 +662,8 @@ async fn main() {
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
     if a.target == "qdrant" {
-        calls.push((shapes.len(), target_calls(&http, tports[1]).await));
+        let timeline = target_timeline(&http, tports[1]).await;
+        calls.push((shapes.len(), target_calls(&http, tports[1]).await, timeline));
     }
     assert_eq!(job["result"]["switched"], a.datasets, "{job}");
     assert_eq!(
@@ -656,9 +729,11 @@ async fn main() {
         "Upkeep's progress first showed a point written {:.1} s after the job was submitted (progress is written at most once a second, so this bounds the start from above; the copy-phase row counts from the submission, the ceilings' clocks start once their collections exist).",
         first_written
     );
-    for (run, seen) in &calls {
+    for (run, seen, timeline) in &calls {
         println!();
         println!("Calls the target received in row {}: {seen}", run + 1);
+        println!();
+        println!("The target's handlers in row {}: {timeline}.", run + 1);
     }
     stop(&mut weaviate).await;
     if let Some(target_server) = &mut target_server {
