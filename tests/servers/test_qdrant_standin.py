@@ -609,7 +609,7 @@ def test_fault_injection_and_call_counts(srv):
     assert after["Collections/List"] - before.get("Collections/List", 0) == 2
 
     # the timeline holds the handlers that ran (a call refused by a fault never reaches one),
-    # in order, each with its start before its end; the 300 ms stall is before the start
+    # each with its start before its end; the 300 ms stall is before the start
     timeline = srv.http("GET", "/__timeline")[len(timeline_before):]
     upserts = [t for t in timeline if t[0] == "Points/Upsert"]
     scrolls = [t for t in timeline if t[0] == "Points/Scroll"]

@@ -200,8 +200,12 @@ impl Copy<'_> {
         let mut pages: VecDeque<Page> = VecDeque::new();
         let mut unread: Option<String> = None;
         loop {
-            // Until a page is read and a write slot is free, or every page is written.
+            // Until a page is read and a write slot is free, or every page is written; the next
+            // page is read whenever fewer than `READ_AHEAD` wait.
             loop {
+                if reading.is_none() && pages.len() < READ_AHEAD {
+                    reading = unread.take().map(|c| read_from(Some(c)));
+                }
                 let ready = !pages.is_empty() && writes.len() < IN_FLIGHT;
                 let finished = pages.is_empty() && reading.is_none() && writes.is_empty();
                 if ready || finished {
@@ -219,9 +223,6 @@ impl Copy<'_> {
                             Ok(read) => {
                                 unread = read.next.clone();
                                 pages.push_back(read);
-                                if pages.len() < READ_AHEAD {
-                                    reading = unread.take().map(|c| read_from(Some(c)));
-                                }
                             }
                             Err(e) => {
                                 // What is in flight lands first: a retry resumes after it.
@@ -235,9 +236,6 @@ impl Copy<'_> {
             let Some(Page { points, next }) = pages.pop_front() else {
                 return Ok(state.fresh.then_some(copied));
             };
-            if reading.is_none() {
-                reading = unread.take().map(|c| read_from(Some(c)));
-            }
             let (batch, new) = take_page(points, &wanted, &mut ahead, &mut copied);
             ahead.copied += batch.len() as u64;
             ahead.read_all = next.is_none();
