@@ -53,6 +53,10 @@ struct Args {
     target: String,
     /// The pgvector server (`--target pgvector`).
     pgvector: String,
+    /// How the Weaviate server holds and prints the vectors: `f32`, as Weaviate prints its
+    /// float32s (the shortest digits that read back, at most 9); `f64`, each widened to a
+    /// double and printed with up to 17 digits, as this bench loaded them before 2026-12-06.
+    floats: String,
 }
 
 fn args() -> Args {
@@ -67,6 +71,7 @@ fn args() -> Args {
         concurrency: 4,
         target: "qdrant".into(),
         pgvector: String::new(),
+        floats: "f32".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +92,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = number(),
             "--target" => a.target = value.clone(),
             "--pgvector" => a.pgvector = value.clone(),
+            "--floats" if ["f32", "f64"].contains(&value.as_str()) => a.floats = value.clone(),
             other => panic!("unknown option {other}"),
         }
     }
@@ -198,7 +204,27 @@ fn class_name(id: Uuid) -> String {
 }
 
 /// Dify's legacy Weaviate class (id = doc_id, unnamed vector), filled in batches of 500.
-async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Point]) {
+/// The server keeps each vector's text as sent: `wide` sends doubles (up to 17 digits), else
+/// f32s as Weaviate prints them.
+async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Point], wide: bool) {
+    // Serialized straight, not through a `Value`, which would hold each f32 as a double.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Floats<'a> {
+        Single(&'a [f32]),
+        Double(Vec<f64>),
+    }
+    #[derive(serde::Serialize)]
+    struct Object<'a> {
+        class: &'a str,
+        id: &'a str,
+        properties: Map<String, Value>,
+        vector: Floats<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        objects: Vec<Object<'a>>,
+    }
     let class = class_name(ds);
     let schema = json!({"class": class, "properties": [{"name": "text", "dataType": ["text"]}]});
     let r = http
@@ -209,17 +235,27 @@ async fn load_weaviate(http: &reqwest::Client, url: &str, ds: Uuid, points: &[Po
         .expect("schema");
     assert!(r.status().is_success(), "schema: {}", r.status());
     for chunk in points.chunks(500) {
-        let objects: Vec<Value> = chunk
+        let objects: Vec<Object> = chunk
             .iter()
             .map(|p| {
-                let mut props = p.metadata.clone();
-                props.insert("text".into(), json!(p.text));
-                json!({"class": class, "id": p.id, "properties": props, "vector": p.vector})
+                let mut properties = p.metadata.clone();
+                properties.insert("text".into(), json!(p.text));
+                let vector = if wide {
+                    Floats::Double(p.vector.iter().map(|&x| f64::from(x)).collect())
+                } else {
+                    Floats::Single(&p.vector)
+                };
+                Object {
+                    class: &class,
+                    id: &p.id,
+                    properties,
+                    vector,
+                }
             })
             .collect();
         let r = http
             .post(format!("{url}/v1/batch/objects"))
-            .json(&json!({ "objects": objects }))
+            .json(&Batch { objects })
             .send()
             .await
             .expect("batch");
@@ -359,7 +395,9 @@ async fn target_calls(http: &reqwest::Client, control: u16) -> Value {
 /// How busy the Qdrant stand-in's handlers were while the points were written: from the first
 /// `Upsert` to the end of the last, the share of that time some handler ran, the share two
 /// `Upsert`s were being handled at once, and the idle gaps over 2 ms (their count and sum).
-async fn target_timeline(http: &reqwest::Client, control: u16) -> String {
+/// `job`: when the job was submitted and when its copy was seen done, on `monotonic`'s clock,
+/// to split the copy phase into its start, the window and its tail.
+async fn target_timeline(http: &reqwest::Client, control: u16, job: Option<(f64, f64)>) -> String {
     let calls: Vec<(String, f64, f64)> = http
         .get(format!("http://127.0.0.1:{control}/__timeline"))
         .send()
@@ -417,11 +455,32 @@ async fn target_timeline(http: &reqwest::Client, control: u16) -> String {
         .filter(|d| *d > 0.0)
         .fold(0.0, |sum, d| sum + d);
     let window = to - from;
+    let split = match (job, calls.iter().map(|c| c.1).reduce(f64::min)) {
+        (Some((submitted, copied)), Some(first)) => format!(
+            "; the job's first call reached it {:.2} s after submission, its first Upsert {:.2} s after that; the copy was seen done {:.2} s after the last Upsert ended",
+            first - submitted,
+            from - first,
+            copied - to
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{window:.1} s from the first Upsert to the end of the last; a handler running {:.0} % of it, two Upserts at once {:.0} %; {gaps} idle gaps over 2 ms, {gap_sum:.2} s in all; calls other than Upsert handled for {others:.2} s inside it",
+        "{window:.1} s from the first Upsert to the end of the last; a handler running {:.0} % of it, two Upserts at once {:.0} %; {gaps} idle gaps over 2 ms, {gap_sum:.2} s in all; calls other than Upsert handled for {others:.2} s inside it{split}",
         100.0 * busy / window,
         100.0 * two / window
     )
+}
+
+/// Seconds on CLOCK_MONOTONIC, the clock of Python's `time.perf_counter` on Linux, which the
+/// Qdrant stand-in's timeline is in.
+fn monotonic() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -452,11 +511,14 @@ struct Watched {
     /// Every point written (the copy done, verification under way).
     copied: f64,
     copied_cpu: [f64; 3],
+    /// Submission and `copied` on `monotonic`'s clock.
+    submitted_at: f64,
+    copied_at: f64,
 }
 
 /// Runs a job to its end, sampling `cpu` when its progress first shows every point written.
 async fn watch(url: &str, body: &Value, n: u64, cpu: impl Fn() -> [f64; 3]) -> (Value, Watched) {
-    let submitted = Instant::now();
+    let (submitted, submitted_at) = (Instant::now(), monotonic());
     let (mut first, mut copied) = (None, None);
     let job = common::run_job_watching(url, body, |view| {
         let done = view["progress"]["done"].as_u64().unwrap_or(0);
@@ -464,18 +526,20 @@ async fn watch(url: &str, body: &Value, n: u64, cpu: impl Fn() -> [f64; 3]) -> (
             first = Some(submitted.elapsed().as_secs_f64());
         }
         if copied.is_none() && done >= n {
-            copied = Some((submitted.elapsed().as_secs_f64(), cpu()));
+            copied = Some((submitted.elapsed().as_secs_f64(), cpu(), monotonic()));
         }
     })
     .await;
     let end = submitted.elapsed().as_secs_f64();
-    let (copied, copied_cpu) = copied.unwrap_or_else(|| (end, cpu()));
+    let (copied, copied_cpu, copied_at) = copied.unwrap_or_else(|| (end, cpu(), monotonic()));
     (
         job,
         Watched {
             first: first.unwrap_or(end),
             copied,
             copied_cpu,
+            submitted_at,
+            copied_at,
         },
     )
 }
@@ -587,7 +651,7 @@ async fn main() {
         let (ds, doc) = (Uuid::new_v4(), Uuid::new_v4());
         let points = dataset_points(ds, doc, per, a.dim, d as u64 + 1);
         load_postgres(&pool, ds, doc, binding, &points).await;
-        load_weaviate(&http, &weaviate_url, ds, &points).await;
+        load_weaviate(&http, &weaviate_url, ds, &points, a.floats == "f64").await;
         data.push((ds, points));
     }
     let loaded = loading.elapsed();
@@ -635,7 +699,7 @@ async fn main() {
             "—".to_string(),
         ));
         if a.target == "qdrant" {
-            let timeline = target_timeline(&http, tports[1]).await;
+            let timeline = target_timeline(&http, tports[1], None).await;
             calls.push((run, target_calls(&http, tports[1]).await, timeline));
             reset(&http, tports[1]).await;
         }
@@ -662,7 +726,8 @@ async fn main() {
     let rss = peak_rss(&daemon);
     stop(&mut daemon).await;
     if a.target == "qdrant" {
-        let timeline = target_timeline(&http, tports[1]).await;
+        let clock = (watched.submitted_at, watched.copied_at);
+        let timeline = target_timeline(&http, tports[1], Some(clock)).await;
         calls.push((shapes.len(), target_calls(&http, tports[1]).await, timeline));
     }
     assert_eq!(job["result"]["switched"], a.datasets, "{job}");
@@ -700,9 +765,14 @@ async fn main() {
         _ => "PostgreSQL 16 + pgvector 0.8.5 (a table per dataset, with Dify's HNSW index)",
     };
     println!(
-        "{n} points × {} dims in {} datasets; Weaviate legacy layout → {into}; loaded in {:.0} s.",
+        "{n} points × {} dims in {} datasets; Weaviate legacy layout, vectors printed as {} → {into}; loaded in {:.0} s.",
         a.dim,
         a.datasets,
+        if a.floats == "f64" {
+            "doubles (up to 17 digits)"
+        } else {
+            "Weaviate prints float32s (up to 9 digits)"
+        },
         loaded.as_secs_f64()
     );
     println!();

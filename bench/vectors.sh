@@ -8,7 +8,7 @@
 # --target pgvector writes into the PostgreSQL 16 + pgvector server of scripts/lib/pgvector.sh;
 # its ceiling is a COPY loop into the same tables.
 # Usage: bench/vectors.sh [--target qdrant|milvus|pgvector] [--points N] [--datasets N] [--dim N]
-#                         [--batch N] [--concurrency N]
+#                         [--batch N] [--concurrency N] [--floats f32|f64]
 #   defaults: qdrant, 100000 points in 4 datasets, 1536 dims, batch 256, concurrency 4
 # Smoke test: bench/vectors.sh --target milvus --points 4000 --dim 64
 # (release build; prints Markdown; needs 2 cores: the target server is pinned to core 0,

@@ -4,10 +4,11 @@
 //! (`doc_id`, or `uuid5(text)` in 1.9.2 to 1.17): the id is kept as found, `doc_id` is read
 //! from the properties.
 
+use std::fmt;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -17,6 +18,7 @@ use super::store::{
 };
 use crate::config::Component;
 
+mod lift;
 mod target;
 
 const NAME: &str = "weaviate";
@@ -104,21 +106,25 @@ impl Weaviate {
         Ok((status, value))
     }
 
-    /// A request answered 2xx with a `T` (None: 404), else an error with the answer's text.
-    async fn typed<T: DeserializeOwned + Send + 'static>(
+    /// A request answered 2xx with a `T` read by `read` (None: 404), else an error with the
+    /// answer's text.
+    async fn typed<T: Send + 'static>(
         &self,
         call: &'static str,
         path: &str,
+        read: fn(&[u8]) -> serde_json::Result<T>,
     ) -> Result<Option<T>, VectorError> {
         let (status, bytes) = self.send(call, Method::GET, path, None).await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             // Off the reactor: a page of vectors is megabytes of decimal floats, and the
             // writes of other datasets must not wait while it is parsed.
-            s if s.is_success() => tokio::task::spawn_blocking(move || parse(call, status, &bytes))
-                .await
-                .map_err(|e| VectorError::store(NAME, call, e))?
-                .map(Some),
+            s if s.is_success() => tokio::task::spawn_blocking(move || {
+                read(&bytes).map_err(|e| unreadable(call, status, e))
+            })
+            .await
+            .map_err(|e| VectorError::store(NAME, call, e))?
+            .map(Some),
             s => {
                 let text: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
                 Err(VectorError::store(NAME, call, format!("{s} {text}")))
@@ -157,16 +163,15 @@ impl Weaviate {
     }
 }
 
-fn parse<T: DeserializeOwned>(
-    call: &'static str,
-    status: StatusCode,
-    bytes: &[u8],
-) -> Result<T, VectorError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| VectorError::store(NAME, call, format!("{status}: unreadable answer: {e}")))
+fn parse(call: &'static str, status: StatusCode, bytes: &[u8]) -> Result<Value, VectorError> {
+    serde_json::from_slice(bytes).map_err(|e| unreadable(call, status, e))
 }
 
-/// An object as `GET /v1/objects` answers it, vectors read straight into floats.
+fn unreadable(call: &'static str, status: StatusCode, e: serde_json::Error) -> VectorError {
+    VectorError::store(NAME, call, format!("{status}: unreadable answer: {e}"))
+}
+
+/// An object as `GET /v1/objects` answers it.
 #[derive(Deserialize)]
 struct Object {
     id: String,
@@ -174,7 +179,7 @@ struct Object {
     properties: Map<String, Value>,
     /// The legacy unnamed vector.
     #[serde(default)]
-    vector: Option<Vec<f32>>,
+    vector: Option<Values>,
     #[serde(default)]
     vectors: Option<NamedVectors>,
 }
@@ -183,13 +188,78 @@ struct Object {
 #[derive(Deserialize)]
 struct NamedVectors {
     #[serde(default)]
-    default: Option<Vec<f32>>,
+    default: Option<Values>,
+}
+
+/// A vector's numbers, or in an answer `lift` rewrote, the index of the numbers it read.
+enum Values {
+    Read(Vec<f32>),
+    Lifted(u64),
+}
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Expect;
+        impl<'de> Visitor<'de> for Expect {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of numbers")
+            }
+            fn visit_u64<E: de::Error>(self, index: u64) -> Result<Values, E> {
+                Ok(Values::Lifted(index))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(x) = seq.next_element::<f32>()? {
+                    values.push(x);
+                }
+                Ok(Values::Read(values))
+            }
+        }
+        deserializer.deserialize_any(Expect)
+    }
 }
 
 #[derive(Deserialize)]
 struct ObjectList {
     #[serde(default)]
     objects: Vec<Object>,
+}
+
+/// A page of objects: the vectors read by `lift`, the rest by serde; by serde alone when a
+/// lifted array was not a vector field (a property named `vector`, say).
+fn read_objects(bytes: &[u8]) -> serde_json::Result<ObjectList> {
+    if let Some(lifted) = lift::lift(bytes)
+        && let Ok(mut list) = serde_json::from_slice::<ObjectList>(&lifted.text)
+        && place(&mut list, lifted.vectors)
+    {
+        return Ok(list);
+    }
+    serde_json::from_slice(bytes)
+}
+
+/// Puts each lifted vector into the field that named it; false unless each went to exactly
+/// one vector field.
+fn place(list: &mut ObjectList, vectors: Vec<Vec<f32>>) -> bool {
+    let mut vectors: Vec<Option<Vec<f32>>> = vectors.into_iter().map(Some).collect();
+    let mut placed = 0;
+    for object in &mut list.objects {
+        let named = object.vectors.as_mut().and_then(|v| v.default.as_mut());
+        for slot in [object.vector.as_mut(), named].into_iter().flatten() {
+            if let Values::Lifted(index) = *slot {
+                let taken = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| vectors.get_mut(i))
+                    .and_then(Option::take);
+                let Some(values) = taken else {
+                    return false;
+                };
+                *slot = Values::Read(values);
+                placed += 1;
+            }
+        }
+    }
+    placed == vectors.len()
 }
 
 /// An object of `GET /v1/objects` as a point: `text` is the content, every other property
@@ -204,7 +274,12 @@ fn point_of(object: Object, with_vector: bool) -> Result<Point, VectorError> {
     } = object;
     let vector = match (with_vector, vectors.and_then(|v| v.default).or(vector)) {
         (false, _) => Vec::new(),
-        (true, Some(v)) => v,
+        (true, Some(Values::Read(v))) => v,
+        (true, Some(Values::Lifted(_))) => {
+            return Err(VectorError::Layout(format!(
+                "object {id} has a number where its vector should be"
+            )));
+        }
         (true, None) => {
             return Err(VectorError::Layout(format!(
                 "object {id} has neither a `default` named vector nor a legacy vector"
@@ -312,7 +387,10 @@ impl Weaviate {
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {
             let path = format!("/v1/objects/{class}/{id}?include=vector");
-            let Some(object) = self.typed::<Object>("get object", &path).await? else {
+            let Some(object) = self
+                .typed("get object", &path, |b| serde_json::from_slice::<Object>(b))
+                .await?
+            else {
                 continue;
             };
             found.push(point_of(object, true)?);
@@ -337,7 +415,7 @@ impl VectorSource for Weaviate {
             path.push_str("&after=");
             path.push_str(after);
         }
-        let Some(list) = self.typed::<ObjectList>("list objects", &path).await? else {
+        let Some(list) = self.typed("list objects", &path, read_objects).await? else {
             return Err(VectorError::Layout(format!(
                 "Weaviate has no class {collection}"
             )));
@@ -361,6 +439,63 @@ impl VectorSource for Weaviate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer read with `lift` gives the points serde alone gives, fallbacks included.
+    #[test]
+    fn pages_read_as_serde_alone_reads_them() {
+        let page =
+            |objects: Value| serde_json::to_vec(&json!({ "objects": objects })).expect("json");
+        let points = |bytes: &[u8], lifted: bool| -> Vec<Point> {
+            let list = if lifted {
+                read_objects(bytes)
+            } else {
+                serde_json::from_slice::<ObjectList>(bytes)
+            };
+            let list = list.expect("a page");
+            list.objects
+                .into_iter()
+                .map(|o| point_of(o, true).expect("a point"))
+                .collect()
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut vector = || (0..64).map(|_| rng.f32() - 0.5).collect::<Vec<f32>>();
+        let pages = [
+            page(json!([
+                {"id": "a", "properties": {"text": "x \"vector\":[1]", "doc_id": "a"}, "vector": vector()},
+                {"id": "b", "properties": {"text": "y"}, "vector": vector()},
+            ])),
+            page(json!([
+                {"id": "c", "properties": {"text": "z"}, "vectors": {"default": vector(), "other": [[1.0]]}},
+            ])),
+            // Properties that look like vectors: read by serde alone, unchanged.
+            page(json!([
+                {"id": "d", "properties": {"vector": [1, 2], "default": [3.5]}, "vector": vector()},
+            ])),
+        ];
+        for bytes in &pages {
+            let (lifted, plain) = (points(bytes, true), points(bytes, false));
+            assert_eq!(lifted.len(), plain.len());
+            for (l, p) in lifted.iter().zip(&plain) {
+                assert_eq!((&l.id, &l.text, &l.metadata), (&p.id, &p.text, &p.metadata));
+                assert_eq!(l.vector, p.vector);
+                assert_eq!(l.vector.len(), 64);
+            }
+        }
+        // The first two are read through `lift`, the third is not.
+        let lifted = |bytes: &[u8]| {
+            lift::lift(bytes).is_some_and(|l| {
+                serde_json::from_slice::<ObjectList>(&l.text)
+                    .is_ok_and(|mut list| place(&mut list, l.vectors))
+            })
+        };
+        assert_eq!(pages.each_ref().map(|p| lifted(p)), [true, true, false]);
+        assert_eq!(points(&pages[2], true)[0].metadata["vector"], json!([1, 2]));
+        // A number where a vector should be is refused, not taken for a lifted one.
+        let odd = page(json!([{"id": "e", "vector": 0}, {"id": "f", "vector": [1.0]}]));
+        let list = read_objects(&odd).expect("valid JSON");
+        assert!(list.objects.into_iter().any(|o| point_of(o, true).is_err()));
+        assert!(read_objects(br#"{"objects":[{"id":"g","vector":[1e400]}]}"#).is_err());
+    }
 
     #[test]
     fn reads_both_vector_shapes() {
