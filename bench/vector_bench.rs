@@ -53,10 +53,10 @@ struct Args {
     target: String,
     /// The pgvector server (`--target pgvector`).
     pgvector: String,
-    /// How the Weaviate server holds and prints the vectors: `f32`, as Weaviate prints its
-    /// float32s (the shortest digits that read back, at most 9); `f64`, each widened to a
-    /// double and printed with up to 17 digits, as this bench loaded them before 2026-12-06.
-    floats: String,
+    /// `--floats f64`: the Weaviate server holds and prints each vector number widened to a
+    /// double (up to 17 digits), as this bench loaded them before 2026-12-06; `f32` (default):
+    /// as Weaviate prints its float32s (the shortest digits that read back, at most 9).
+    wide_floats: bool,
 }
 
 fn args() -> Args {
@@ -71,7 +71,7 @@ fn args() -> Args {
         concurrency: 4,
         target: "qdrant".into(),
         pgvector: String::new(),
-        floats: "f32".into(),
+        wide_floats: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,7 +92,13 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = number(),
             "--target" => a.target = value.clone(),
             "--pgvector" => a.pgvector = value.clone(),
-            "--floats" if ["f32", "f64"].contains(&value.as_str()) => a.floats = value.clone(),
+            "--floats" => {
+                a.wide_floats = match value.as_str() {
+                    "f32" => false,
+                    "f64" => true,
+                    _ => panic!("--floats takes f32 or f64, not {value}"),
+                }
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -651,7 +657,7 @@ async fn main() {
         let (ds, doc) = (Uuid::new_v4(), Uuid::new_v4());
         let points = dataset_points(ds, doc, per, a.dim, d as u64 + 1);
         load_postgres(&pool, ds, doc, binding, &points).await;
-        load_weaviate(&http, &weaviate_url, ds, &points, a.floats == "f64").await;
+        load_weaviate(&http, &weaviate_url, ds, &points, a.wide_floats).await;
         data.push((ds, points));
     }
     let loaded = loading.elapsed();
@@ -768,7 +774,7 @@ async fn main() {
         "{n} points × {} dims in {} datasets; Weaviate legacy layout, vectors printed as {} → {into}; loaded in {:.0} s.",
         a.dim,
         a.datasets,
-        if a.floats == "f64" {
+        if a.wide_floats {
             "doubles (up to 17 digits)"
         } else {
             "Weaviate prints float32s (up to 9 digits)"
